@@ -1,0 +1,40 @@
+//! `/healthz` (the process is alive) and `/readyz` (database reachable, master key loaded).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let db = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        crate::store::ping(state.vault.pool()),
+    )
+    .await;
+    let database_ok = matches!(db, Ok(Ok(())));
+    let audit_ok = !state.vault.audit().is_failing();
+    let master = state.vault.masters().active_version();
+    let ready = database_ok && audit_ok && master > 0;
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "database": if database_ok { "ok" } else { "unreachable" },
+        "audit": if audit_ok { "ok" } else { "failing" },
+        "master_key_version": master,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}

@@ -1,0 +1,104 @@
+//! `/v1/tenants/{tenant}/secrets...`: tenant tokens reading and writing their own secrets.
+
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::extract::{AppJson, Caller, RequestId, SecretPath, TenantPath};
+use super::AppState;
+use crate::crypto::SecretValue;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants/{tenant}/secrets", get(list_secrets))
+        .route(
+            "/v1/tenants/{tenant}/secrets/{key}",
+            get(get_secret).put(put_secret).delete(delete_secret),
+        )
+}
+
+static SECRET_SOURCE: HeaderName = HeaderName::from_static("x-secret-source");
+
+async fn get_secret(
+    State(state): State<AppState>,
+    SecretPath(slug, key): SecretPath,
+    Caller(who): Caller,
+    RequestId(rid): RequestId,
+) -> Result<Response, ApiError> {
+    let tenant = state.vault.authorize_tenant(&who, &slug, rid.clone())?;
+    let read = state
+        .vault
+        .get_secret(&who.context(rid), &tenant, &key)
+        .await?;
+    let body = Json(json!({
+        "key": key.as_str(),
+        "value": read.secret.value.expose(),
+        "version": read.secret.version,
+        "updated_at": read.secret.updated_at,
+    }));
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        SECRET_SOURCE.clone(),
+        HeaderValue::from_static(read.source.as_str()),
+    );
+    // Secrets must not land in shared caches.
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutSecret {
+    value: String,
+    #[serde(default)]
+    cas: Option<i32>,
+}
+
+async fn put_secret(
+    State(state): State<AppState>,
+    SecretPath(slug, key): SecretPath,
+    Caller(who): Caller,
+    RequestId(rid): RequestId,
+    AppJson(body): AppJson<PutSecret>,
+) -> Result<Response, ApiError> {
+    let tenant = state.vault.authorize_tenant(&who, &slug, rid.clone())?;
+    let value = SecretValue::new(body.value);
+    let version = state
+        .vault
+        .put_secret(&who.context(rid), &tenant, &key, value, body.cas)
+        .await?;
+    Ok(Json(json!({"key": key.as_str(), "version": version})).into_response())
+}
+
+async fn delete_secret(
+    State(state): State<AppState>,
+    SecretPath(slug, key): SecretPath,
+    Caller(who): Caller,
+    RequestId(rid): RequestId,
+) -> Result<Response, ApiError> {
+    let tenant = state.vault.authorize_tenant(&who, &slug, rid.clone())?;
+    state
+        .vault
+        .delete_secret(&who.context(rid), &tenant, &key)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_secrets(
+    State(state): State<AppState>,
+    TenantPath(slug): TenantPath,
+    Caller(who): Caller,
+    RequestId(rid): RequestId,
+) -> Result<Response, ApiError> {
+    let tenant = state.vault.authorize_tenant(&who, &slug, rid.clone())?;
+    let secrets = state.vault.list_secrets(&who.context(rid), &tenant).await?;
+    Ok(Json(json!({"tenant": slug.as_str(), "secrets": secrets})).into_response())
+}

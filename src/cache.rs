@@ -1,0 +1,173 @@
+//! The secret cache: moka, bounded, with a TTL (0 turns it off). Values are `SecretValue`s,
+//! which wipe their memory when the last reference is dropped, so eviction wipes them.
+//! Concurrent misses of one key share a single load.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use moka::future::Cache;
+
+use crate::crypto::SecretValue;
+use crate::domain::{SecretKey, TenantId};
+
+/// One cached secret.
+#[derive(Debug)]
+pub struct CachedSecret {
+    pub value: SecretValue,
+    pub version: i32,
+    pub updated_at: DateTime<Utc>,
+}
+
+type Key = (TenantId, SecretKey);
+
+#[derive(Clone)]
+pub struct SecretCache {
+    inner: Option<Cache<Key, Arc<CachedSecret>>>,
+}
+
+impl SecretCache {
+    /// `ttl_secs == 0` disables caching: every read loads.
+    pub fn new(ttl_secs: u64, max_entries: u64) -> Self {
+        let inner = (ttl_secs > 0).then(|| {
+            Cache::builder()
+                .max_capacity(max_entries)
+                .time_to_live(Duration::from_secs(ttl_secs))
+                .support_invalidation_closures()
+                .build()
+        });
+        Self { inner }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Returns the cached secret, or runs `load` (once, however many callers miss at the same
+    /// time) and caches what it returns. The flag is true when this call's value came from
+    /// the cache rather than a load.
+    pub async fn get_or_load<E, F>(
+        &self,
+        tenant: TenantId,
+        key: &SecretKey,
+        load: F,
+    ) -> Result<(Arc<CachedSecret>, bool), Arc<E>>
+    where
+        E: Send + Sync + 'static,
+        F: std::future::Future<Output = Result<Arc<CachedSecret>, E>>,
+    {
+        match &self.inner {
+            None => load.await.map(|v| (v, false)).map_err(Arc::new),
+            Some(cache) => {
+                let entry = cache
+                    .entry((tenant, key.clone()))
+                    .or_try_insert_with(load)
+                    .await?;
+                let from_cache = !entry.is_fresh();
+                Ok((entry.into_value(), from_cache))
+            }
+        }
+    }
+
+    pub async fn invalidate(&self, tenant: TenantId, key: &SecretKey) {
+        if let Some(cache) = &self.inner {
+            cache.invalidate(&(tenant, key.clone())).await;
+        }
+    }
+
+    /// Drops every entry of one tenant (tenant deletion).
+    pub fn invalidate_tenant(&self, tenant: TenantId) {
+        if let Some(cache) = &self.inner {
+            // Only fails when closures are unsupported, which `new` enables.
+            let _ = cache.invalidate_entries_if(move |(t, _), _| *t == tenant);
+        }
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |c| c.entry_count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn secret(v: &str) -> Arc<CachedSecret> {
+        Arc::new(CachedSecret {
+            value: SecretValue::new(v.into()),
+            version: 1,
+            updated_at: Utc::now(),
+        })
+    }
+
+    #[tokio::test]
+    async fn many_concurrent_misses_make_one_load() {
+        let cache = SecretCache::new(60, 100);
+        let loads = Arc::new(AtomicUsize::new(0));
+        let tenant = TenantId(uuid::Uuid::new_v4());
+        let key = SecretKey::parse("K").unwrap();
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let (cache, loads, key) = (cache.clone(), loads.clone(), key.clone());
+                tokio::spawn(async move {
+                    cache
+                        .get_or_load::<(), _>(tenant, &key, async {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            Ok(secret("v"))
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut fresh = 0;
+        for t in tasks {
+            let (v, from_cache) = t.await.unwrap();
+            assert_eq!(v.value.expose(), "v");
+            fresh += usize::from(!from_cache);
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert_eq!(fresh, 1);
+    }
+
+    #[tokio::test]
+    async fn invalidation_and_disabled_cache_reload() {
+        let tenant = TenantId(uuid::Uuid::new_v4());
+        let key = SecretKey::parse("K").unwrap();
+        let cache = SecretCache::new(60, 100);
+        let (_, hit) = cache
+            .get_or_load::<(), _>(tenant, &key, async { Ok(secret("a")) })
+            .await
+            .unwrap();
+        assert!(!hit);
+        let (v, hit) = cache
+            .get_or_load::<(), _>(tenant, &key, async { Ok(secret("b")) })
+            .await
+            .unwrap();
+        assert!(hit);
+        assert_eq!(v.value.expose(), "a");
+        cache.invalidate(tenant, &key).await;
+        let (v, hit) = cache
+            .get_or_load::<(), _>(tenant, &key, async { Ok(secret("c")) })
+            .await
+            .unwrap();
+        assert!(!hit);
+        assert_eq!(v.value.expose(), "c");
+
+        let off = SecretCache::new(0, 100);
+        assert!(!off.is_enabled());
+        let (_, hit) = off
+            .get_or_load::<(), _>(tenant, &key, async { Ok(secret("a")) })
+            .await
+            .unwrap();
+        assert!(!hit);
+        let (v, hit) = off
+            .get_or_load::<(), _>(tenant, &key, async { Ok(secret("b")) })
+            .await
+            .unwrap();
+        assert!(!hit);
+        assert_eq!(v.value.expose(), "b");
+    }
+}

@@ -1,0 +1,148 @@
+//! Settings shared by the commands. Every setting is a `--flag` with an environment variable
+//! (`TENANT_VAULT_*`, or Infisical's and PostgreSQL's own names); the doc comments below are
+//! the `--help` text. Secrets are held in `SecretString`, which prints as `[redacted]`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use zeroize::Zeroizing;
+
+/// A setting that is a secret: redacted in `Debug`, wiped on drop.
+#[derive(Clone)]
+pub struct SecretString(pub Zeroizing<String>);
+
+impl FromStr for SecretString {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(Zeroizing::new(s.to_owned())))
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL, e.g. postgres://user:pass@host:5432/tenant_vault
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: SecretString,
+
+    /// Most connections the pool opens.
+    #[arg(
+        long,
+        env = "TENANT_VAULT_DB_MAX_CONNECTIONS",
+        default_value_t = 32,
+        value_name = "N"
+    )]
+    pub db_max_connections: u32,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MasterKeySourceKind {
+    /// TENANT_VAULT_MASTER_KEY (one fixed key; cannot rotate).
+    Env,
+    /// Random key files in the data dir, as `tenant-vault dev` uses. Never for production.
+    DevFile,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct KeyArgs {
+    /// Where the master key comes from.
+    #[arg(
+        long,
+        env = "TENANT_VAULT_MASTER_KEY_SOURCE",
+        value_enum,
+        default_value = "env"
+    )]
+    pub master_key_source: MasterKeySourceKind,
+
+    /// The master key, for --master-key-source env: 32 bytes as 64 hex characters or base64,
+    /// or a passphrase of at least 16 characters (stretched with Argon2id). Prefer the
+    /// environment variable: a flag shows in `ps`.
+    #[arg(
+        long,
+        env = "TENANT_VAULT_MASTER_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub master_key: Option<SecretString>,
+
+    /// Directory for the audit journal (used while the database is unreachable) and, with
+    /// --master-key-source dev-file, the dev master key files.
+    #[arg(
+        long,
+        env = "TENANT_VAULT_DATA_DIR",
+        default_value = "./.tenant-vault",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServiceArgs {
+    /// Seconds a secret stays in the memory cache; 0 turns the cache off; at most 3600.
+    #[arg(long, env = "TENANT_VAULT_CACHE_TTL_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(0..=3600), value_name = "SECS")]
+    pub cache_ttl_secs: u64,
+
+    /// Most entries in each memory cache (secrets, unwrapped data keys, tokens).
+    #[arg(long, env = "TENANT_VAULT_CACHE_MAX_ENTRIES", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
+    pub cache_max_entries: u64,
+
+    /// Largest secret value accepted, in bytes; larger PUTs get 413.
+    #[arg(long, env = "TENANT_VAULT_MAX_VALUE_BYTES", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024), value_name = "BYTES")]
+    pub max_value_bytes: u64,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "TENANT_VAULT_LISTEN",
+        default_value = "127.0.0.1:8210",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+
+    /// Seconds before a request is abandoned with 503.
+    #[arg(long, env = "TENANT_VAULT_REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=600), value_name = "SECS")]
+    pub request_timeout_secs: u64,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(
+        long,
+        env = "TENANT_VAULT_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `tenant_vault=debug`).
+    #[arg(
+        long,
+        env = "TENANT_VAULT_LOG",
+        default_value = "info",
+        global = true,
+        value_name = "FILTER"
+    )]
+    pub log: String,
+}

@@ -1,0 +1,131 @@
+//! The master key versions in memory, loaded once at start-up and checked against the key
+//! check values in `master_keys`. A wrong key stops start-up before anything is wrapped.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use sqlx::PgPool;
+
+use super::source::MasterKeySource;
+use super::KeyError;
+use crate::crypto::{kdf, MasterKey};
+use crate::store::{self, master_keys::NewMasterKey, StoreError};
+
+pub struct MasterKeyring {
+    keys: RwLock<BTreeMap<i32, Arc<MasterKey>>>,
+    active: RwLock<i32>,
+}
+
+impl std::fmt::Debug for MasterKeyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let versions: Vec<i32> = self.keys.read().unwrap().keys().copied().collect();
+        write!(f, "MasterKeyring(versions {versions:?}, [redacted])")
+    }
+}
+
+impl MasterKeyring {
+    /// Loads every recorded version from the source and verifies each one. With no version
+    /// recorded yet, asks the source to create version 1 and records it.
+    pub async fn load(pool: &PgPool, source: &dyn MasterKeySource) -> Result<Self, KeyError> {
+        let mut rows = store::master_keys::all(pool).await?;
+        if rows.is_empty() {
+            initialise(pool, source).await?;
+            rows = store::master_keys::all(pool).await?;
+        }
+        let mut keys = BTreeMap::new();
+        let mut active = 0;
+        for row in &rows {
+            let text = source
+                .fetch(row.version, row.infisical_secret_name.as_deref())
+                .await
+                .map_err(|reason| KeyError::Source {
+                    version: row.version,
+                    source_desc: source.describe(),
+                    reason,
+                })?;
+            let key = MasterKey::from_text(row.version, &text, row.argon2_salt.as_deref())
+                .map_err(|e| KeyError::Material {
+                    version: row.version,
+                    reason: e.to_string(),
+                })?;
+            if !key.matches(&row.check_value) {
+                return Err(KeyError::WrongMasterKey {
+                    version: row.version,
+                    source_desc: source.describe(),
+                });
+            }
+            if row.state == "active" {
+                active = row.version;
+            }
+            keys.insert(row.version, Arc::new(key));
+        }
+        if active == 0 {
+            active = *keys.keys().last().expect("at least one version was loaded");
+        }
+        tracing::info!(active_version = active, versions = keys.len(), source = %source.describe(), "master key loaded and verified");
+        Ok(Self {
+            keys: RwLock::new(keys),
+            active: RwLock::new(active),
+        })
+    }
+
+    /// A keyring holding exactly these keys (tests and tools).
+    pub fn from_keys(keys: Vec<MasterKey>) -> Self {
+        let active = keys.iter().map(|k| k.version).max().unwrap_or(0);
+        Self {
+            keys: RwLock::new(keys.into_iter().map(|k| (k.version, Arc::new(k))).collect()),
+            active: RwLock::new(active),
+        }
+    }
+
+    /// The version new data keys are wrapped under. None only for a keyring built without
+    /// keys (commands that never wrap, such as issuing a token).
+    pub fn active(&self) -> Option<Arc<MasterKey>> {
+        let version = *self.active.read().unwrap();
+        self.get(version)
+    }
+
+    pub fn active_version(&self) -> i32 {
+        *self.active.read().unwrap()
+    }
+
+    pub fn get(&self, version: i32) -> Option<Arc<MasterKey>> {
+        self.keys.read().unwrap().get(&version).cloned()
+    }
+}
+
+async fn initialise(pool: &PgPool, source: &dyn MasterKeySource) -> Result<(), KeyError> {
+    let created = source.create(1).await.map_err(|reason| KeyError::Source {
+        version: 1,
+        source_desc: source.describe(),
+        reason,
+    })?;
+    let salt = kdf::is_passphrase(&created.text).then(kdf::new_salt);
+    let key = MasterKey::from_text(1, &created.text, salt.as_ref().map(|s| s.as_slice())).map_err(
+        |e| KeyError::Material {
+            version: 1,
+            reason: e.to_string(),
+        },
+    )?;
+    let inserted = store::master_keys::insert(
+        pool,
+        NewMasterKey {
+            version: 1,
+            source: source.kind(),
+            infisical_secret_name: created.secret_name.as_deref(),
+            infisical_secret_version: None,
+            check_value: key.check_value(),
+            argon2_salt: salt.as_ref().map(|s| s.as_slice()),
+        },
+    )
+    .await;
+    match inserted {
+        Ok(()) => {
+            tracing::info!(source = %source.describe(), "initialised master key version 1");
+            Ok(())
+        }
+        // Another replica initialised it first; `load` re-reads and verifies theirs.
+        Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,43 @@
+//! Key management: where the master key comes from and whether it is the right one, and the
+//! per-tenant data keys (creation, unwrapping, caching, destruction). The only module that
+//! wraps and unwraps keys.
+
+pub mod data_keys;
+pub mod master;
+pub mod source;
+
+pub use data_keys::DataKeyring;
+pub use master::MasterKeyring;
+pub use source::{DevFileSource, EnvSource, MasterKeySource};
+
+use crate::domain::DataKeyId;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "master key version {version} from {source_desc} does not match the key check value \
+         recorded in the database: this is not the key that wrapped this database's data keys"
+    )]
+    WrongMasterKey { version: i32, source_desc: String },
+    #[error("master key version {0} is not loaded")]
+    MasterVersionMissing(i32),
+    #[error("could not read master key version {version} from {source_desc}: {reason}")]
+    Source {
+        version: i32,
+        source_desc: String,
+        reason: String,
+    },
+    #[error("invalid master key material for version {version}: {reason}")]
+    Material { version: i32, reason: String },
+    #[error("no master key has been initialised and {0} cannot create one")]
+    NotInitialised(String),
+    #[error("data key {0} failed integrity checks")]
+    Integrity(DataKeyId),
+    #[error("data key {0} was destroyed")]
+    Destroyed(DataKeyId),
+    #[error("tenant has no active data key")]
+    NoActiveKey,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

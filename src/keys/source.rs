@@ -1,0 +1,126 @@
+//! Where master key material comes from. `serve` reads it through this interface only, so the
+//! Infisical source slots in beside these without touching any caller.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use zeroize::Zeroizing;
+
+use crate::crypto::kdf;
+
+/// What a source hands over when it creates a new master key version.
+pub struct CreatedMasterKey {
+    pub text: Zeroizing<String>,
+    /// Name of the secret that holds it, for sources that have names (Infisical).
+    pub secret_name: Option<String>,
+}
+
+#[async_trait]
+pub trait MasterKeySource: Send + Sync {
+    /// `source` column value: `env`, `dev_file` or `infisical`.
+    fn kind(&self) -> &'static str;
+    /// Human description for messages, e.g. "the TENANT_VAULT_MASTER_KEY variable". Never a value.
+    fn describe(&self) -> String;
+    /// The key material of one recorded version.
+    async fn fetch(
+        &self,
+        version: i32,
+        secret_name: Option<&str>,
+    ) -> Result<Zeroizing<String>, String>;
+    /// Creates (or adopts) the material for a new version. Sources that cannot create keys
+    /// return an error saying so.
+    async fn create(&self, version: i32) -> Result<CreatedMasterKey, String>;
+}
+
+/// `TENANT_VAULT_MASTER_KEY`: one fixed key, so it can serve version 1 but never rotate.
+pub struct EnvSource {
+    text: Zeroizing<String>,
+}
+
+impl EnvSource {
+    pub fn new(text: Zeroizing<String>) -> Self {
+        Self { text }
+    }
+}
+
+#[async_trait]
+impl MasterKeySource for EnvSource {
+    fn kind(&self) -> &'static str {
+        "env"
+    }
+
+    fn describe(&self) -> String {
+        "the TENANT_VAULT_MASTER_KEY variable".into()
+    }
+
+    async fn fetch(&self, _version: i32, _name: Option<&str>) -> Result<Zeroizing<String>, String> {
+        Ok(self.text.clone())
+    }
+
+    async fn create(&self, version: i32) -> Result<CreatedMasterKey, String> {
+        if version != 1 {
+            return Err("TENANT_VAULT_MASTER_KEY holds one fixed key and cannot rotate".into());
+        }
+        Ok(CreatedMasterKey {
+            text: self.text.clone(),
+            secret_name: None,
+        })
+    }
+}
+
+/// Dev mode: random keys in files under the data dir (`master-key-v1`, mode 0600). Convenient,
+/// and exactly as safe as that directory: never for production.
+pub struct DevFileSource {
+    dir: PathBuf,
+}
+
+impl DevFileSource {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    fn path(&self, version: i32) -> PathBuf {
+        self.dir.join(format!("master-key-v{version}"))
+    }
+}
+
+#[async_trait]
+impl MasterKeySource for DevFileSource {
+    fn kind(&self) -> &'static str {
+        "dev_file"
+    }
+
+    fn describe(&self) -> String {
+        format!("the dev key file in {}", self.dir.display())
+    }
+
+    async fn fetch(&self, version: i32, _name: Option<&str>) -> Result<Zeroizing<String>, String> {
+        let path = self.path(version);
+        tokio::fs::read_to_string(&path)
+            .await
+            .map(Zeroizing::new)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    async fn create(&self, version: i32) -> Result<CreatedMasterKey, String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.path(version);
+        let text = kdf::generate_master_key_text();
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        // create_new: never overwrite a key that may already wrap data.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        file.write_all(text.as_bytes())
+            .and_then(|_| file.sync_all())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(CreatedMasterKey {
+            text,
+            secret_name: None,
+        })
+    }
+}

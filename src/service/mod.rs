@@ -1,0 +1,155 @@
+//! The vault's operations, shared by the HTTP API and the CLI: authentication and scope
+//! checks, tenants, tokens, and the secret lookup (cache -> database). Each operation writes
+//! its audit event. Errors are `ServiceError`, which the API maps to HTTP once.
+
+pub mod secrets;
+pub mod tenants;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+use crate::audit::{AuditEvent, AuditSink};
+use crate::cache::SecretCache;
+use crate::domain::{TenantId, TenantSlug, TokenId};
+use crate::keys::{DataKeyring, KeyError, MasterKeyring};
+use crate::store::StoreError;
+
+pub use secrets::{SecretRead, SecretSource};
+pub use tokens::{Principal, PrincipalKind};
+
+/// Limits and knobs the service enforces.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_value_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("missing or unknown token")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("tenant not found")]
+    TenantNotFound,
+    #[error("secret not found")]
+    SecretNotFound,
+    #[error("a tenant with this slug already exists")]
+    TenantExists,
+    #[error("check-and-set failed: expected version {expected}, current version is {current}")]
+    CasConflict { expected: i32, current: i32 },
+    #[error("the value is {size} bytes; the limit is {limit} bytes")]
+    ValueTooLarge { size: usize, limit: usize },
+    /// A ciphertext or wrapped key failed authentication: never answer with a value.
+    #[error("stored data failed its integrity check")]
+    Integrity,
+    #[error("{0} is unavailable")]
+    Unavailable(&'static str),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(_) => ServiceError::Unavailable("the database"),
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<KeyError> for ServiceError {
+    fn from(err: KeyError) -> Self {
+        match err {
+            KeyError::Integrity(_) | KeyError::Destroyed(_) => ServiceError::Integrity,
+            KeyError::Store(s) => s.into(),
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Who asked, and under which request id; stamped on audit events.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub token_id: Option<TokenId>,
+    pub request_id: Option<String>,
+}
+
+/// A tenant a caller has been allowed to act on.
+#[derive(Debug, Clone)]
+pub struct TenantRef {
+    pub id: TenantId,
+    pub slug: TenantSlug,
+}
+
+/// The composed vault. Cheap to share behind an `Arc`.
+pub struct Vault {
+    pub(crate) pool: PgPool,
+    pub(crate) data_keys: DataKeyring,
+    pub(crate) cache: SecretCache,
+    pub(crate) tokens: tokens::TokenCache,
+    pub(crate) audit: AuditSink,
+    pub(crate) limits: Limits,
+}
+
+impl Vault {
+    pub fn new(
+        pool: PgPool,
+        masters: Arc<MasterKeyring>,
+        cache: SecretCache,
+        audit: AuditSink,
+        limits: Limits,
+        max_entries: u64,
+    ) -> Self {
+        Self {
+            data_keys: DataKeyring::new(pool.clone(), masters, max_entries),
+            pool,
+            cache,
+            tokens: tokens::TokenCache::new(max_entries),
+            audit,
+            limits,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn masters(&self) -> &Arc<MasterKeyring> {
+        self.data_keys.masters()
+    }
+
+    pub fn audit(&self) -> &AuditSink {
+        &self.audit
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn event(&self, ctx: &RequestContext, action: &str, outcome: &str) -> AuditEvent {
+        let mut e = AuditEvent::new(action, outcome);
+        e.token_id = ctx.token_id.map(|t| t.0);
+        e.request_id = ctx.request_id.clone();
+        e
+    }
+
+    /// Refuses service while audit events can be neither stored nor journalled.
+    fn ensure_auditable(&self) -> Result<(), ServiceError> {
+        if self.audit.is_failing() {
+            return Err(ServiceError::Unavailable("the audit trail"));
+        }
+        Ok(())
+    }
+}

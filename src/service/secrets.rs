@@ -1,0 +1,284 @@
+//! The secret lookup and writes. A read checks the memory cache, then `company_secrets`
+//! (decrypting with the tenant's data key); concurrent misses of one key share one load.
+//! A write encrypts under the tenant's active data key, keeps the previous version, counts
+//! the encryption against the key's nonce budget, and invalidates the cache after commit.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{RequestContext, ServiceError, TenantRef, Vault};
+use crate::cache::CachedSecret;
+use crate::crypto::{envelope, open_secret, seal_secret, SecretPlace, SecretValue};
+use crate::domain::{SecretKey, TenantId};
+use crate::store::{self, secrets::NewSecret, StoreError};
+
+/// Where a read was answered from (the `x-secret-source` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSource {
+    Cache,
+    Database,
+}
+
+impl SecretSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretSource::Cache => "cache",
+            SecretSource::Database => "database",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct SecretRead {
+    pub secret: Arc<CachedSecret>,
+    pub source: SecretSource,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SecretSummary {
+    pub key: String,
+    pub version: i32,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Attempts at a write that lost a race (key created meanwhile, data key rotated meanwhile).
+const WRITE_ATTEMPTS: usize = 3;
+
+fn outcome_of(err: &ServiceError) -> &'static str {
+    match err {
+        ServiceError::SecretNotFound => "not_found",
+        ServiceError::Integrity => "integrity_error",
+        ServiceError::CasConflict { .. } => "conflict",
+        ServiceError::ValueTooLarge { .. } | ServiceError::InvalidInput(_) => "rejected",
+        ServiceError::Unavailable(_) => "unavailable",
+        _ => "error",
+    }
+}
+
+impl Vault {
+    fn secret_event(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        outcome: &str,
+        tenant: &TenantRef,
+        key: Option<&SecretKey>,
+    ) {
+        let mut e = self.event(ctx, action, outcome);
+        e.tenant_id = Some(tenant.id.0);
+        e.tenant_slug = Some(tenant.slug.to_string());
+        e.secret_key = key.map(|k| k.to_string());
+        self.audit.record(e);
+    }
+
+    fn audited<T>(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        tenant: &TenantRef,
+        key: Option<&SecretKey>,
+        result: Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(e) => outcome_of(e),
+        };
+        if let Err(ServiceError::Integrity) = &result {
+            tracing::error!(tenant = %tenant.slug, key = ?key.map(|k| k.as_str()), "secret failed its integrity check");
+        }
+        self.secret_event(ctx, action, outcome, tenant, key);
+        result
+    }
+
+    pub async fn get_secret(
+        &self,
+        ctx: &RequestContext,
+        tenant: &TenantRef,
+        key: &SecretKey,
+    ) -> Result<SecretRead, ServiceError> {
+        self.ensure_auditable()?;
+        let result = self
+            .cache
+            .get_or_load(tenant.id, key, self.load_secret(tenant.id, key))
+            .await
+            .map(|(secret, from_cache)| SecretRead {
+                secret,
+                source: if from_cache {
+                    SecretSource::Cache
+                } else {
+                    SecretSource::Database
+                },
+            })
+            .map_err(|shared| (*shared).clone());
+        self.audited(ctx, "secret.read", tenant, Some(key), result)
+    }
+
+    /// Reads and decrypts one secret from the database.
+    async fn load_secret(
+        &self,
+        tenant: TenantId,
+        key: &SecretKey,
+    ) -> Result<Arc<CachedSecret>, ServiceError> {
+        let row = store::secrets::get(&self.pool, tenant.0, key.as_str())
+            .await?
+            .ok_or(ServiceError::SecretNotFound)?;
+        // The header names the data key; it must also be the key the row says it uses.
+        let header_key = envelope::secret_data_key_id(&row.secret_value_encrypted)
+            .map_err(|_| ServiceError::Integrity)?;
+        if header_key.0 != row.data_key_id {
+            return Err(ServiceError::Integrity);
+        }
+        let data_key = self.data_keys.get(tenant, header_key).await?;
+        let place = SecretPlace {
+            tenant,
+            key,
+            version: row.version,
+        };
+        let value = open_secret(&data_key, place, &row.secret_value_encrypted)
+            .map_err(|_| ServiceError::Integrity)?;
+        Ok(Arc::new(CachedSecret {
+            value,
+            version: row.version,
+            updated_at: row.updated_at,
+        }))
+    }
+
+    /// Stores a new version. With `cas`, only if the current version equals it (0: only if
+    /// the key does not exist yet). Returns the new version.
+    pub async fn put_secret(
+        &self,
+        ctx: &RequestContext,
+        tenant: &TenantRef,
+        key: &SecretKey,
+        value: SecretValue,
+        cas: Option<i32>,
+    ) -> Result<i32, ServiceError> {
+        self.ensure_auditable()?;
+        let result = self.write_secret(tenant, key, &value, cas).await;
+        self.cache.invalidate(tenant.id, key).await;
+        self.audited(ctx, "secret.write", tenant, Some(key), result)
+    }
+
+    async fn write_secret(
+        &self,
+        tenant: &TenantRef,
+        key: &SecretKey,
+        value: &SecretValue,
+        cas: Option<i32>,
+    ) -> Result<i32, ServiceError> {
+        let limit = self.limits.max_value_bytes;
+        if value.len() > limit {
+            return Err(ServiceError::ValueTooLarge {
+                size: value.len(),
+                limit,
+            });
+        }
+        if cas.is_some_and(|c| c < 0) {
+            return Err(ServiceError::InvalidInput(
+                "field `cas`: must be 0 or a positive version".into(),
+            ));
+        }
+        for _ in 0..WRITE_ATTEMPTS {
+            let data_key = self.data_keys.active(tenant.id).await?;
+            let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+            let current = store::secrets::lock(&mut *tx, tenant.id.0, key.as_str()).await?;
+            let current_version = current.as_ref().map_or(0, |r| r.version);
+            if let Some(expected) = cas {
+                if expected != current_version {
+                    return Err(ServiceError::CasConflict {
+                        expected,
+                        current: current_version,
+                    });
+                }
+            }
+            if store::data_keys::count_encryption(&mut *tx, data_key.id.0)
+                .await?
+                .is_none()
+            {
+                // Rotated or destroyed since we cached it: look it up again.
+                self.data_keys.forget_active(tenant.id).await;
+                continue;
+            }
+            let version = current_version + 1;
+            let place = SecretPlace {
+                tenant: tenant.id,
+                key,
+                version,
+            };
+            let envelope = seal_secret(&data_key, place, value);
+            let new = NewSecret {
+                id: current.as_ref().map_or_else(Uuid::new_v4, |r| r.id),
+                company_id: tenant.id.0,
+                key: key.as_str(),
+                envelope: &envelope,
+                data_key_id: data_key.id.0,
+                version,
+            };
+            match current {
+                None => {
+                    if store::secrets::insert_first(&mut *tx, new).await?.is_none() {
+                        // Another writer created it first. Without cas, try again as an update.
+                        if let Some(expected) = cas {
+                            let now =
+                                store::secrets::get(&mut *tx, tenant.id.0, key.as_str()).await?;
+                            return Err(ServiceError::CasConflict {
+                                expected,
+                                current: now.map_or(0, |r| r.version),
+                            });
+                        }
+                        continue;
+                    }
+                }
+                Some(row) => {
+                    store::secrets::archive_current(&mut *tx, row.id).await?;
+                    store::secrets::update(&mut *tx, new).await?;
+                }
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+            return Ok(version);
+        }
+        Err(ServiceError::Unavailable(
+            "a consistent write (too much contention)",
+        ))
+    }
+
+    pub async fn delete_secret(
+        &self,
+        ctx: &RequestContext,
+        tenant: &TenantRef,
+        key: &SecretKey,
+    ) -> Result<i32, ServiceError> {
+        self.ensure_auditable()?;
+        let result = async {
+            store::secrets::delete(&self.pool, tenant.id.0, key.as_str())
+                .await?
+                .ok_or(ServiceError::SecretNotFound)
+        }
+        .await;
+        self.cache.invalidate(tenant.id, key).await;
+        self.audited(ctx, "secret.delete", tenant, Some(key), result)
+    }
+
+    pub async fn list_secrets(
+        &self,
+        ctx: &RequestContext,
+        tenant: &TenantRef,
+    ) -> Result<Vec<SecretSummary>, ServiceError> {
+        self.ensure_auditable()?;
+        let result = async {
+            Ok(store::secrets::list(&self.pool, tenant.id.0)
+                .await?
+                .into_iter()
+                .map(|r| SecretSummary {
+                    key: r.secret_key,
+                    version: r.version,
+                    updated_at: r.updated_at,
+                })
+                .collect())
+        }
+        .await;
+        self.audited(ctx, "secret.list", tenant, None, result)
+    }
+}

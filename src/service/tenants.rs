@@ -1,0 +1,85 @@
+//! Tenants: creation (with the first data key, in one transaction) and deletion
+//! (crypto-shredding: the data keys are destroyed in the same transaction).
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{RequestContext, ServiceError, Vault};
+use crate::domain::{DataKeyId, TenantId, TenantSlug};
+use crate::store::{self, StoreError};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub slug: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Vault {
+    pub async fn create_tenant(
+        &self,
+        ctx: &RequestContext,
+        slug: &TenantSlug,
+        name: &str,
+    ) -> Result<Tenant, ServiceError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(ServiceError::InvalidInput(
+                "field `name`: must be 1 to 200 characters".into(),
+            ));
+        }
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let row = match store::tenants::insert(&mut *tx, Uuid::new_v4(), slug.as_str(), name).await
+        {
+            Ok(row) => row,
+            Err(StoreError::Conflict(_)) => return Err(ServiceError::TenantExists),
+            Err(e) => return Err(e.into()),
+        };
+        let tenant = TenantId(row.id);
+        self.data_keys.create(&mut tx, tenant, 1).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+
+        let mut e = self.event(ctx, "tenant.create", "success");
+        e.tenant_id = Some(row.id);
+        e.tenant_slug = Some(row.slug.clone());
+        self.audit.record(e);
+        Ok(Tenant {
+            id: tenant,
+            slug: row.slug,
+            name: row.name,
+            created_at: row.created_at,
+        })
+    }
+
+    /// Deletes a tenant: destroys its data keys (its ciphertext becomes unreadable for good),
+    /// revokes its tokens and marks it deleted, all in one transaction.
+    pub async fn delete_tenant(
+        &self,
+        ctx: &RequestContext,
+        slug: &TenantSlug,
+    ) -> Result<usize, ServiceError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let row = store::tenants::by_slug(&mut *tx, slug.as_str())
+            .await?
+            .ok_or(ServiceError::TenantNotFound)?;
+        let destroyed = store::data_keys::destroy_for_tenant(&mut *tx, row.id).await?;
+        store::tokens::revoke_for_tenant(&mut *tx, row.id).await?;
+        if !store::tenants::mark_deleted(&mut *tx, row.id).await? {
+            return Err(ServiceError::TenantNotFound);
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+
+        let tenant = TenantId(row.id);
+        let ids: Vec<DataKeyId> = destroyed.iter().copied().map(DataKeyId).collect();
+        self.data_keys.forget(tenant, &ids).await;
+        self.cache.invalidate_tenant(tenant);
+        self.tokens.forget_tenant(tenant);
+
+        let mut e = self.event(ctx, "tenant.delete", "success");
+        e.tenant_id = Some(row.id);
+        e.tenant_slug = Some(row.slug);
+        self.audit.record(e);
+        Ok(ids.len())
+    }
+}
