@@ -1,0 +1,268 @@
+//! Test harness: one PostgreSQL per test process (from DATABASE_URL if set, else a private
+//! throwaway cluster from the machine's binaries), a migrated template database, and a fresh
+//! database cloned from it for every test. `TestApp` drives the real router in-process.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgPool};
+use tenant_vault::api::{self, HttpSettings};
+use tenant_vault::app::App;
+use tenant_vault::config::ServiceArgs;
+use tenant_vault::keys::DevFileSource;
+use tenant_vault::pg::{ClusterOptions, PgBinaries, PostgresCluster};
+use tenant_vault::service::{RequestContext, Vault};
+use tower::ServiceExt;
+
+struct Server {
+    /// Connection options for the server's `postgres` database.
+    admin: PgConnectOptions,
+    template: String,
+    _cluster: Mutex<Option<PostgresCluster>>,
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+fn server() -> &'static Server {
+    SERVER.get_or_init(|| {
+        // Start-up is async; run it on a runtime of its own, on a thread of its own, since
+        // the caller is already inside a test's runtime.
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(start_server())
+        })
+        .join()
+        .expect("test PostgreSQL failed to start")
+    })
+}
+
+async fn start_server() -> Server {
+    let (admin, cluster) = match std::env::var("DATABASE_URL") {
+        Ok(url) => {
+            let opts: PgConnectOptions = url.parse().expect("DATABASE_URL is not a valid URL");
+            (opts.database("postgres"), None)
+        }
+        Err(_) => {
+            remove_stale_clusters();
+            let dir = std::env::temp_dir().join(format!("tenant-vault-test-{}", std::process::id()));
+            let binaries = PgBinaries::locate().expect("PostgreSQL binaries");
+            let cluster = PostgresCluster::start(
+                &binaries,
+                ClusterOptions {
+                    dir,
+                    port: None,
+                    throwaway: true,
+                    max_connections: 400,
+                },
+            )
+            .await
+            .expect("starting the test PostgreSQL");
+            let opts: PgConnectOptions = cluster.url("postgres").parse().unwrap();
+            (opts, Some(cluster))
+        }
+    };
+    // One template per schema version, migrated once; each test clones it (fast).
+    let template = format!("tv_template_{}", migrations_fingerprint());
+    let pool = PgPool::connect_with(admin.clone()).await.expect("connect to test PostgreSQL");
+    let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+        .bind(&template)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    if !exists {
+        let building = format!("{template}_build_{}", std::process::id());
+        sqlx::query(&format!("create database {building}")).execute(&pool).await.unwrap();
+        let tpool = PgPool::connect_with(admin.clone().database(&building)).await.unwrap();
+        tenant_vault::store::migrate(&tpool).await.expect("migrations apply");
+        tpool.close().await;
+        // Another test process may have won the race; then use theirs.
+        let _ = sqlx::query(&format!("alter database {building} rename to {template}")).execute(&pool).await;
+    }
+    pool.close().await;
+    Server {
+        admin,
+        template,
+        _cluster: Mutex::new(cluster),
+    }
+}
+
+fn migrations_fingerprint() -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for m in tenant_vault::store::MIGRATOR.iter() {
+        h.update(&m.checksum);
+    }
+    hex::encode(&h.finalize()[..6])
+}
+
+/// Clusters of earlier test runs whose process is gone.
+fn remove_stale_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("tenant-vault-test-").and_then(|p| p.parse::<i32>().ok()) {
+            let alive = unsafe { libc::kill(pid, 0) } == 0;
+            if !alive {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// A fresh, migrated database for one test.
+pub async fn fresh_database() -> (PgPool, String) {
+    let server = server();
+    let name = format!("tvtest_{}", uuid::Uuid::new_v4().simple());
+    let admin = PgPool::connect_with(server.admin.clone()).await.unwrap();
+    sqlx::query(&format!("create database {name} template {}", server.template))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let opts = server.admin.clone().database(&name);
+    let url = opts.to_url_lossy().to_string();
+    let pool = tenant_vault::store::connect(&url, 10).await.unwrap();
+    (pool, url)
+}
+
+pub fn service_args(cache_ttl_secs: u64) -> ServiceArgs {
+    ServiceArgs {
+        cache_ttl_secs,
+        cache_max_entries: 10_000,
+        max_value_bytes: 65_536,
+    }
+}
+
+/// The real application, in-process, on its own database and data dir.
+pub struct TestApp {
+    pub router: Router,
+    pub vault: Arc<Vault>,
+    pub pool: PgPool,
+    pub db_url: String,
+    pub admin_token: String,
+    pub data_dir: tempfile::TempDir,
+    _app: App,
+}
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl TestResponse {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with_service(service_args(60)).await
+    }
+
+    pub async fn with_service(service: ServiceArgs) -> Self {
+        let (pool, db_url) = fresh_database().await;
+        let data_dir = tempfile::tempdir().unwrap();
+        let source = DevFileSource::new(data_dir.path().to_path_buf());
+        let app = App::build(pool.clone(), &source, data_dir.path(), &service).await.unwrap();
+        Self::from_app(app, pool, db_url, data_dir).await
+    }
+
+    pub async fn from_app(app: App, pool: PgPool, db_url: String, data_dir: tempfile::TempDir) -> Self {
+        let vault = app.vault.clone();
+        let admin_token = vault
+            .create_token(&RequestContext::default(), None, Some("test admin"), None)
+            .await
+            .unwrap()
+            .text
+            .to_string();
+        let router = api::router(vault.clone(), &HttpSettings::default());
+        Self {
+            _app: app,
+            router,
+            vault,
+            pool,
+            db_url,
+            admin_token,
+            data_dir,
+        }
+    }
+
+    pub async fn raw(&self, req: Request<Body>) -> TestResponse {
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        TestResponse { status, headers, body, text }
+    }
+
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> TestResponse {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        self.raw(req).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> TestResponse {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn put_secret(&self, tenant: &str, key: &str, token: &str, body: Value) -> TestResponse {
+        self.call(Method::PUT, &format!("/v1/tenants/{tenant}/secrets/{key}"), Some(token), Some(body)).await
+    }
+
+    pub async fn get_secret(&self, tenant: &str, key: &str, token: &str) -> TestResponse {
+        self.get(&format!("/v1/tenants/{tenant}/secrets/{key}"), token).await
+    }
+
+    /// Creates a tenant through the admin API and returns a token for it.
+    pub async fn tenant(&self, slug: &str) -> String {
+        let res = self
+            .call(Method::POST, "/v1/admin/tenants", Some(&self.admin_token), Some(serde_json::json!({"slug": slug, "name": slug})))
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
+        self.token_for(slug).await
+    }
+
+    pub async fn token_for(&self, slug: &str) -> String {
+        let res = self
+            .call(Method::POST, &format!("/v1/admin/tenants/{slug}/tokens"), Some(&self.admin_token), None)
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
+        res.body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits for the audit writer to store everything recorded so far.
+    pub async fn flush_audit(&self) {
+        self.vault.audit().flush().await;
+    }
+
+    pub async fn audit_rows(&self) -> Vec<(String, String, Option<String>, Option<String>)> {
+        self.flush_audit().await;
+        sqlx::query_as("select action, outcome, tenant_slug, secret_key from audit_events order by id")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+}
