@@ -13,7 +13,9 @@ async fn round_trip_reads_database_then_cache() {
     let app = TestApp::new().await;
     let acme = app.tenant("acme").await;
 
-    let res = app.put_secret("acme", "STRIPE_KEY", &acme, json!({"value": "sk_live_123"})).await;
+    let res = app
+        .put_secret("acme", "STRIPE_KEY", &acme, json!({"value": "sk_live_123"}))
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     assert_eq!(res.body, json!({"key": "STRIPE_KEY", "version": 1}));
 
@@ -31,7 +33,9 @@ async fn round_trip_reads_database_then_cache() {
     assert_eq!(second.body["value"], "sk_live_123");
 
     // Our own write invalidates the cache.
-    let res = app.put_secret("acme", "STRIPE_KEY", &acme, json!({"value": "sk_live_456"})).await;
+    let res = app
+        .put_secret("acme", "STRIPE_KEY", &acme, json!({"value": "sk_live_456"}))
+        .await;
     assert_eq!(res.body["version"], 2);
     let third = app.get_secret("acme", "STRIPE_KEY", &acme).await;
     assert_eq!(third.headers["x-secret-source"], "database");
@@ -51,8 +55,10 @@ async fn no_plaintext_in_the_database() {
     let app = TestApp::new().await;
     let acme = app.tenant("acme").await;
     let value = "sk_live_PLAINTEXT_MARKER_1234567890";
-    app.put_secret("acme", "STRIPE_KEY", &acme, json!({"value": value})).await;
-    app.put_secret("acme", "STRIPE_KEY", &acme, json!({"value": value})).await;
+    app.put_secret("acme", "STRIPE_KEY", &acme, json!({"value": value}))
+        .await;
+    app.put_secret("acme", "STRIPE_KEY", &acme, json!({"value": value}))
+        .await;
     let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
         "select secret_value_encrypted from company_secrets
          union all select secret_value_encrypted from company_secret_versions",
@@ -82,7 +88,8 @@ async fn list_and_delete() {
     let app = TestApp::new().await;
     let acme = app.tenant("acme").await;
     for k in ["B_KEY", "A_KEY"] {
-        app.put_secret("acme", k, &acme, json!({"value": "hidden-value"})).await;
+        app.put_secret("acme", k, &acme, json!({"value": "hidden-value"}))
+            .await;
     }
     let res = app.get("/v1/tenants/acme/secrets", &acme).await;
     assert_eq!(res.status, StatusCode::OK);
@@ -93,14 +100,31 @@ async fn list_and_delete() {
         .map(|s| s["key"].as_str().unwrap())
         .collect();
     assert_eq!(keys, ["A_KEY", "B_KEY"]);
-    assert!(!res.text.contains("hidden-value"), "lists never carry values");
+    assert!(
+        !res.text.contains("hidden-value"),
+        "lists never carry values"
+    );
 
-    let res = app.call(Method::DELETE, "/v1/tenants/acme/secrets/A_KEY", Some(&acme), None).await;
+    let res = app
+        .call(
+            Method::DELETE,
+            "/v1/tenants/acme/secrets/A_KEY",
+            Some(&acme),
+            None,
+        )
+        .await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
     let res = app.get_secret("acme", "A_KEY", &acme).await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
     assert_eq!(res.code(), "secret_not_found");
-    let res = app.call(Method::DELETE, "/v1/tenants/acme/secrets/A_KEY", Some(&acme), None).await;
+    let res = app
+        .call(
+            Method::DELETE,
+            "/v1/tenants/acme/secrets/A_KEY",
+            Some(&acme),
+            None,
+        )
+        .await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
 }
 
@@ -109,14 +133,22 @@ async fn check_and_set() {
     let app = TestApp::new().await;
     let acme = app.tenant("acme").await;
     // cas 0: only if absent.
-    let res = app.put_secret("acme", "K", &acme, json!({"value": "a", "cas": 0})).await;
+    let res = app
+        .put_secret("acme", "K", &acme, json!({"value": "a", "cas": 0}))
+        .await;
     assert_eq!(res.body["version"], 1);
-    let res = app.put_secret("acme", "K", &acme, json!({"value": "b", "cas": 0})).await;
+    let res = app
+        .put_secret("acme", "K", &acme, json!({"value": "b", "cas": 0}))
+        .await;
     assert_eq!(res.status, StatusCode::CONFLICT);
     assert_eq!(res.code(), "cas_conflict");
-    let res = app.put_secret("acme", "K", &acme, json!({"value": "b", "cas": 2})).await;
+    let res = app
+        .put_secret("acme", "K", &acme, json!({"value": "b", "cas": 2}))
+        .await;
     assert_eq!(res.status, StatusCode::CONFLICT);
-    let res = app.put_secret("acme", "K", &acme, json!({"value": "b", "cas": 1})).await;
+    let res = app
+        .put_secret("acme", "K", &acme, json!({"value": "b", "cas": 1}))
+        .await;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(res.body["version"], 2);
     // The failed attempts changed nothing.
@@ -129,14 +161,20 @@ async fn check_and_set() {
 async fn cas_race_has_exactly_one_winner() {
     let app = std::sync::Arc::new(TestApp::new().await);
     let acme = app.tenant("acme").await;
-    app.put_secret("acme", "K", &acme, json!({"value": "v1"})).await;
+    app.put_secret("acme", "K", &acme, json!({"value": "v1"}))
+        .await;
     for round in 0..5 {
         let writers: Vec<_> = (0..8)
             .map(|i| {
                 let (app, acme) = (app.clone(), acme.clone());
                 tokio::spawn(async move {
-                    app.put_secret("acme", "K", &acme, json!({"value": format!("w{i}"), "cas": round + 1}))
-                        .await
+                    app.put_secret(
+                        "acme",
+                        "K",
+                        &acme,
+                        json!({"value": format!("w{i}"), "cas": round + 1}),
+                    )
+                    .await
                 })
             })
             .collect();
@@ -159,7 +197,13 @@ async fn cas_race_has_exactly_one_winner() {
         .map(|i| {
             let (app, acme) = (app.clone(), acme.clone());
             tokio::spawn(async move {
-                app.put_secret("acme", "NEW", &acme, json!({"value": format!("w{i}"), "cas": 0})).await
+                app.put_secret(
+                    "acme",
+                    "NEW",
+                    &acme,
+                    json!({"value": format!("w{i}"), "cas": 0}),
+                )
+                .await
             })
         })
         .collect();
@@ -175,23 +219,38 @@ async fn tokens_reach_only_their_own_tenant() {
     let app = TestApp::new().await;
     let acme = app.tenant("acme").await;
     let globex = app.tenant("globex").await;
-    app.put_secret("acme", "K", &acme, json!({"value": "acme-only"})).await;
+    app.put_secret("acme", "K", &acme, json!({"value": "acme-only"}))
+        .await;
 
     let res = app.get_secret("acme", "K", &globex).await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
     assert_eq!(res.code(), "forbidden");
     assert!(!res.text.contains("acme-only"));
-    let res = app.put_secret("acme", "K", &globex, json!({"value": "overwrite"})).await;
+    let res = app
+        .put_secret("acme", "K", &globex, json!({"value": "overwrite"}))
+        .await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
     let res = app.get("/v1/tenants/acme/secrets", &globex).await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
 
     // Tenant tokens cannot use admin routes; admin tokens cannot read secrets.
     let res = app
-        .call(Method::POST, "/v1/admin/tenants", Some(&acme), Some(json!({"slug": "evil"})))
+        .call(
+            Method::POST,
+            "/v1/admin/tenants",
+            Some(&acme),
+            Some(json!({"slug": "evil"})),
+        )
         .await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
-    let res = app.call(Method::POST, "/v1/admin/tenants/acme/tokens", Some(&acme), None).await;
+    let res = app
+        .call(
+            Method::POST,
+            "/v1/admin/tenants/acme/tokens",
+            Some(&acme),
+            None,
+        )
+        .await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
     let res = app.get_secret("acme", "K", &app.admin_token).await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
@@ -200,7 +259,12 @@ async fn tokens_reach_only_their_own_tenant() {
     let res = app.get_secret("acme", "K", &acme).await;
     assert_eq!(res.body["value"], "acme-only");
     assert_eq!(res.body["version"], 1);
-    let denied = app.audit_rows().await.into_iter().filter(|r| r.1 == "denied").count();
+    let denied = app
+        .audit_rows()
+        .await
+        .into_iter()
+        .filter(|r| r.1 == "denied")
+        .count();
     assert_eq!(denied, 6);
 }
 
@@ -208,7 +272,9 @@ async fn tokens_reach_only_their_own_tenant() {
 async fn missing_or_unknown_tokens_are_401() {
     let app = TestApp::new().await;
     let acme = app.tenant("acme").await;
-    let res = app.call(Method::GET, "/v1/tenants/acme/secrets/K", None, None).await;
+    let res = app
+        .call(Method::GET, "/v1/tenants/acme/secrets/K", None, None)
+        .await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     assert_eq!(res.code(), "unauthenticated");
     let forged = format!("{}X", &acme[..acme.len() - 1]);
@@ -229,7 +295,17 @@ async fn path_tricks_in_slugs_are_400_and_touch_nothing() {
     let app = TestApp::new().await;
     let acme = app.tenant("acme").await;
     let long = "a".repeat(64);
-    for slug in ["..", "%2e%2e", "%2E%2E", "a%2Fb", "ACME", "acme%00", "-acme", "ac%20me", long.as_str()] {
+    for slug in [
+        "..",
+        "%2e%2e",
+        "%2E%2E",
+        "a%2Fb",
+        "ACME",
+        "acme%00",
+        "-acme",
+        "ac%20me",
+        long.as_str(),
+    ] {
         for path in [
             format!("/v1/tenants/{slug}/secrets/K"),
             format!("/v1/tenants/{slug}/secrets"),
@@ -239,19 +315,35 @@ async fn path_tricks_in_slugs_are_400_and_touch_nothing() {
             assert_eq!(res.code(), "invalid_tenant", "{path}");
         }
         let res = app
-            .call(Method::POST, "/v1/admin/tenants", Some(&app.admin_token), Some(json!({"slug": slug.replace("%2F", "/")})))
+            .call(
+                Method::POST,
+                "/v1/admin/tenants",
+                Some(&app.admin_token),
+                Some(json!({"slug": slug.replace("%2F", "/")})),
+            )
             .await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{slug}");
-        assert!(res.body["error"]["message"].as_str().unwrap().contains("slug"));
+        assert!(res.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("slug"));
     }
     // An empty slug segment never matches the route.
     let res = app.get("/v1/tenants//secrets/K", &acme).await;
     assert!(res.status == StatusCode::BAD_REQUEST || res.status == StatusCode::NOT_FOUND);
     let res = app
-        .call(Method::POST, "/v1/admin/tenants", Some(&app.admin_token), Some(json!({"slug": ""})))
+        .call(
+            Method::POST,
+            "/v1/admin/tenants",
+            Some(&app.admin_token),
+            Some(json!({"slug": ""})),
+        )
         .await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
-    let tenants: i64 = sqlx::query_scalar("select count(*) from tenants").fetch_one(&app.pool).await.unwrap();
+    let tenants: i64 = sqlx::query_scalar("select count(*) from tenants")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(tenants, 1);
 }
 
@@ -260,12 +352,26 @@ async fn bad_secret_keys_are_400() {
     let app = TestApp::new().await;
     let acme = app.tenant("acme").await;
     let long = "K".repeat(256);
-    for key in ["..", "%2e%2e", ".env", "a%2Fb", "a%20b", "-x", "%C3%A9", long.as_str()] {
-        let res = app.put_secret("acme", key, &acme, json!({"value": "v"})).await;
+    for key in [
+        "..",
+        "%2e%2e",
+        ".env",
+        "a%2Fb",
+        "a%20b",
+        "-x",
+        "%C3%A9",
+        long.as_str(),
+    ] {
+        let res = app
+            .put_secret("acme", key, &acme, json!({"value": "v"}))
+            .await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{key}");
         assert_eq!(res.code(), "invalid_secret_key", "{key}");
     }
-    let count: i64 = sqlx::query_scalar("select count(*) from company_secrets").fetch_one(&app.pool).await.unwrap();
+    let count: i64 = sqlx::query_scalar("select count(*) from company_secrets")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(count, 0);
 }
 
@@ -274,14 +380,20 @@ async fn oversized_values_and_bodies_are_413() {
     let app = TestApp::new().await;
     let acme = app.tenant("acme").await;
     let at_limit = "x".repeat(65_536);
-    let res = app.put_secret("acme", "BIG", &acme, json!({"value": at_limit})).await;
+    let res = app
+        .put_secret("acme", "BIG", &acme, json!({"value": at_limit}))
+        .await;
     assert_eq!(res.status, StatusCode::OK);
     let over = "x".repeat(65_537);
-    let res = app.put_secret("acme", "BIG", &acme, json!({"value": over})).await;
+    let res = app
+        .put_secret("acme", "BIG", &acme, json!({"value": over}))
+        .await;
     assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(res.code(), "value_too_large");
     let huge = "x".repeat(2 * 1024 * 1024);
-    let res = app.put_secret("acme", "BIG", &acme, json!({"value": huge})).await;
+    let res = app
+        .put_secret("acme", "BIG", &acme, json!({"value": huge}))
+        .await;
     assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(res.code(), "payload_too_large");
     // The stored value is still the one at the limit.
@@ -315,14 +427,23 @@ async fn malformed_json_names_the_field_and_never_echoes_values() {
         assert_eq!(res.code(), "invalid_json", "{body}");
         let message = res.body["error"]["message"].as_str().unwrap();
         assert!(message.contains(field), "{body}: {message}");
-        assert!(!res.text.contains("sk_live_ECHO") && !res.text.contains("12345678"), "{body}: {message}");
+        assert!(
+            !res.text.contains("sk_live_ECHO") && !res.text.contains("12345678"),
+            "{body}: {message}"
+        );
     }
     let req = Request::put("/v1/tenants/acme/secrets/K")
         .header(header::AUTHORIZATION, format!("Bearer {acme}"))
         .body(Body::from(r#"{"value": "v"}"#))
         .unwrap();
-    assert_eq!(app.raw(req).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let count: i64 = sqlx::query_scalar("select count(*) from company_secrets").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(
+        app.raw(req).await.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    let count: i64 = sqlx::query_scalar("select count(*) from company_secrets")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(count, 0);
 }
 
@@ -331,17 +452,35 @@ async fn deleting_a_tenant_shreds_its_keys_and_revokes_its_tokens() {
     let app = TestApp::new().await;
     let acme = app.tenant("acme").await;
     let globex = app.tenant("globex").await;
-    app.put_secret("acme", "K", &acme, json!({"value": "acme-secret"})).await;
-    app.put_secret("globex", "K", &globex, json!({"value": "globex-secret"})).await;
-    assert_eq!(app.get_secret("acme", "K", &acme).await.headers["x-secret-source"], "database");
-    assert_eq!(app.get_secret("acme", "K", &acme).await.headers["x-secret-source"], "cache");
+    app.put_secret("acme", "K", &acme, json!({"value": "acme-secret"}))
+        .await;
+    app.put_secret("globex", "K", &globex, json!({"value": "globex-secret"}))
+        .await;
+    assert_eq!(
+        app.get_secret("acme", "K", &acme).await.headers["x-secret-source"],
+        "database"
+    );
+    assert_eq!(
+        app.get_secret("acme", "K", &acme).await.headers["x-secret-source"],
+        "cache"
+    );
 
-    let res = app.call(Method::DELETE, "/v1/admin/tenants/acme", Some(&app.admin_token), None).await;
+    let res = app
+        .call(
+            Method::DELETE,
+            "/v1/admin/tenants/acme",
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     assert_eq!(res.body["destroyed_data_keys"], 1);
 
     // Its token is dead at once, cache or not.
-    assert_eq!(app.get_secret("acme", "K", &acme).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get_secret("acme", "K", &acme).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     // The ciphertext is still in the table, but no key exists to open it.
     let (keys_left, ciphertexts): (i64, i64) = sqlx::query_as(
         "select (select count(*) from data_keys d join tenants t on t.id = d.tenant_id
@@ -355,10 +494,23 @@ async fn deleting_a_tenant_shreds_its_keys_and_revokes_its_tokens() {
     assert_eq!((keys_left, ciphertexts), (0, 1));
     // A new tenant may take the slug; it cannot read the old ciphertext.
     let acme2 = app.tenant("acme").await;
-    assert_eq!(app.get_secret("acme", "K", &acme2).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get_secret("acme", "K", &acme2).await.status,
+        StatusCode::NOT_FOUND
+    );
     // Other tenants are untouched.
-    assert_eq!(app.get_secret("globex", "K", &globex).await.body["value"], "globex-secret");
-    let res = app.call(Method::DELETE, "/v1/admin/tenants/nosuch", Some(&app.admin_token), None).await;
+    assert_eq!(
+        app.get_secret("globex", "K", &globex).await.body["value"],
+        "globex-secret"
+    );
+    let res = app
+        .call(
+            Method::DELETE,
+            "/v1/admin/tenants/nosuch",
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
 }
 
@@ -367,11 +519,23 @@ async fn tenants_are_unique_and_unknown_tenants_get_no_tokens() {
     let app = TestApp::new().await;
     app.tenant("acme").await;
     let res = app
-        .call(Method::POST, "/v1/admin/tenants", Some(&app.admin_token), Some(json!({"slug": "acme"})))
+        .call(
+            Method::POST,
+            "/v1/admin/tenants",
+            Some(&app.admin_token),
+            Some(json!({"slug": "acme"})),
+        )
         .await;
     assert_eq!(res.status, StatusCode::CONFLICT);
     assert_eq!(res.code(), "tenant_exists");
-    let res = app.call(Method::POST, "/v1/admin/tenants/nosuch/tokens", Some(&app.admin_token), None).await;
+    let res = app
+        .call(
+            Method::POST,
+            "/v1/admin/tenants/nosuch/tokens",
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
     assert_eq!(res.code(), "tenant_not_found");
 }
@@ -395,7 +559,8 @@ async fn health_and_unknown_routes() {
 async fn every_secret_access_is_audited_in_a_valid_chain() {
     let app = TestApp::new().await;
     let acme = app.tenant("acme").await;
-    app.put_secret("acme", "K", &acme, json!({"value": "audited-value"})).await;
+    app.put_secret("acme", "K", &acme, json!({"value": "audited-value"}))
+        .await;
     app.get_secret("acme", "K", &acme).await;
     app.get_secret("acme", "K", &acme).await; // from the cache: still audited
     app.get_secret("acme", "MISSING", &acme).await;
@@ -414,13 +579,16 @@ async fn every_secret_access_is_audited_in_a_valid_chain() {
     }
     let n = tenant_vault::audit::verify_chain(&app.pool).await.unwrap();
     assert_eq!(n, rows.len());
-    let everything: String = sqlx::query_scalar("select string_agg(t::text, ' ') from audit_events t")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let everything: String =
+        sqlx::query_scalar("select string_agg(t::text, ' ') from audit_events t")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert!(!everything.contains("audited-value"));
     assert!(!everything.contains(&acme));
     // The table refuses edits.
-    let edit = sqlx::query("update audit_events set outcome = 'success'").execute(&app.pool).await;
+    let edit = sqlx::query("update audit_events set outcome = 'success'")
+        .execute(&app.pool)
+        .await;
     assert!(edit.unwrap_err().to_string().contains("append-only"));
 }

@@ -53,7 +53,8 @@ async fn start_server() -> Server {
         }
         Err(_) => {
             remove_stale_clusters();
-            let dir = std::env::temp_dir().join(format!("tenant-vault-test-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("tenant-vault-test-{}", std::process::id()));
             let binaries = PgBinaries::locate().expect("PostgreSQL binaries");
             let cluster = PostgresCluster::start(
                 &binaries,
@@ -72,20 +73,32 @@ async fn start_server() -> Server {
     };
     // One template per schema version, migrated once; each test clones it (fast).
     let template = format!("tv_template_{}", migrations_fingerprint());
-    let pool = PgPool::connect_with(admin.clone()).await.expect("connect to test PostgreSQL");
-    let exists: bool = sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-        .bind(&template)
-        .fetch_one(&pool)
+    let pool = PgPool::connect_with(admin.clone())
         .await
-        .unwrap();
+        .expect("connect to test PostgreSQL");
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(&template)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     if !exists {
         let building = format!("{template}_build_{}", std::process::id());
-        sqlx::query(&format!("create database {building}")).execute(&pool).await.unwrap();
-        let tpool = PgPool::connect_with(admin.clone().database(&building)).await.unwrap();
-        tenant_vault::store::migrate(&tpool).await.expect("migrations apply");
+        sqlx::query(&format!("create database {building}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        let tpool = PgPool::connect_with(admin.clone().database(&building))
+            .await
+            .unwrap();
+        tenant_vault::store::migrate(&tpool)
+            .await
+            .expect("migrations apply");
         tpool.close().await;
         // Another test process may have won the race; then use theirs.
-        let _ = sqlx::query(&format!("alter database {building} rename to {template}")).execute(&pool).await;
+        let _ = sqlx::query(&format!("alter database {building} rename to {template}"))
+            .execute(&pool)
+            .await;
     }
     pool.close().await;
     Server {
@@ -106,10 +119,15 @@ fn migrations_fingerprint() -> String {
 
 /// Clusters of earlier test runs whose process is gone.
 fn remove_stale_clusters() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("tenant-vault-test-").and_then(|p| p.parse::<i32>().ok()) {
+        if let Some(pid) = name
+            .strip_prefix("tenant-vault-test-")
+            .and_then(|p| p.parse::<i32>().ok())
+        {
             let alive = unsafe { libc::kill(pid, 0) } == 0;
             if !alive {
                 let _ = std::fs::remove_dir_all(e.path());
@@ -123,10 +141,13 @@ pub async fn fresh_database() -> (PgPool, String) {
     let server = server();
     let name = format!("tvtest_{}", uuid::Uuid::new_v4().simple());
     let admin = PgPool::connect_with(server.admin.clone()).await.unwrap();
-    sqlx::query(&format!("create database {name} template {}", server.template))
-        .execute(&admin)
-        .await
-        .unwrap();
+    sqlx::query(&format!(
+        "create database {name} template {}",
+        server.template
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
     admin.close().await;
     let opts = server.admin.clone().database(&name);
     let url = opts.to_url_lossy().to_string();
@@ -149,7 +170,8 @@ pub struct TestApp {
     pub pool: PgPool,
     pub db_url: String,
     pub admin_token: String,
-    pub data_dir: tempfile::TempDir,
+    pub data_dir: Arc<tempfile::TempDir>,
+    service: ServiceArgs,
     _app: App,
 }
 
@@ -175,11 +197,40 @@ impl TestApp {
         let (pool, db_url) = fresh_database().await;
         let data_dir = tempfile::tempdir().unwrap();
         let source = DevFileSource::new(data_dir.path().to_path_buf());
-        let app = App::build(pool.clone(), &source, data_dir.path(), &service).await.unwrap();
-        Self::from_app(app, pool, db_url, data_dir).await
+        let app = App::build(pool.clone(), &source, data_dir.path(), &service)
+            .await
+            .unwrap();
+        Self::from_app(app, pool, db_url, Arc::new(data_dir), service).await
     }
 
-    pub async fn from_app(app: App, pool: PgPool, db_url: String, data_dir: tempfile::TempDir) -> Self {
+    /// A second instance on the same database and dev key: a restart, or another replica.
+    pub async fn another_instance(&self) -> Self {
+        let source = DevFileSource::new(self.data_dir.path().to_path_buf());
+        let app = App::build(
+            self.pool.clone(),
+            &source,
+            self.data_dir.path(),
+            &self.service,
+        )
+        .await
+        .unwrap();
+        Self::from_app(
+            app,
+            self.pool.clone(),
+            self.db_url.clone(),
+            self.data_dir.clone(),
+            self.service.clone(),
+        )
+        .await
+    }
+
+    async fn from_app(
+        app: App,
+        pool: PgPool,
+        db_url: String,
+        data_dir: Arc<tempfile::TempDir>,
+        service: ServiceArgs,
+    ) -> Self {
         let vault = app.vault.clone();
         let admin_token = vault
             .create_token(&RequestContext::default(), None, Some("test admin"), None)
@@ -196,6 +247,7 @@ impl TestApp {
             db_url,
             admin_token,
             data_dir,
+            service,
         }
     }
 
@@ -206,10 +258,21 @@ impl TestApp {
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        TestResponse { status, headers, body, text }
+        TestResponse {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
 
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> TestResponse {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> TestResponse {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -228,18 +291,36 @@ impl TestApp {
         self.call(Method::GET, path, Some(token), None).await
     }
 
-    pub async fn put_secret(&self, tenant: &str, key: &str, token: &str, body: Value) -> TestResponse {
-        self.call(Method::PUT, &format!("/v1/tenants/{tenant}/secrets/{key}"), Some(token), Some(body)).await
+    pub async fn put_secret(
+        &self,
+        tenant: &str,
+        key: &str,
+        token: &str,
+        body: Value,
+    ) -> TestResponse {
+        self.call(
+            Method::PUT,
+            &format!("/v1/tenants/{tenant}/secrets/{key}"),
+            Some(token),
+            Some(body),
+        )
+        .await
     }
 
     pub async fn get_secret(&self, tenant: &str, key: &str, token: &str) -> TestResponse {
-        self.get(&format!("/v1/tenants/{tenant}/secrets/{key}"), token).await
+        self.get(&format!("/v1/tenants/{tenant}/secrets/{key}"), token)
+            .await
     }
 
     /// Creates a tenant through the admin API and returns a token for it.
     pub async fn tenant(&self, slug: &str) -> String {
         let res = self
-            .call(Method::POST, "/v1/admin/tenants", Some(&self.admin_token), Some(serde_json::json!({"slug": slug, "name": slug})))
+            .call(
+                Method::POST,
+                "/v1/admin/tenants",
+                Some(&self.admin_token),
+                Some(serde_json::json!({"slug": slug, "name": slug})),
+            )
             .await;
         assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
         self.token_for(slug).await
@@ -247,7 +328,12 @@ impl TestApp {
 
     pub async fn token_for(&self, slug: &str) -> String {
         let res = self
-            .call(Method::POST, &format!("/v1/admin/tenants/{slug}/tokens"), Some(&self.admin_token), None)
+            .call(
+                Method::POST,
+                &format!("/v1/admin/tenants/{slug}/tokens"),
+                Some(&self.admin_token),
+                None,
+            )
             .await;
         assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
         res.body["token"].as_str().unwrap().to_owned()
@@ -260,9 +346,11 @@ impl TestApp {
 
     pub async fn audit_rows(&self) -> Vec<(String, String, Option<String>, Option<String>)> {
         self.flush_audit().await;
-        sqlx::query_as("select action, outcome, tenant_slug, secret_key from audit_events order by id")
-            .fetch_all(&self.pool)
-            .await
-            .unwrap()
+        sqlx::query_as(
+            "select action, outcome, tenant_slug, secret_key from audit_events order by id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
     }
 }

@@ -1,0 +1,148 @@
+//! Secret values, tokens and key material never reach logs, error bodies or `Debug` output.
+//! This test binary installs a TRACE-level subscriber for everything (our crate, sqlx, axum,
+//! tower-http, hyper) and searches what it captured after a full round trip.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use clap::Parser;
+use common::TestApp;
+use serde_json::json;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+const VALUE: &str = "sk_live_NEVER_LOG_ME_0123456789";
+const VALUE2: &str = "SG.second-secret-NEVER-LOG";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_round_trip_logs_no_secret() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+
+    let app = TestApp::new().await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+
+    let res = app
+        .put_secret("acme", "STRIPE_KEY", &acme, json!({"value": VALUE}))
+        .await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(
+        app.get_secret("acme", "STRIPE_KEY", &acme).await.body["value"],
+        VALUE
+    );
+    assert_eq!(
+        app.get_secret("acme", "STRIPE_KEY", &acme).await.body["value"],
+        VALUE
+    );
+    // Errors of every kind, with secrets in the requests.
+    let cases = [
+        (json!({"value": VALUE2, "cas": 7}), StatusCode::CONFLICT),
+        (
+            json!({"value": VALUE2, "extra": VALUE2}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"value": VALUE2.repeat(3000)}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ];
+    for (body, status) in cases {
+        let res = app.put_secret("acme", "STRIPE_KEY", &acme, body).await;
+        assert_eq!(res.status, status, "{}", res.text);
+        assert!(!res.text.contains(VALUE2) && !res.text.contains(VALUE));
+    }
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri("/v1/tenants/acme/secrets/OTHER")
+        .header(header::AUTHORIZATION, format!("Bearer {acme}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(format!(
+            r#"{{"value": "{VALUE2}", "cas": "{VALUE2}"}}"#
+        )))
+        .unwrap();
+    assert_eq!(app.raw(req).await.status, StatusCode::BAD_REQUEST);
+    let res = app.get_secret("acme", "STRIPE_KEY", &globex).await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    // A tampered ciphertext is logged as an integrity error, without bytes or value.
+    sqlx::query("update company_secrets set secret_value_encrypted = overlay(secret_value_encrypted placing '\\x00'::bytea from 35 for 1)")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let fresh = app.another_instance().await;
+    assert_eq!(
+        fresh.get_secret("acme", "STRIPE_KEY", &acme).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    app.flush_audit().await;
+    fresh.flush_audit().await;
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.len() > 1000, "the subscriber captured the round trip");
+    assert!(
+        logs.contains("STRIPE_KEY"),
+        "key names are logged, so the search is meaningful"
+    );
+    assert!(logs.contains("integrity"));
+    for secret in [
+        VALUE,
+        VALUE2,
+        acme.as_str(),
+        globex.as_str(),
+        app.admin_token.as_str(),
+    ] {
+        assert!(!logs.contains(secret), "logs contain a secret");
+    }
+    // The token's secret half (after the id) must not appear either.
+    let tail = &acme[acme.len() - 20..];
+    assert!(!logs.contains(tail));
+    let master = std::fs::read_to_string(app.data_dir.path().join("master-key-v1")).unwrap();
+    assert!(!logs.contains(master.trim()));
+}
+
+#[test]
+fn debug_output_is_redacted() {
+    use tenant_vault::crypto::{DataKey, MasterKey, SecretValue};
+    use tenant_vault::domain::DataKeyId;
+
+    let master_hex = "ab".repeat(32);
+    let parsed = tenant_vault::cli::Cli::try_parse_from([
+        "tenant-vault",
+        "serve",
+        "--database-url",
+        "postgres://user:db-password-NEVER@localhost/x",
+        "--master-key",
+        &master_hex,
+    ])
+    .unwrap();
+    let printed = format!("{parsed:?}");
+    assert!(!printed.contains("db-password-NEVER"), "{printed}");
+    assert!(!printed.contains(&master_hex), "{printed}");
+    assert!(printed.contains("[redacted]"));
+
+    let value = SecretValue::new(VALUE.into());
+    let key = MasterKey::from_text(1, &master_hex, None).unwrap();
+    let dk = DataKey::generate(DataKeyId(uuid::Uuid::new_v4()));
+    let all = format!("{value:?} {key:?} {dk:?}");
+    assert!(!all.contains(VALUE) && !all.contains(&master_hex), "{all}");
+}

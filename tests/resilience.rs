@@ -1,0 +1,160 @@
+//! The database going away: cached reads keep being served (the hot path needs no database),
+//! misses fail fast with 503, and audit events go to the journal and are replayed in order
+//! when the database returns, so no access goes unrecorded.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use common::{service_args, TestApp};
+use serde_json::json;
+
+#[tokio::test]
+async fn cached_reads_survive_a_database_outage_and_are_journalled() {
+    let app = TestApp::new().await;
+    let acme = app.tenant("acme").await;
+    app.put_secret("acme", "K", &acme, json!({"value": "still-served"}))
+        .await;
+    assert_eq!(
+        app.get_secret("acme", "K", &acme).await.headers["x-secret-source"],
+        "database"
+    );
+    app.flush_audit().await;
+
+    // The database disappears for this instance.
+    app.pool.close().await;
+
+    let res = app.get_secret("acme", "K", &acme).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    assert_eq!(res.headers["x-secret-source"], "cache");
+    assert_eq!(res.body["value"], "still-served");
+
+    let started = Instant::now();
+    let res = app.get_secret("acme", "NOT_CACHED", &acme).await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE, "{}", res.text);
+    assert_eq!(res.code(), "dependency_unavailable");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let res = app
+        .put_secret("acme", "K", &acme, json!({"value": "lost?"}))
+        .await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    let res = app
+        .call(axum::http::Method::GET, "/readyz", None, None)
+        .await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.body["database"], "unreachable");
+
+    // The reads above were journalled, in order, without values.
+    app.flush_audit().await;
+    let journal = app.data_dir.path().join("audit-journal.jsonl");
+    let text = std::fs::read_to_string(&journal).expect("journal written");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let actions: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("secret.read", "success"),
+            ("secret.read", "unavailable"),
+            ("secret.write", "unavailable"),
+        ]
+    );
+    assert!(!text.contains("still-served") && !text.contains("lost?"));
+
+    // The database comes back: a new writer (as after a restart) replays the journal first.
+    let pool = tenant_vault::store::connect(&app.db_url, 2).await.unwrap();
+    let (sink, task) = tenant_vault::audit::spawn_writer(pool.clone(), journal.clone());
+    sink.flush().await;
+    assert!(!journal.exists(), "journal replayed and removed");
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("select action, outcome from audit_events order by id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let tail: Vec<(&str, &str)> = rows[rows.len() - 3..]
+        .iter()
+        .map(|(a, o)| (a.as_str(), o.as_str()))
+        .collect();
+    assert_eq!(tail, actions);
+    assert_eq!(
+        tenant_vault::audit::verify_chain(&pool).await.unwrap(),
+        rows.len()
+    );
+    // Nothing was half-written by the failed PUT.
+    let version: i32 =
+        sqlx::query_scalar("select version from company_secrets where secret_key = 'K'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(version, 1);
+    drop(sink);
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn requests_fail_when_audit_can_be_neither_stored_nor_journalled() {
+    let app = TestApp::new().await;
+    let acme = app.tenant("acme").await;
+    app.put_secret("acme", "K", &acme, json!({"value": "v"}))
+        .await;
+    app.get_secret("acme", "K", &acme).await;
+    app.flush_audit().await;
+    // No database, and the journal path is a directory: nowhere to record.
+    std::fs::create_dir_all(app.data_dir.path().join("audit-journal.jsonl")).unwrap();
+    app.pool.close().await;
+    app.get_secret("acme", "K", &acme).await; // recorded into the void: flips the switch
+    app.flush_audit().await;
+    let res = app.get_secret("acme", "K", &acme).await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE, "{}", res.text);
+    assert!(res.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("audit"));
+}
+
+#[tokio::test]
+async fn a_zero_ttl_disables_the_cache() {
+    let app = TestApp::with_service(service_args(0)).await;
+    let acme = app.tenant("acme").await;
+    app.put_secret("acme", "K", &acme, json!({"value": "v"}))
+        .await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.get_secret("acme", "K", &acme).await.headers["x-secret-source"],
+            "database"
+        );
+    }
+}
+
+#[tokio::test]
+async fn another_replica_sees_writes_after_its_ttl() {
+    let app = TestApp::with_service(service_args(1)).await;
+    let other = app.another_instance().await;
+    let acme = app.tenant("acme").await;
+    app.put_secret("acme", "K", &acme, json!({"value": "one"}))
+        .await;
+    assert_eq!(
+        other.get_secret("acme", "K", &acme).await.body["value"],
+        "one"
+    );
+    app.put_secret("acme", "K", &acme, json!({"value": "two"}))
+        .await;
+    // Within the TTL the other replica may still answer from its cache...
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // ...after it, it reads the new value.
+    let res = other.get_secret("acme", "K", &acme).await;
+    assert_eq!(res.body["value"], "two");
+    assert_eq!(res.body["version"], 2);
+}
