@@ -287,7 +287,7 @@ async fn insert_chained(pool: &PgPool, batch: &[AuditEvent]) -> Result<(), Store
         .iter()
         .map(|e| {
             let hash = chain_hash(&prev, e);
-            let row = AuditRow {
+            AuditRow {
                 occurred_at: e.occurred_at,
                 token_id: e.token_id,
                 tenant_id: e.tenant_id,
@@ -298,8 +298,7 @@ async fn insert_chained(pool: &PgPool, batch: &[AuditEvent]) -> Result<(), Store
                 request_id: e.request_id.clone(),
                 prev_hash: std::mem::replace(&mut prev, hash.clone()),
                 hash,
-            };
-            row
+            }
         })
         .collect();
     store::audit::insert_batch(&mut *tx, &rows).await?;

@@ -1,0 +1,15 @@
+# Multi-stage build: the image holds only the binary.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* && useradd --system --home /var/lib/tenant-vault tenant-vault
+COPY --from=build /src/target/release/tenant-vault /usr/local/bin/tenant-vault
+USER tenant-vault
+WORKDIR /var/lib/tenant-vault
+EXPOSE 8210
+ENTRYPOINT ["tenant-vault"]
+CMD ["serve", "--listen", "0.0.0.0:8210"]
