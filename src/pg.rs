@@ -309,7 +309,10 @@ fn spawn_supervised(
                 Ok(c) => c,
                 Err(e) => return drop(pid_tx.send(Err(e))),
             };
-            let _ = pid_tx.send(Ok(child.id()));
+            if pid_tx.send(Ok(child.id())).is_err() {
+                // `start` was cancelled before it took ownership: don't leave a server behind.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            }
             let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
             let flags = libc::WEXITED | libc::WNOWAIT;
             while unsafe { libc::waitid(libc::P_PID, child.id(), &mut info, flags) } != 0
@@ -349,6 +352,65 @@ fn pidfile_ready(data: &Path, pid: u32) -> bool {
     let lines: Vec<&str> = text.lines().collect();
     lines.first().map(|l| l.trim()) == Some(pid.to_string().as_str())
         && lines.get(7).is_none_or(|s| s.trim() == "ready")
+}
+
+/// `postgres` for `opts` on 127.0.0.1:`port`, logging to `log`, as `who`, dying with its parent.
+fn postmaster_command(
+    bin: &PgBinaries,
+    opts: &ClusterOptions,
+    port: u16,
+    who: Option<RunAs>,
+    log: fs::File,
+) -> io::Result<std::process::Command> {
+    // The socket path must fit in sun_path (108 bytes) and be a plain list item; else no socket.
+    let d = opts.dir.to_string_lossy();
+    let plain = d.len() < 88 && !d.contains([',', '"', ' ']);
+    let mut settings = vec![
+        format!("unix_socket_directories={}", if plain { &d } else { "" }),
+        format!("max_connections={}", opts.max_connections),
+        "listen_addresses=127.0.0.1".into(),
+        "logging_collector=off".into(),
+    ];
+    if opts.throwaway {
+        settings.extend(
+            [
+                "fsync=off",
+                "synchronous_commit=off",
+                "full_page_writes=off",
+            ]
+            .map(Into::into),
+        );
+    }
+    let mut cmd = std::process::Command::new(bin.bindir.join("postgres"));
+    cmd.arg("-D")
+        .arg(opts.dir.join("data"))
+        .arg("-p")
+        .arg(port.to_string());
+    cmd.args(settings.iter().flat_map(|s| ["-c", s]));
+    cmd.current_dir(&opts.dir)
+        .env_remove("PGDATA")
+        .process_group(0);
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    if let Some(w) = who {
+        cmd.uid(w.uid).gid(w.gid);
+    }
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: only async-signal-safe calls. std runs this after setgid/setuid, as it must be:
+    // a credential change clears the parent-death signal.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH)); // parent already gone
+            }
+            Ok(())
+        })
+    };
+    Ok(cmd)
 }
 
 /// A running postmaster. Dropping it without `stop` sends SIGINT (no wait).
@@ -408,64 +470,16 @@ impl PostgresCluster {
             }
             (None, None) => (free_port()?, true),
         };
-        // The socket path must fit in sun_path (108 bytes) and be a plain list item.
-        let d = dir.to_string_lossy();
-        let sockets = if d.len() < 88 && !d.contains([',', '"', ' ']) {
-            d.into_owned()
-        } else {
-            String::new()
-        };
+        let log = |e| io_err(format!("opening {}", log_path.display()))(e);
         for attempt in 1.. {
-            let log = OpenOptions::new().create(true).append(true).open(&log_path);
-            let log = log.map_err(io_err(format!("opening {}", log_path.display())))?;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(log)?;
             chown(&log_path)?;
-            let offset = log.metadata().map(|m| m.len()).unwrap_or(0);
-            let mut cmd = std::process::Command::new(binaries.bindir.join("postgres"));
-            cmd.arg("-D").arg(&data).arg("-p").arg(port.to_string());
-            cmd.args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "logging_collector=off",
-            ]);
-            cmd.arg("-c")
-                .arg(format!("unix_socket_directories={sockets}"));
-            cmd.arg("-c")
-                .arg(format!("max_connections={}", opts.max_connections));
-            if opts.throwaway {
-                for s in [
-                    "fsync=off",
-                    "synchronous_commit=off",
-                    "full_page_writes=off",
-                ] {
-                    cmd.args(["-c", s]);
-                }
-            }
-            let stderr = log
-                .try_clone()
-                .map_err(io_err("duplicating the log file handle"))?;
-            cmd.current_dir(&dir)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(stderr);
-            cmd.process_group(0).env_remove("PGDATA");
-            if let Some(w) = who {
-                cmd.uid(w.uid).gid(w.gid);
-            }
-            let parent = unsafe { libc::getpid() };
-            // SAFETY: only async-signal-safe calls. std runs this after setgid/setuid, which
-            // is required: a credential change clears the parent-death signal.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    if libc::getppid() != parent {
-                        return Err(io::Error::from_raw_os_error(libc::ESRCH)); // parent already gone
-                    }
-                    Ok(())
-                })
-            };
+            let offset = file.metadata().map_err(log)?.len();
+            let cmd = postmaster_command(binaries, &opts, port, who, file).map_err(log)?;
             let exited = Arc::new(Mutex::new(false));
             let spawn_err =
                 |e| io_err(format!("starting {}/postgres", binaries.bindir.display()))(e);
@@ -475,33 +489,29 @@ impl PostgresCluster {
                 .await
                 .unwrap_or_else(|_| Err(gone()))
                 .map_err(spawn_err)?;
+            let exit_rx = Some(exit_rx);
             let mut cluster = Self {
                 dir: dir.clone(),
                 port,
                 pid,
                 exited,
-                exit_rx: Some(exit_rx),
+                exit_rx,
             };
-            match cluster.wait_ready().await {
-                Ok(()) => {
-                    let _ = fs::write(&port_file, format!("{port}\n"));
-                    tracing::info!(port, pid, dir = %dir.display(), "PostgreSQL is up");
-                    return Ok(cluster);
-                }
-                Err(reason) => {
-                    let _ = cluster.shutdown().await;
-                    let tail = log_tail(&log_path, offset);
-                    if picked && attempt < 3 && tail.contains("could not bind") {
-                        port = free_port()?; // lost a race for the port we picked
-                        continue;
-                    }
-                    return Err(PgError::Start {
-                        reason,
-                        log: log_path,
-                        tail,
-                    });
-                }
+            let Err(reason) = cluster.wait_ready().await else {
+                let _ = fs::write(&port_file, format!("{port}\n"));
+                tracing::info!(port, pid, dir = %dir.display(), "PostgreSQL is up");
+                return Ok(cluster);
+            };
+            let _ = cluster.shutdown().await;
+            let tail = log_tail(&log_path, offset);
+            if !(picked && attempt < 3 && tail.contains("could not bind")) {
+                return Err(PgError::Start {
+                    reason,
+                    log: log_path,
+                    tail,
+                });
             }
+            port = free_port()?; // lost a race for the port we picked: pick another
         }
         unreachable!()
     }
@@ -511,10 +521,14 @@ impl PostgresCluster {
         let data = self.dir.join("data");
         loop {
             if let Some(rx) = self.exit_rx.as_mut() {
-                match rx.try_recv() {
-                    Err(oneshot::error::TryRecvError::Empty) => {}
-                    Ok(status) => return Err(format!("postgres exited during startup ({status})")),
-                    Err(_) => return Err("postgres exited during startup".into()),
+                let status = match rx.try_recv() {
+                    Err(oneshot::error::TryRecvError::Empty) => None,
+                    Ok(status) => Some(status.to_string()),
+                    Err(_) => Some("unknown status".into()),
+                };
+                if let Some(status) = status {
+                    self.exit_rx = None; // already reaped: nothing to stop
+                    return Err(format!("postgres exited during startup ({status})"));
                 }
             }
             if pidfile_ready(&data, self.pid) && accepts_connections(self.port).await {
@@ -593,43 +607,38 @@ mod tests {
     use super::*;
     use std::io::BufRead;
 
-    const CHILD_ENV: &str = "SCRATCH_PG_CHILD_DIR";
+    const CHILD_ENV: &str = "TENANT_VAULT_PG_TEST_CHILD_DIR";
 
-    fn opts(dir: &Path) -> ClusterOptions {
+    fn opts(dir: &Path, port: Option<u16>) -> ClusterOptions {
+        let dir = dir.to_path_buf();
         ClusterOptions {
-            dir: dir.to_path_buf(),
-            port: None,
+            dir,
+            port,
             throwaway: true,
             max_connections: 300,
         }
     }
 
+    async fn start(dir: &Path, port: Option<u16>) -> Result<PostgresCluster, PgError> {
+        PostgresCluster::start(&PgBinaries::locate().unwrap(), opts(dir, port)).await
+    }
+
     fn psql(c: &PostgresCluster, sql: &str) -> String {
         let bindir = PgBinaries::locate().unwrap().bindir;
-        let psql = if bindir.join("psql").exists() {
-            bindir.join("psql")
-        } else {
-            "psql".into()
-        };
-        let out = std::process::Command::new(psql)
-            .args([
-                "-X",
-                "-qAt",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-U",
-                "postgres",
-                "-d",
-                &c.url("postgres"),
-            ])
-            .args(["-c", sql])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "psql: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let exe = Some(bindir.join("psql")).filter(|p| p.exists());
+        let mut cmd = std::process::Command::new(exe.unwrap_or_else(|| "psql".into()));
+        cmd.args([
+            "-XqAt",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "postgres",
+            "-d",
+            &c.url("postgres"),
+        ]);
+        let out = cmd.args(["-c", sql]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "psql: {err}");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -640,17 +649,17 @@ mod tests {
     #[tokio::test]
     async fn start_stop_restart_keeps_port_and_data() {
         let tmp = tempfile::tempdir().unwrap();
-        let bin = PgBinaries::locate().unwrap();
-        let c = PostgresCluster::start(&bin, opts(tmp.path()))
-            .await
-            .unwrap();
+        let c = start(tmp.path(), None).await.unwrap();
         let (port, pid) = (c.port(), c.pid());
         assert_eq!(psql(&c, "SELECT 1"), "1");
         psql(&c, "CREATE TABLE t (x int); INSERT INTO t VALUES (42)");
+        let pgid = unsafe { libc::getpgid(pid as i32) };
+        assert_eq!(
+            pgid, pid as i32,
+            "postmaster must lead its own process group"
+        );
 
-        let err = PostgresCluster::start(&bin, opts(tmp.path()))
-            .await
-            .expect_err("must refuse");
+        let err = start(tmp.path(), None).await.expect_err("must refuse");
         assert!(
             matches!(err, PgError::AlreadyRunning { pid: p } if p as u32 == pid),
             "{err}"
@@ -659,9 +668,18 @@ mod tests {
 
         c.stop().await.unwrap();
         assert!(!port_open(port), "port {port} still open after stop");
+        assert!(!pid_alive(pid as i32), "postmaster {pid} alive after stop");
+
+        // A port taken by someone else: clear error with the server log's tail.
+        let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let taken_port = taken.local_addr().unwrap().port();
+        let err = start(tmp.path(), Some(taken_port))
+            .await
+            .expect_err("port is taken");
+        let msg = err.to_string();
         assert!(
-            !pid_alive(pid as i32),
-            "postmaster {pid} still alive after stop"
+            msg.contains("postgres.log") && msg.contains("could not bind"),
+            "{msg}"
         );
 
         // A stale postmaster.pid (dead pid) left by a killed run must not block a restart.
@@ -670,9 +688,7 @@ mod tests {
         let stale = format!("{}\n{}\n", dead.id(), tmp.path().join("data").display());
         fs::write(tmp.path().join("data/postmaster.pid"), stale).unwrap();
 
-        let c = PostgresCluster::start(&bin, opts(tmp.path()))
-            .await
-            .unwrap();
+        let c = start(tmp.path(), None).await.unwrap();
         assert_eq!(c.port(), port, "remembered port not reused");
         assert_eq!(psql(&c, "SELECT x FROM t"), "42");
         c.stop().await.unwrap();
@@ -685,11 +701,8 @@ mod tests {
             return;
         };
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let bin = PgBinaries::locate().unwrap();
-        let c = rt
-            .block_on(PostgresCluster::start(&bin, opts(Path::new(&dir))))
-            .unwrap();
-        println!("READY {} {}", c.pid(), c.port());
+        let c = rt.block_on(start(Path::new(&dir), None)).unwrap();
+        println!("\nREADY {} {}", c.pid(), c.port());
         std::thread::sleep(Duration::from_secs(120));
     }
 
@@ -704,21 +717,14 @@ mod tests {
             .unwrap();
         let stdout = io::BufReader::new(child.stdout.take().unwrap());
         let ready = stdout.lines().map_while(Result::ok).find_map(|l| {
-            let mut it = l
-                .strip_prefix("READY ")?
-                .split(' ')
-                .map(|s| s.parse::<u32>().ok());
-            Some((it.next()??, it.next()?? as u16))
+            let (pid, port) = l.strip_prefix("READY ")?.split_once(' ')?;
+            Some((pid.parse::<i32>().ok()?, port.parse::<u16>().ok()?))
         });
-        let Some((pid, port)) = ready else {
-            let _ = child.kill();
-            panic!("helper did not start a cluster");
-        };
-        assert!(pid_alive(pid as i32));
-        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.kill(); // SIGKILL
         child.wait().unwrap();
+        let (pid, port) = ready.expect("helper did not start a cluster");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while pid_alive(pid as i32) {
+        while pid_alive(pid) {
             assert!(
                 Instant::now() < deadline,
                 "postmaster {pid} outlived its SIGKILLed parent"
@@ -726,10 +732,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(!port_open(port));
-        // The dir is immediately reusable, on the same port.
-        let c = PostgresCluster::start(&PgBinaries::locate().unwrap(), opts(tmp.path()))
-            .await
-            .unwrap();
+        // The dir is reusable right away, on the same port.
+        let c = start(tmp.path(), None).await.unwrap();
         assert_eq!(c.port(), port);
         c.stop().await.unwrap();
     }
@@ -737,31 +741,28 @@ mod tests {
     #[tokio::test]
     async fn unreachable_dir_is_reported_when_root() {
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: only meaningful as root");
-            return;
+            return eprintln!("skipped: only meaningful as root");
         }
-        let tmp = tempfile::tempdir().unwrap(); // mode 0700, owned by root
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
         let base = fs::canonicalize(tmp.path()).unwrap();
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o700)).unwrap(); // like /root
         let dir = base.join("sub/cluster");
         assert!(!postgres_can_reach(&dir));
         assert!(postgres_can_reach(Path::new("/var/tmp/tenant-vault-pg")));
-        let err = PostgresCluster::start(&PgBinaries::locate().unwrap(), opts(&dir)).await;
-        match err.expect_err("must fail") {
-            PgError::Unreachable { ancestor, .. } => assert_eq!(ancestor, base),
-            e => panic!("unexpected error: {e}"),
-        }
+        let err = start(&dir, None).await.expect_err("must fail");
+        let msg = err.to_string();
+        assert!(
+            matches!(&err, PgError::Unreachable { ancestor, .. } if *ancestor == base),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("/var/tmp") && msg.contains(&*dir.to_string_lossy()),
+            "{msg}"
+        );
         assert!(
             !base.join("sub").exists(),
             "nothing created under an unreachable dir"
-        );
-        let msg = opts(&dir).dir.display().to_string();
-        let e = PgError::Unreachable {
-            dir: dir.clone(),
-            ancestor: base,
-        };
-        assert!(
-            e.to_string().contains("/var/tmp") && e.to_string().contains(&msg),
-            "{e}"
         );
     }
 }

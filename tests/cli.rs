@@ -63,7 +63,13 @@ fn out_of_range_settings_are_clear_start_up_errors() {
         assert!(!ok);
         assert!(err.contains("--cache-ttl-secs"), "{err}");
     }
-    let (ok, _, err) = run(&["serve"], &[("DATABASE_URL", "postgres://127.0.0.1:1/none"), ("TENANT_VAULT_CACHE_TTL_SECS", "9999")]);
+    let (ok, _, err) = run(
+        &["serve"],
+        &[
+            ("DATABASE_URL", "postgres://127.0.0.1:1/none"),
+            ("TENANT_VAULT_CACHE_TTL_SECS", "9999"),
+        ],
+    );
     assert!(!ok);
     assert!(err.contains("0..=3600"), "{err}");
     let (ok, _, err) = run(&["token", "create"], &db);
@@ -75,14 +81,20 @@ fn out_of_range_settings_are_clear_start_up_errors() {
 async fn admin_commands_and_a_wrong_master_key() {
     let (_pool, url) = fresh_database().await;
     let key = "c".repeat(64);
-    let env = [("DATABASE_URL", url.as_str()), ("TENANT_VAULT_MASTER_KEY", key.as_str())];
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("TENANT_VAULT_MASTER_KEY", key.as_str()),
+    ];
     let (ok, out, err) = run(&["migrate"], &env);
     assert!(ok, "{err}");
     assert!(out.contains("migrations applied"));
     let (ok, out, err) = run(&["token", "create", "--admin"], &env);
     assert!(ok, "{err}");
     assert!(out.trim().starts_with("tvt_"), "{out}");
-    assert!(!err.contains(out.trim()), "the token is printed once, on stdout");
+    assert!(
+        !err.contains(out.trim()),
+        "the token is printed once, on stdout"
+    );
     let (ok, out, err) = run(&["tenant", "create", "acme", "--name", "Acme Inc"], &env);
     assert!(ok, "{err}");
     assert!(out.contains("created tenant acme"));
@@ -103,13 +115,22 @@ async fn admin_commands_and_a_wrong_master_key() {
     let wrong = "d".repeat(64);
     let (ok, _, err) = run(
         &["serve", "--listen", "127.0.0.1:0"],
-        &[("DATABASE_URL", url.as_str()), ("TENANT_VAULT_MASTER_KEY", wrong.as_str())],
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("TENANT_VAULT_MASTER_KEY", wrong.as_str()),
+        ],
     );
     assert!(!ok);
-    assert!(err.contains("master key version 1") && err.contains("does not match"), "{err}");
+    assert!(
+        err.contains("master key version 1") && err.contains("does not match"),
+        "{err}"
+    );
     assert!(!err.contains(&wrong) && !err.contains(&key));
     // ... and without any master key it says what to set.
-    let (ok, _, err) = run(&["serve", "--listen", "127.0.0.1:0"], &[("DATABASE_URL", url.as_str())]);
+    let (ok, _, err) = run(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("DATABASE_URL", url.as_str())],
+    );
     assert!(!ok);
     assert!(err.contains("TENANT_VAULT_MASTER_KEY"), "{err}");
 }
@@ -167,7 +188,13 @@ impl Drop for Dev {
     }
 }
 
-async fn call(client: &reqwest::Client, method: reqwest::Method, url: String, token: &str, body: Option<Value>) -> (u16, Value, reqwest::header::HeaderMap) {
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
     let mut req = client.request(method, url).bearer_auth(token);
     if let Some(b) = body {
         req = req.json(&b);
@@ -191,17 +218,42 @@ async fn dev_mode_end_to_end_and_restart() {
 
     let mut tokens = std::collections::HashMap::new();
     for slug in ["acme", "globex"] {
-        let (status, _, _) = call(&client, Method::POST, format!("{addr}/v1/admin/tenants"), &admin, Some(json!({"slug": slug, "name": slug}))).await;
+        let (status, _, _) = call(
+            &client,
+            Method::POST,
+            format!("{addr}/v1/admin/tenants"),
+            &admin,
+            Some(json!({"slug": slug, "name": slug})),
+        )
+        .await;
         assert_eq!(status, 201);
-        let (status, body, _) = call(&client, Method::POST, format!("{addr}/v1/admin/tenants/{slug}/tokens"), &admin, None).await;
+        let (status, body, _) = call(
+            &client,
+            Method::POST,
+            format!("{addr}/v1/admin/tenants/{slug}/tokens"),
+            &admin,
+            None,
+        )
+        .await;
         assert_eq!(status, 201);
         tokens.insert(slug, body["token"].as_str().unwrap().to_owned());
-        let (status, _, _) = call(&client, Method::PUT, format!("{addr}/v1/tenants/{slug}/secrets/STRIPE_KEY"), &tokens[slug], Some(json!({"value": format!("sk_{slug}_secret")}))).await;
+        let (status, _, _) = call(
+            &client,
+            Method::PUT,
+            format!("{addr}/v1/tenants/{slug}/secrets/STRIPE_KEY"),
+            &tokens[slug],
+            Some(json!({"value": format!("sk_{slug}_secret")})),
+        )
+        .await;
         assert_eq!(status, 200);
     }
     let url = format!("{addr}/v1/tenants/acme/secrets/STRIPE_KEY");
-    let (status, body, headers) = call(&client, Method::GET, url.clone(), &tokens["acme"], None).await;
-    assert_eq!((status, body["value"].as_str()), (200, Some("sk_acme_secret")));
+    let (status, body, headers) =
+        call(&client, Method::GET, url.clone(), &tokens["acme"], None).await;
+    assert_eq!(
+        (status, body["value"].as_str()),
+        (200, Some("sk_acme_secret"))
+    );
     assert_eq!(headers["x-secret-source"], "database");
     let (_, _, headers) = call(&client, Method::GET, url.clone(), &tokens["acme"], None).await;
     assert_eq!(headers["x-secret-source"], "cache");
@@ -218,15 +270,33 @@ async fn dev_mode_end_to_end_and_restart() {
     pool.close().await;
 
     // Deleting acme makes its secrets unreadable.
-    let (status, _, _) = call(&client, Method::DELETE, format!("{addr}/v1/admin/tenants/acme"), &admin, None).await;
+    let (status, _, _) = call(
+        &client,
+        Method::DELETE,
+        format!("{addr}/v1/admin/tenants/acme"),
+        &admin,
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, _, _) = call(&client, Method::GET, url.clone(), &tokens["acme"], None).await;
     assert_eq!(status, 401);
 
-    let port = db_url.split(':').nth(2).unwrap().split('/').next().unwrap().parse::<u16>().unwrap();
+    let port = db_url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
     assert!(dev.interrupt().success());
     // Everything it started has stopped, PostgreSQL included.
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "PostgreSQL still running");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "PostgreSQL still running"
+    );
     assert!(client.get(format!("{addr}/healthz")).send().await.is_err());
 
     // A second run reuses the data: globex's secret and the admin token survive.
@@ -234,8 +304,18 @@ async fn dev_mode_end_to_end_and_restart() {
     assert_eq!(env2["TENANT_VAULT_ADMIN_TOKEN"], admin);
     assert_eq!(env2["DATABASE_URL"], db_url);
     let addr2 = &env2["TENANT_VAULT_ADDR"];
-    let (status, body, headers) = call(&client, Method::GET, format!("{addr2}/v1/tenants/globex/secrets/STRIPE_KEY"), &tokens["globex"], None).await;
-    assert_eq!((status, body["value"].as_str()), (200, Some("sk_globex_secret")));
+    let (status, body, headers) = call(
+        &client,
+        Method::GET,
+        format!("{addr2}/v1/tenants/globex/secrets/STRIPE_KEY"),
+        &tokens["globex"],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["value"].as_str()),
+        (200, Some("sk_globex_secret"))
+    );
     assert_eq!(headers["x-secret-source"], "database");
     assert!(dev.interrupt().success());
 }
