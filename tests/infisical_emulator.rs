@@ -303,7 +303,10 @@ async fn bad_tokens_split_into_401_and_403_token_error() {
     // A real token with its signature replaced.
     let token = env.token().await;
     let (head, _) = token.rsplit_once('.').unwrap();
-    let (s, v) = get(Some(format!("Bearer {head}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"))).await;
+    let (s, v) = get(Some(format!(
+        "Bearer {head}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    )))
+    .await;
     assert_eq!(s, 403);
     assert_error(&v, 403, "invalid signature", "TokenError");
 
@@ -320,7 +323,12 @@ async fn bad_tokens_split_into_401_and_403_token_error() {
     assert_eq!(v["message"], "Successfully revoked access token");
     let (s, v) = get(Some(format!("Bearer {token}"))).await;
     assert_eq!(s, 401);
-    assert_error(&v, 401, "No identity access token found", "UnauthorizedError");
+    assert_error(
+        &v,
+        401,
+        "No identity access token found",
+        "UnauthorizedError",
+    );
 }
 
 #[tokio::test]
@@ -397,7 +405,10 @@ async fn secret_lifecycle_shapes_and_versions() {
             reqwest::Method::POST,
             &t,
             "API_KEY",
-            body("/tenants/initech", json!({"secretValue": "v1", "secretComment": "c"})),
+            body(
+                "/tenants/initech",
+                json!({"secretValue": "v1", "secretComment": "c"}),
+            ),
         )
         .await;
     assert_eq!(s, 200, "create answers 200, never 201");
@@ -446,29 +457,55 @@ async fn secret_lifecycle_shapes_and_versions() {
     assert_eq!(v["secret"]["tags"], json!([]));
 
     let (s, v) = env
-        .get_secret(&t, "API_KEY", &[("secretPath", "/tenants/initech"), ("version", "1")])
+        .get_secret(
+            &t,
+            "API_KEY",
+            &[("secretPath", "/tenants/initech"), ("version", "1")],
+        )
         .await;
     assert_eq!(s, 200);
     assert_eq!(v["secret"]["secretValue"], "v1");
     assert_eq!(v["secret"]["version"], 1);
     let (s, v) = env
-        .get_secret(&t, "API_KEY", &[("secretPath", "/tenants/initech"), ("version", "9")])
+        .get_secret(
+            &t,
+            "API_KEY",
+            &[("secretPath", "/tenants/initech"), ("version", "9")],
+        )
         .await;
     assert_eq!(s, 404);
     assert_error(&v, 404, "Secret with name 'API_KEY' not found", "NotFound");
 
     let (s, v) = env
-        .write(reqwest::Method::DELETE, &t, "API_KEY", body("/tenants/initech", json!({})))
+        .write(
+            reqwest::Method::DELETE,
+            &t,
+            "API_KEY",
+            body("/tenants/initech", json!({})),
+        )
         .await;
     assert_eq!(s, 200);
-    assert_eq!(v["secret"]["secretValue"], "v2", "delete returns the deleted secret");
+    assert_eq!(
+        v["secret"]["secretValue"], "v2",
+        "delete returns the deleted secret"
+    );
     let (s, _) = env.get_secret(&t, "API_KEY", &init).await;
     assert_eq!(s, 404);
     let (s, v) = env
-        .write(reqwest::Method::DELETE, &t, "API_KEY", body("/tenants/initech", json!({})))
+        .write(
+            reqwest::Method::DELETE,
+            &t,
+            "API_KEY",
+            body("/tenants/initech", json!({})),
+        )
         .await;
     assert_eq!(s, 404);
-    assert_error(&v, 404, "Secret with name 'API_KEY' not found", "DeleteSecret");
+    assert_error(
+        &v,
+        404,
+        "Secret with name 'API_KEY' not found",
+        "DeleteSecret",
+    );
     let (s, v) = env
         .write(
             reqwest::Method::PATCH,
@@ -487,7 +524,12 @@ async fn missing_secret_and_missing_folder_are_different_404s_but_list_is_200() 
     let t = env.token().await;
     let (s, v) = env.get_secret(&t, "NEVER_CREATED", &acme()).await;
     assert_eq!(s, 404);
-    assert_error(&v, 404, "Secret with name 'NEVER_CREATED' not found", "NotFound");
+    assert_error(
+        &v,
+        404,
+        "Secret with name 'NEVER_CREATED' not found",
+        "NotFound",
+    );
 
     let (s, v) = env
         .get_secret(&t, "STRIPE_KEY", &[("secretPath", "/tenants/nobody")])
@@ -518,7 +560,9 @@ async fn missing_secret_and_missing_folder_are_different_404s_but_list_is_200() 
         assert_eq!(s, 404);
         assert_eq!(
             v["message"],
-            format!("Folder with path '/tenants/acme' in environment with slug '{env_slug}' not found")
+            format!(
+                "Folder with path '/tenants/acme' in environment with slug '{env_slug}' not found"
+            )
         );
     }
 
@@ -531,20 +575,31 @@ async fn missing_secret_and_missing_folder_are_different_404s_but_list_is_200() 
     let (s, v) = env
         .list(
             &t,
-            &[("workspaceId", PROJECT), ("environment", "dev"), ("secretPath", "/tenants/nobody")],
+            &[
+                ("workspaceId", PROJECT),
+                ("environment", "dev"),
+                ("secretPath", "/tenants/nobody"),
+            ],
         )
         .await;
     assert_eq!((s, &v), (200, &empty));
     let (s, v) = env
         .list(
             &t,
-            &[("workspaceId", PROJECT), ("environment", "nope"), ("secretPath", "/tenants/acme")],
+            &[
+                ("workspaceId", PROJECT),
+                ("environment", "nope"),
+                ("secretPath", "/tenants/acme"),
+            ],
         )
         .await;
     assert_eq!((s, &v), (200, &empty));
 
     let (s, v) = env
-        .list(&t, &[("environment", "dev"), ("secretPath", "/tenants/acme")])
+        .list(
+            &t,
+            &[("environment", "dev"), ("secretPath", "/tenants/acme")],
+        )
         .await;
     assert_eq!(s, 400);
     assert_error(&v, 400, "Missing workspace id or environment", "BadRequest");
@@ -575,7 +630,10 @@ async fn missing_secret_and_missing_folder_are_different_404s_but_list_is_200() 
     let (s, v) = status_json(r).await;
     assert_eq!(s, 404);
     assert_eq!(v["error"], "NotFound");
-    assert!(v["message"].as_str().unwrap().starts_with("Project with ID"));
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Project with ID"));
 }
 
 #[tokio::test]
@@ -585,22 +643,39 @@ async fn list_shapes_and_recursion() {
     let (s, v) = env
         .list(
             &t,
-            &[("workspaceId", PROJECT), ("environment", "dev"), ("secretPath", "/tenants/acme")],
+            &[
+                ("workspaceId", PROJECT),
+                ("environment", "dev"),
+                ("secretPath", "/tenants/acme"),
+            ],
         )
         .await;
     assert_eq!(s, 200);
     let secrets = v["secrets"].as_array().unwrap();
     assert_eq!(secrets.len(), 2);
-    assert!(secrets.iter().all(|s| s["secretPath"] == "/tenants/acme" && s["tags"] == json!([])));
-    assert!(v.get("imports").is_none(), "imports only with include_imports=true");
+    assert!(secrets
+        .iter()
+        .all(|s| s["secretPath"] == "/tenants/acme" && s["tags"] == json!([])));
+    assert!(
+        v.get("imports").is_none(),
+        "imports only with include_imports=true"
+    );
 
     let (_, v) = env
         .list(
             &t,
-            &[("workspaceId", PROJECT), ("environment", "dev"), ("secretPath", "/tenants")],
+            &[
+                ("workspaceId", PROJECT),
+                ("environment", "dev"),
+                ("secretPath", "/tenants"),
+            ],
         )
         .await;
-    assert_eq!(v["secrets"], json!([]), "not recursive: /tenants itself holds nothing");
+    assert_eq!(
+        v["secrets"],
+        json!([]),
+        "not recursive: /tenants itself holds nothing"
+    );
 
     let (s, v) = env
         .list(
@@ -664,7 +739,12 @@ async fn values_are_trimmed_like_the_server() {
     let (_, v) = env.get_secret(&t, "PADDED", &[("secretPath", init)]).await;
     assert_eq!(v["secret"]["secretValue"], "line1\nline2\n");
     let (s, v) = env
-        .write(reqwest::Method::POST, &t, "EMPTY", body(init, json!({"secretValue": ""})))
+        .write(
+            reqwest::Method::POST,
+            &t,
+            "EMPTY",
+            body(init, json!({"secretValue": ""})),
+        )
         .await;
     assert_eq!(s, 200);
     assert_eq!(v["secret"]["secretValue"], "");
@@ -677,12 +757,22 @@ async fn writes_into_a_missing_folder_are_refused_and_create_nothing() {
     let nobody = "/tenants/nobody";
     let msg = "Folder with path '/tenants/nobody' in environment with slug 'dev' not found";
     let (s, v) = env
-        .write(reqwest::Method::POST, &t, "K", body(nobody, json!({"secretValue": "v"})))
+        .write(
+            reqwest::Method::POST,
+            &t,
+            "K",
+            body(nobody, json!({"secretValue": "v"})),
+        )
         .await;
     assert_eq!(s, 404);
     assert_error(&v, 404, msg, "CreateSecret");
     let (s, v) = env
-        .write(reqwest::Method::PATCH, &t, "K", body(nobody, json!({"secretValue": "v"})))
+        .write(
+            reqwest::Method::PATCH,
+            &t,
+            "K",
+            body(nobody, json!({"secretValue": "v"})),
+        )
         .await;
     assert_eq!(s, 404);
     assert_error(&v, 404, msg, "UpdateSecret");
@@ -693,7 +783,10 @@ async fn writes_into_a_missing_folder_are_refused_and_create_nothing() {
     assert_error(&v, 404, msg, "DeleteSecret");
     let (s, v) = env.get_secret(&t, "K", &[("secretPath", nobody)]).await;
     assert_eq!(s, 404);
-    assert_eq!(v["error"], "GetSecretByName", "the folder still does not exist");
+    assert_eq!(
+        v["error"], "GetSecretByName",
+        "the folder still does not exist"
+    );
 }
 
 #[tokio::test]
@@ -722,19 +815,33 @@ async fn secret_path_normalisation() {
         .get_secret(&t, "STRIPE_KEY", &[("secretPath", "/tenants/acme/")])
         .await;
     assert_eq!(s, 200, "trailing slash stripped");
-    for (path, status) in [("tenants/acme", 404), ("//tenants//acme", 404), ("/tenants/acme/../globex", 500)] {
-        let (s, v) = env.get_secret(&t, "STRIPE_KEY", &[("secretPath", path)]).await;
+    for (path, status) in [
+        ("tenants/acme", 404),
+        ("//tenants//acme", 404),
+        ("/tenants/acme/../globex", 500),
+    ] {
+        let (s, v) = env
+            .get_secret(&t, "STRIPE_KEY", &[("secretPath", path)])
+            .await;
         assert_eq!(s, status, "{path}: {v}");
     }
     let (_, v) = env
-        .get_secret(&t, "STRIPE_KEY", &[("secretPath", "/tenants/acme/../globex")])
+        .get_secret(
+            &t,
+            "STRIPE_KEY",
+            &[("secretPath", "/tenants/acme/../globex")],
+        )
         .await;
     assert_error(&v, 500, "Something went wrong", "Find by secret path");
     // The router ignores a trailing slash on the URL.
     let r = env
         .http
         .get(env.url("/api/v3/secrets/raw/STRIPE_KEY/"))
-        .query(&[("workspaceId", PROJECT), ("environment", "dev"), ("secretPath", "/tenants/acme")])
+        .query(&[
+            ("workspaceId", PROJECT),
+            ("environment", "dev"),
+            ("secretPath", "/tenants/acme"),
+        ])
         .bearer_auth(&t)
         .send()
         .await
@@ -768,7 +875,11 @@ async fn malformed_and_oversized_bodies_are_500_and_schema_errors_422() {
     assert_error(&v, 500, "Something went wrong", "InternalServerError");
 
     let big = |n: usize| {
-        serde_json::to_vec(&body("/tenants/initech", json!({"secretValue": "A".repeat(n)}))).unwrap()
+        serde_json::to_vec(&body(
+            "/tenants/initech",
+            json!({"secretValue": "A".repeat(n)}),
+        ))
+        .unwrap()
     };
     let (s, _) = post_raw("BIG900K", big(900 * 1024)).await;
     assert_eq!(s, 200, "900 KiB fits under the 1 MiB body limit");
@@ -777,7 +888,12 @@ async fn malformed_and_oversized_bodies_are_500_and_schema_errors_422() {
     assert_eq!(v["error"], "InternalServerError");
 
     let (s, v) = env
-        .write(reqwest::Method::POST, &t, "NOVAL", body("/tenants/initech", json!({})))
+        .write(
+            reqwest::Method::POST,
+            &t,
+            "NOVAL",
+            body("/tenants/initech", json!({})),
+        )
         .await;
     assert_eq!(s, 422);
     assert_eq!(v["error"], "ValidationFailure");
@@ -811,7 +927,16 @@ async fn folders_create_list_and_idempotence() {
     let (s, v) = create("hooli", "/tenants").await;
     assert_eq!(s, 200);
     let f = &v["folder"];
-    for field in ["id", "name", "version", "createdAt", "updatedAt", "envId", "parentId", "isReserved"] {
+    for field in [
+        "id",
+        "name",
+        "version",
+        "createdAt",
+        "updatedAt",
+        "envId",
+        "parentId",
+        "isReserved",
+    ] {
         assert!(f.get(field).is_some(), "missing {field} in {f}");
     }
     assert_eq!(f["name"], "hooli");
@@ -829,8 +954,16 @@ async fn folders_create_list_and_idempotence() {
     let list = |path: &str| {
         let env = &env;
         let t = t.clone();
-        let q = [("workspaceId", PROJECT), ("environment", "dev"), ("path", path)];
-        let rb = env.http.get(env.url("/api/v1/folders")).query(&q).bearer_auth(t);
+        let q = [
+            ("workspaceId", PROJECT),
+            ("environment", "dev"),
+            ("path", path),
+        ];
+        let rb = env
+            .http
+            .get(env.url("/api/v1/folders"))
+            .query(&q)
+            .bearer_auth(t);
         async move { status_json(rb.send().await.unwrap()).await }
     };
     let (s, v) = list("/tenants").await;
@@ -844,7 +977,11 @@ async fn folders_create_list_and_idempotence() {
     names.sort();
     assert_eq!(names, ["acme", "globex", "hooli", "initech"]);
     let (_, v) = list("/nope").await;
-    assert_eq!(v["folders"].as_array().unwrap().len(), 1, "direct children only");
+    assert_eq!(
+        v["folders"].as_array().unwrap().len(),
+        1,
+        "direct children only"
+    );
     let (s, v) = list("/does-not-exist").await;
     assert_eq!((s, v), (200, json!({"folders": []})));
 }
@@ -863,7 +1000,12 @@ async fn permissions_viewer_and_non_member() {
         )
         .await;
     assert_eq!(s, 403);
-    assert_error(&v, 403, "You are not allowed to create on secrets", "PermissionDenied");
+    assert_error(
+        &v,
+        403,
+        "You are not allowed to create on secrets",
+        "PermissionDenied",
+    );
 
     let outsider = env.login_as(OUTSIDER_ID, OTHER_SECRET).await;
     let (s, v) = env.get_secret(&outsider, "STRIPE_KEY", &acme()).await;
@@ -879,13 +1021,19 @@ async fn permissions_viewer_and_non_member() {
 async fn rate_limit_switch_answers_429_with_retry_after_on_every_api_route() {
     let env = start().await;
     let t = env.token().await;
-    let (s, v) = env.put_faults(json!({"rate_limit": true, "retry_after_secs": 7})).await;
+    let (s, v) = env
+        .put_faults(json!({"rate_limit": true, "retry_after_secs": 7}))
+        .await;
     assert_eq!(s, 200);
     assert_eq!(v["rate_limit"], true);
     let r = env
         .http
         .get(env.url("/api/v3/secrets/raw/STRIPE_KEY"))
-        .query(&[("workspaceId", PROJECT), ("environment", "dev"), ("secretPath", "/tenants/acme")])
+        .query(&[
+            ("workspaceId", PROJECT),
+            ("environment", "dev"),
+            ("secretPath", "/tenants/acme"),
+        ])
         .bearer_auth(&t)
         .send()
         .await
@@ -898,7 +1046,10 @@ async fn rate_limit_switch_answers_429_with_retry_after_on_every_api_route() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["statusCode"], 429);
     assert_eq!(v["error"], "RateLimitExceeded");
-    assert!(v["message"].as_str().unwrap().starts_with("Rate limit exceeded"));
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Rate limit exceeded"));
 
     let r = env
         .http
@@ -913,7 +1064,12 @@ async fn rate_limit_switch_answers_429_with_retry_after_on_every_api_route() {
         .await;
     assert_eq!(s, 429);
 
-    let r = env.http.get(env.url("/_emulator/faults")).send().await.unwrap();
+    let r = env
+        .http
+        .get(env.url("/_emulator/faults"))
+        .send()
+        .await
+        .unwrap();
     let f: Faults = r.json().await.unwrap();
     assert!(f.rate_limit);
     assert_eq!(f.retry_after_secs, 7);
@@ -935,27 +1091,44 @@ async fn per_route_limiter_counts_per_pattern() {
         let r = env
             .http
             .get(env.url("/api/v3/secrets/raw/STRIPE_KEY"))
-            .query(&[("workspaceId", PROJECT), ("environment", "dev"), ("secretPath", "/tenants/acme")])
+            .query(&[
+                ("workspaceId", PROJECT),
+                ("environment", "dev"),
+                ("secretPath", "/tenants/acme"),
+            ])
             .bearer_auth(&t)
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-ratelimit-limit"], "3");
-        remaining.push(r.headers()["x-ratelimit-remaining"].to_str().unwrap().to_owned());
+        remaining.push(
+            r.headers()["x-ratelimit-remaining"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     assert_eq!(remaining, ["2", "1", "0"]);
     // Same route pattern, another name: same bucket.
     let r = env
         .http
         .get(env.url("/api/v3/secrets/raw/SENDGRID_TOKEN"))
-        .query(&[("workspaceId", PROJECT), ("environment", "dev"), ("secretPath", "/tenants/acme")])
+        .query(&[
+            ("workspaceId", PROJECT),
+            ("environment", "dev"),
+            ("secretPath", "/tenants/acme"),
+        ])
         .bearer_auth(&t)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry));
     // The list route is its own bucket; a rejected login carries no x-ratelimit headers.
     let (s, _) = env
@@ -998,7 +1171,12 @@ async fn down_switch_answers_503_everywhere_but_the_control_plane() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
-    let r = env.http.get(env.url("/_emulator/faults")).send().await.unwrap();
+    let r = env
+        .http
+        .get(env.url("/_emulator/faults"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let f: Value = r.json().await.unwrap();
     assert_eq!(f["down"], true);
@@ -1018,7 +1196,8 @@ async fn error_switches_and_fault_validation() {
     let (s, v) = env.get_secret(&t, "STRIPE_KEY", &acme()).await;
     assert_eq!(s, 500);
     assert_error(&v, 500, "Something went wrong", "InternalServerError");
-    env.put_faults(json!({"error_rate": 0.0, "fail_next": 2})).await;
+    env.put_faults(json!({"error_rate": 0.0, "fail_next": 2}))
+        .await;
     assert_eq!(env.get_secret(&t, "STRIPE_KEY", &acme()).await.0, 500);
     assert_eq!(env.get_secret(&t, "STRIPE_KEY", &acme()).await.0, 500);
     assert_eq!(env.get_secret(&t, "STRIPE_KEY", &acme()).await.0, 200);
@@ -1027,7 +1206,11 @@ async fn error_switches_and_fault_validation() {
     assert_eq!(s, 400);
     let (s, _) = env.put_faults(json!({"explode": true})).await;
     assert_eq!(s, 400);
-    assert_eq!(env.emu().faults().error_rate, 0.0, "a refused change changes nothing");
+    assert_eq!(
+        env.emu().faults().error_rate,
+        0.0,
+        "a refused change changes nothing"
+    );
 }
 
 #[tokio::test]
@@ -1037,7 +1220,11 @@ async fn etag_and_unknown_routes() {
     let req = || {
         env.http
             .get(env.url("/api/v3/secrets/raw"))
-            .query(&[("workspaceId", PROJECT), ("environment", "dev"), ("secretPath", "/tenants/acme")])
+            .query(&[
+                ("workspaceId", PROJECT),
+                ("environment", "dev"),
+                ("secretPath", "/tenants/acme"),
+            ])
             .bearer_auth(&t)
     };
     let r = req().send().await.unwrap();
@@ -1089,20 +1276,33 @@ async fn seeding_from_a_file_and_through_the_control_api() {
         let rb = env
             .http
             .get(env.url(&format!("/api/v3/secrets/raw/{name}")))
-            .query(&[("workspaceId", "p1"), ("environment", "dev"), ("secretPath", path)])
+            .query(&[
+                ("workspaceId", "p1"),
+                ("environment", "dev"),
+                ("secretPath", path),
+            ])
             .bearer_auth(&t);
         async move { status_json(rb.send().await.unwrap()).await }
     };
     let (s, v) = get("K", "/tenants/acme").await;
     assert_eq!(s, 200);
-    assert_eq!(v["secret"]["secretValue"], "v", "seed values are trimmed too");
+    assert_eq!(
+        v["secret"]["secretValue"], "v",
+        "seed values are trimmed too"
+    );
     let (s, v) = get("K", "/tenants/empty").await;
-    assert_eq!((s, v["error"].as_str()), (404, Some("NotFound")), "folder exists, secret not");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (404, Some("NotFound")),
+        "folder exists, secret not"
+    );
 
     let r = env
         .http
         .post(env.url("/_emulator/seed"))
-        .json(&json!({"projects": [{"id": "p1", "secrets": {"dev": {"/tenants/new": {"N": "n"}}}}]}))
+        .json(
+            &json!({"projects": [{"id": "p1", "secrets": {"dev": {"/tenants/new": {"N": "n"}}}}]}),
+        )
         .send()
         .await
         .unwrap();
@@ -1117,6 +1317,25 @@ async fn seeding_from_a_file_and_through_the_control_api() {
         .unwrap();
     assert_eq!(r.status(), 400, "unknown environment refused");
     assert!(Seed::from_file(dir.path().join("missing.json")).is_err());
+
+    // The builder used by dev mode: one identity, one project, a master key.
+    let built = Seed::single("p2", "id2", "secret2").with_secret(
+        "p2",
+        "dev",
+        "/tenant-vault",
+        "MASTER_ENCRYPTION_KEY_V1",
+        MASTER,
+    );
+    env.emu().seed(&built).unwrap();
+    let mut cfg = InfisicalConfig::new(&env.base, "id2", "secret2", "p2", "dev");
+    cfg.request_timeout = Duration::from_secs(3);
+    let c = InfisicalClient::new(cfg).unwrap();
+    let key = c
+        .get_secret("/tenant-vault", "MASTER_ENCRYPTION_KEY_V1", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(key.value.expose(), MASTER);
 }
 
 // ============================================================================================
@@ -1128,13 +1347,23 @@ async fn client_reads_writes_and_lists() {
     let env = start().await;
     let c = env.client();
     let acme = tenant_folder("acme").unwrap();
-    let s = c.get_secret(&acme, "STRIPE_KEY", None).await.unwrap().unwrap();
+    let s = c
+        .get_secret(&acme, "STRIPE_KEY", None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s.value.expose(), STRIPE);
     assert_eq!(s.version, 1);
     assert_eq!(s.key, "STRIPE_KEY");
-    assert!(c.get_secret(&acme, "NOPE", None).await.unwrap().is_none(), "secret 404");
     assert!(
-        c.get_secret("/tenants/nobody", "STRIPE_KEY", None).await.unwrap().is_none(),
+        c.get_secret(&acme, "NOPE", None).await.unwrap().is_none(),
+        "secret 404"
+    );
+    assert!(
+        c.get_secret("/tenants/nobody", "STRIPE_KEY", None)
+            .await
+            .unwrap()
+            .is_none(),
         "folder 404"
     );
     let master = c
@@ -1155,16 +1384,28 @@ async fn client_reads_writes_and_lists() {
     let f2 = c.create_folder("/tenants", "hooli").await.unwrap();
     assert_eq!(f1, f2, "create_folder is idempotent");
     let created = c.create_secret(&hooli, "API_KEY", "  one  ").await.unwrap();
-    assert_eq!(created.value.expose(), "one", "the stored (trimmed) value is returned");
+    assert_eq!(
+        created.value.expose(),
+        "one",
+        "the stored (trimmed) value is returned"
+    );
     assert!(matches!(
         c.create_secret(&hooli, "API_KEY", "x").await,
         Err(InfisicalError::AlreadyExists)
     ));
     let updated = c.update_secret(&hooli, "API_KEY", "two").await.unwrap();
     assert_eq!(updated.version, 2);
-    let v1 = c.get_secret(&hooli, "API_KEY", Some(1)).await.unwrap().unwrap();
+    let v1 = c
+        .get_secret(&hooli, "API_KEY", Some(1))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((v1.version, v1.value.expose()), (1, "one"));
-    assert!(c.get_secret(&hooli, "API_KEY", Some(7)).await.unwrap().is_none());
+    assert!(c
+        .get_secret(&hooli, "API_KEY", Some(7))
+        .await
+        .unwrap()
+        .is_none());
     assert!(matches!(
         c.update_secret(&hooli, "MISSING", "x").await,
         Err(InfisicalError::NotFound)
@@ -1174,7 +1415,9 @@ async fn client_reads_writes_and_lists() {
     let mut keys: Vec<_> = listed.iter().map(|s| s.key.as_str()).collect();
     keys.sort();
     assert_eq!(keys, ["SENDGRID_TOKEN", "STRIPE_KEY"]);
-    assert!(listed.iter().all(|s| s.secret_path.as_deref() == Some("/tenants/acme")));
+    assert!(listed
+        .iter()
+        .all(|s| s.secret_path.as_deref() == Some("/tenants/acme")));
     assert!(c.list_secrets("/tenants/nobody").await.unwrap().is_empty());
     let all = c.list_secrets_recursive("/tenants").await.unwrap();
     assert_eq!(all.len(), 4);
@@ -1196,10 +1439,22 @@ async fn client_reads_writes_and_lists() {
 async fn client_refuses_paths_and_names_that_could_escape_before_any_request() {
     let env = start().await;
     let c = env.client();
-    for slug in ["..", "acme/../../tenant-vault", "%2e%2e", "acme%2f..", "", "ACME"] {
+    for slug in [
+        "..",
+        "acme/../../tenant-vault",
+        "%2e%2e",
+        "acme%2f..",
+        "",
+        "ACME",
+    ] {
         assert!(tenant_folder(slug).is_err(), "{slug:?}");
     }
-    for path in ["/tenants/acme/../../tenant-vault", "/tenants/%2e%2e", "tenants/acme", "/tenants//acme"] {
+    for path in [
+        "/tenants/acme/../../tenant-vault",
+        "/tenants/%2e%2e",
+        "tenants/acme",
+        "/tenants//acme",
+    ] {
         assert!(matches!(
             c.get_secret(path, "MASTER_ENCRYPTION_KEY_V1", None).await,
             Err(InfisicalError::InvalidArgument(_))
@@ -1211,7 +1466,11 @@ async fn client_refuses_paths_and_names_that_could_escape_before_any_request() {
             Err(InfisicalError::InvalidArgument(_))
         ));
     }
-    assert_eq!(env.emu().stats().api_requests, 0, "nothing reached Infisical");
+    assert_eq!(
+        env.emu().stats().api_requests,
+        0,
+        "nothing reached Infisical"
+    );
 }
 
 #[tokio::test]
@@ -1219,10 +1478,18 @@ async fn client_logs_in_again_when_the_server_expires_its_token() {
     let env = start().await;
     let c = env.client();
     let acme = tenant_folder("acme").unwrap();
-    assert!(c.get_secret(&acme, "STRIPE_KEY", None).await.unwrap().is_some());
+    assert!(c
+        .get_secret(&acme, "STRIPE_KEY", None)
+        .await
+        .unwrap()
+        .is_some());
     // Server-side expiry mid-run: the held token now gets 401.
     env.emu().expire_all_tokens();
-    let s = c.get_secret(&acme, "STRIPE_KEY", None).await.unwrap().unwrap();
+    let s = c
+        .get_secret(&acme, "STRIPE_KEY", None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s.value.expose(), STRIPE);
     assert_eq!(env.emu().stats().logins, 2);
 }
@@ -1232,7 +1499,11 @@ async fn client_logs_in_again_after_403_token_error() {
     let env = start().await;
     let c = env.client();
     let acme = tenant_folder("acme").unwrap();
-    assert!(c.get_secret(&acme, "STRIPE_KEY", None).await.unwrap().is_some());
+    assert!(c
+        .get_secret(&acme, "STRIPE_KEY", None)
+        .await
+        .unwrap()
+        .is_some());
     // A restarted emulator has a new signing key: the old token fails its signature check.
     let addr: SocketAddr = env.base.trim_start_matches("http://").parse().unwrap();
     env.handle.shutdown().await;
@@ -1246,9 +1517,17 @@ async fn client_logs_in_again_after_403_token_error() {
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     };
-    let s = c.get_secret(&acme, "STRIPE_KEY", None).await.unwrap().unwrap();
+    let s = c
+        .get_secret(&acme, "STRIPE_KEY", None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s.value.expose(), STRIPE);
-    assert_eq!(handle.emulator().stats().logins, 1, "re-login on the new server");
+    assert_eq!(
+        handle.emulator().stats().logins,
+        1,
+        "re-login on the new server"
+    );
 }
 
 #[tokio::test]
@@ -1260,9 +1539,17 @@ async fn client_renews_when_ttl_is_below_max_ttl() {
     cfg.client_secret = OTHER_SECRET.to_owned().into();
     let c = InfisicalClient::new(cfg).unwrap();
     let acme = tenant_folder("acme").unwrap();
-    assert!(c.get_secret(&acme, "STRIPE_KEY", None).await.unwrap().is_some());
+    assert!(c
+        .get_secret(&acme, "STRIPE_KEY", None)
+        .await
+        .unwrap()
+        .is_some());
     tokio::time::sleep(Duration::from_millis(3400)).await; // past 80% of the TTL
-    assert!(c.get_secret(&acme, "STRIPE_KEY", None).await.unwrap().is_some());
+    assert!(c
+        .get_secret(&acme, "STRIPE_KEY", None)
+        .await
+        .unwrap()
+        .is_some());
     let st = env.emu().stats();
     assert_eq!((st.logins, st.renewals), (1, 1));
 }
@@ -1282,11 +1569,23 @@ async fn client_logs_in_instead_of_renewing_when_ttl_equals_max_ttl() {
     cfg.client_secret = OTHER_SECRET.to_owned().into();
     let c = InfisicalClient::new(cfg).unwrap();
     let acme = tenant_folder("acme").unwrap();
-    assert!(c.get_secret(&acme, "STRIPE_KEY", None).await.unwrap().is_some());
+    assert!(c
+        .get_secret(&acme, "STRIPE_KEY", None)
+        .await
+        .unwrap()
+        .is_some());
     tokio::time::sleep(Duration::from_millis(2600)).await;
-    assert!(c.get_secret(&acme, "STRIPE_KEY", None).await.unwrap().is_some());
+    assert!(c
+        .get_secret(&acme, "STRIPE_KEY", None)
+        .await
+        .unwrap()
+        .is_some());
     let st = env.emu().stats();
-    assert_eq!((st.logins, st.renewals), (2, 0), "a renew would have deleted the token");
+    assert_eq!(
+        (st.logins, st.renewals),
+        (2, 0),
+        "a renew would have deleted the token"
+    );
 }
 
 #[tokio::test]
@@ -1320,7 +1619,11 @@ async fn client_retries_5xx_then_succeeds() {
         .unwrap()
         .unwrap();
     assert_eq!(s.value.expose(), STRIPE);
-    assert_eq!(env.emu().stats().api_requests - before, 3, "two 500s, then success");
+    assert_eq!(
+        env.emu().stats().api_requests - before,
+        3,
+        "two 500s, then success"
+    );
     assert_eq!(c.breaker_state(), BreakerState::Closed);
 }
 
@@ -1329,9 +1632,13 @@ async fn client_honours_retry_after_on_429() {
     let env = start().await;
     let c = env.client();
     c.login().await.unwrap();
-    env.put_faults(json!({"rate_limit_next": 1, "retry_after_secs": 1})).await;
+    env.put_faults(json!({"rate_limit_next": 1, "retry_after_secs": 1}))
+        .await;
     let started = Instant::now();
-    let s = c.get_secret("/tenants/acme", "STRIPE_KEY", None).await.unwrap();
+    let s = c
+        .get_secret("/tenants/acme", "STRIPE_KEY", None)
+        .await
+        .unwrap();
     assert!(s.is_some());
     assert!(
         started.elapsed() >= Duration::from_millis(950),
@@ -1347,21 +1654,32 @@ async fn client_gives_up_on_429_storms_and_long_retry_after() {
     cfg.max_retries = 1;
     let c = InfisicalClient::new(cfg).unwrap();
     c.login().await.unwrap();
-    env.put_faults(json!({"rate_limit": true, "retry_after_secs": 1})).await;
-    let err = c.get_secret("/tenants/acme", "STRIPE_KEY", None).await.unwrap_err();
+    env.put_faults(json!({"rate_limit": true, "retry_after_secs": 1}))
+        .await;
+    let err = c
+        .get_secret("/tenants/acme", "STRIPE_KEY", None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, InfisicalError::RateLimited { .. }), "{err}");
     assert!(err.is_unavailable());
 
     // A Retry-After longer than the client's bound fails at once.
     env.put_faults(json!({"retry_after_secs": 120})).await;
     let started = Instant::now();
-    let err = c.get_secret("/tenants/acme", "STRIPE_KEY", None).await.unwrap_err();
+    let err = c
+        .get_secret("/tenants/acme", "STRIPE_KEY", None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, InfisicalError::RateLimited { retry_after: Some(d) } if d == Duration::from_secs(120)),
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert_eq!(c.breaker_state(), BreakerState::Closed, "429 is not an outage");
+    assert_eq!(
+        c.breaker_state(),
+        BreakerState::Closed,
+        "429 is not an outage"
+    );
 }
 
 #[tokio::test]
@@ -1374,7 +1692,10 @@ async fn circuit_breaker_opens_fast_when_down_and_recovers() {
     let c = InfisicalClient::new(cfg).unwrap();
     c.login().await.unwrap();
     env.put_faults(json!({"down": true})).await;
-    let err = c.get_secret("/tenants/acme", "STRIPE_KEY", None).await.unwrap_err();
+    let err = c
+        .get_secret("/tenants/acme", "STRIPE_KEY", None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, InfisicalError::Unavailable(_)), "{err}");
     assert!(err.to_string().contains("503"), "{err}");
     assert_eq!(c.breaker_state(), BreakerState::Open);
@@ -1382,16 +1703,29 @@ async fn circuit_breaker_opens_fast_when_down_and_recovers() {
     let before = env.emu().stats().api_requests;
     for _ in 0..20 {
         let started = Instant::now();
-        let err = c.get_secret("/tenants/acme", "STRIPE_KEY", None).await.unwrap_err();
+        let err = c
+            .get_secret("/tenants/acme", "STRIPE_KEY", None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, InfisicalError::CircuitOpen), "{err}");
         assert!(err.is_unavailable());
-        assert!(started.elapsed() < Duration::from_millis(200), "open breaker answers fast");
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "open breaker answers fast"
+        );
     }
-    assert_eq!(env.emu().stats().api_requests, before, "no request while open");
+    assert_eq!(
+        env.emu().stats().api_requests,
+        before,
+        "no request while open"
+    );
 
     env.put_faults(json!({"down": false})).await;
     tokio::time::sleep(Duration::from_millis(350)).await;
-    let s = c.get_secret("/tenants/acme", "STRIPE_KEY", None).await.unwrap();
+    let s = c
+        .get_secret("/tenants/acme", "STRIPE_KEY", None)
+        .await
+        .unwrap();
     assert!(s.is_some(), "half-open probe succeeds");
     assert_eq!(c.breaker_state(), BreakerState::Closed);
 }
@@ -1406,9 +1740,18 @@ async fn slow_answers_time_out() {
     c.login().await.unwrap();
     env.put_faults(json!({"latency_ms": 1500})).await;
     let started = Instant::now();
-    let err = c.get_secret("/tenants/acme", "STRIPE_KEY", None).await.unwrap_err();
-    assert!(matches!(err, InfisicalError::Timeout(d) if d == Duration::from_millis(200)), "{err}");
-    assert!(started.elapsed() < Duration::from_millis(1400), "bounded by the client timeout");
+    let err = c
+        .get_secret("/tenants/acme", "STRIPE_KEY", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, InfisicalError::Timeout(d) if d == Duration::from_millis(200)),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "bounded by the client timeout"
+    );
 }
 
 #[tokio::test]
@@ -1417,7 +1760,10 @@ async fn malformed_json_is_an_invalid_response() {
     let c = env.client();
     c.login().await.unwrap();
     env.put_faults(json!({"malformed_json": true})).await;
-    let err = c.get_secret("/tenants/acme", "STRIPE_KEY", None).await.unwrap_err();
+    let err = c
+        .get_secret("/tenants/acme", "STRIPE_KEY", None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, InfisicalError::InvalidResponse(_)), "{err}");
     assert!(!err.is_unavailable());
     // Also during login.
@@ -1449,7 +1795,10 @@ async fn too_large_values_are_refused_both_ways() {
         })
         .unwrap();
     let c = env.client();
-    let err = c.get_secret("/tenants/acme", "HUGE", None).await.unwrap_err();
+    let err = c
+        .get_secret("/tenants/acme", "HUGE", None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, InfisicalError::TooLarge { limit: 65536, .. }),
         "{err}"
@@ -1461,12 +1810,20 @@ async fn too_large_values_are_refused_both_ways() {
         .await
         .unwrap_err();
     assert!(matches!(err, InfisicalError::TooLarge { .. }), "{err}");
-    assert_eq!(env.emu().stats().api_requests, before, "refused before sending");
+    assert_eq!(
+        env.emu().stats().api_requests,
+        before,
+        "refused before sending"
+    );
 
     let mut cfg = env.client_config();
     cfg.max_value_bytes = 1024 * 1024;
     let roomy = InfisicalClient::new(cfg).unwrap();
-    let s = roomy.get_secret("/tenants/acme", "HUGE", None).await.unwrap().unwrap();
+    let s = roomy
+        .get_secret("/tenants/acme", "HUGE", None)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(s.value.len(), big.len());
 }
 
@@ -1475,12 +1832,21 @@ async fn connection_refused_is_a_clear_unavailable_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let mut cfg = InfisicalConfig::new(format!("http://{addr}"), CLIENT_ID, CLIENT_SECRET, PROJECT, "dev");
+    let mut cfg = InfisicalConfig::new(
+        format!("http://{addr}"),
+        CLIENT_ID,
+        CLIENT_SECRET,
+        PROJECT,
+        "dev",
+    );
     cfg.retry_base_delay = Duration::from_millis(5);
     cfg.retry_max_delay = Duration::from_millis(10);
     let c = InfisicalClient::new(cfg).unwrap();
     let started = Instant::now();
-    let err = c.get_secret("/tenants/acme", "STRIPE_KEY", None).await.unwrap_err();
+    let err = c
+        .get_secret("/tenants/acme", "STRIPE_KEY", None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, InfisicalError::Unavailable(_)), "{err}");
     assert!(err.to_string().contains("connection refused"), "{err}");
     assert!(err.is_unavailable());
@@ -1493,7 +1859,10 @@ async fn credentials_and_permissions_errors_leak_nothing() {
     let mut cfg = env.client_config();
     cfg.client_secret = "definitely-wrong-secret".to_owned().into();
     let c = InfisicalClient::new(cfg).unwrap();
-    let err = c.get_secret("/tenants/acme", "STRIPE_KEY", None).await.unwrap_err();
+    let err = c
+        .get_secret("/tenants/acme", "STRIPE_KEY", None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, InfisicalError::Unauthorized(_)), "{err}");
     for text in [err.to_string(), format!("{err:?}"), format!("{c:?}")] {
         assert!(!text.contains("definitely-wrong-secret"), "{text}");
@@ -1503,7 +1872,11 @@ async fn credentials_and_permissions_errors_leak_nothing() {
     cfg.client_id = VIEWER_ID.into();
     cfg.client_secret = OTHER_SECRET.to_owned().into();
     let viewer = InfisicalClient::new(cfg).unwrap();
-    let s = viewer.get_secret("/tenants/acme", "STRIPE_KEY", None).await.unwrap().unwrap();
+    let s = viewer
+        .get_secret("/tenants/acme", "STRIPE_KEY", None)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!format!("{s:?}").contains(STRIPE), "values print redacted");
     let err = viewer
         .create_secret("/tenants/acme", "NEW", "super-secret-value")

@@ -228,6 +228,42 @@ impl Seed {
             }],
         }
     }
+
+    /// Adds one secret (creating the project, environment and folder entries as needed).
+    pub fn with_secret(
+        mut self,
+        project_id: &str,
+        environment: &str,
+        path: &str,
+        name: &str,
+        value: &str,
+    ) -> Self {
+        let idx = match self.projects.iter().position(|p| p.id == project_id) {
+            Some(i) => i,
+            None => {
+                self.projects.push(SeedProject {
+                    id: project_id.into(),
+                    slug: None,
+                    environments: default_envs(),
+                    folders: BTreeMap::new(),
+                    secrets: BTreeMap::new(),
+                });
+                self.projects.len() - 1
+            }
+        };
+        let project = &mut self.projects[idx];
+        if !project.environments.iter().any(|e| e == environment) {
+            project.environments.push(environment.into());
+        }
+        project
+            .secrets
+            .entry(environment.into())
+            .or_default()
+            .entry(path.into())
+            .or_default()
+            .insert(name.into(), value.into());
+        self
+    }
 }
 
 /// How to build an [`Emulator`].
