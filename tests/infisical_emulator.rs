@@ -1533,7 +1533,7 @@ async fn client_logs_in_again_after_403_token_error() {
 #[tokio::test]
 async fn client_renews_when_ttl_is_below_max_ttl() {
     let env = start().await;
-    env.put_faults(json!({"token_ttl_secs": 4})).await;
+    env.put_faults(json!({"token_ttl_secs": 6})).await;
     let mut cfg = env.client_config();
     cfg.client_id = SHORT_ID.into(); // max TTL 3600
     cfg.client_secret = OTHER_SECRET.to_owned().into();
@@ -1544,7 +1544,8 @@ async fn client_renews_when_ttl_is_below_max_ttl() {
         .await
         .unwrap()
         .is_some());
-    tokio::time::sleep(Duration::from_millis(3400)).await; // past 80% of the TTL
+    // Past 80% of the TTL (4.8 s), a second before expiry.
+    tokio::time::sleep(Duration::from_millis(5000)).await;
     assert!(c
         .get_secret(&acme, "STRIPE_KEY", None)
         .await
@@ -1884,4 +1885,43 @@ async fn credentials_and_permissions_errors_leak_nothing() {
         .unwrap_err();
     assert!(matches!(err, InfisicalError::Forbidden(_)), "{err}");
     assert!(!err.to_string().contains("super-secret-value"));
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_or_retried() {
+    // A site URL that answers with a redirect (e.g. http -> https) is a configuration error.
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::MOVED_PERMANENTLY,
+            [("location", "https://example.invalid/")],
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = hits.clone();
+    let app = app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            next.run(req)
+        },
+    ));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let c = InfisicalClient::new(InfisicalConfig::new(
+        format!("http://{addr}"),
+        CLIENT_ID,
+        CLIENT_SECRET,
+        PROJECT,
+        "dev",
+    ))
+    .unwrap();
+    let err = c.login().await.unwrap_err();
+    assert!(matches!(err, InfisicalError::InvalidResponse(_)), "{err}");
+    assert!(err.to_string().contains("INFISICAL_SITE_URL"), "{err}");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "no retry"
+    );
+    assert_eq!(c.breaker_state(), BreakerState::Closed);
 }

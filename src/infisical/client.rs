@@ -420,6 +420,8 @@ enum AttemptError {
     Timeout,
     Transport(String),
     TooLarge(usize),
+    /// Not worth retrying and not an outage (e.g. a redirect: the site URL is wrong).
+    Fatal(InfisicalError),
 }
 
 /// Cancels a half-open probe if the caller's future is dropped mid-request.
@@ -1129,6 +1131,10 @@ impl InfisicalClient {
                         attempts: attempt + 1,
                     });
                 }
+                Err(AttemptError::Fatal(e)) => {
+                    breaker.on_success();
+                    return Err(e);
+                }
                 Err(AttemptError::TooLarge(limit)) => {
                     breaker.on_success();
                     return Err(InfisicalError::TooLarge {
@@ -1177,7 +1183,9 @@ impl InfisicalClient {
         if let Some(token) = token {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| {
-                    AttemptError::Transport("access token is not a valid header".into())
+                    AttemptError::Fatal(InfisicalError::InvalidResponse(
+                        "the access token is not a valid HTTP header value".into(),
+                    ))
                 })?;
             value.set_sensitive(true);
             builder = builder.header(reqwest::header::AUTHORIZATION, value);
@@ -1190,9 +1198,11 @@ impl InfisicalClient {
         let mut resp = builder.send().await.map_err(classify)?;
         let status = resp.status();
         if status.is_redirection() {
-            return Err(AttemptError::Transport(format!(
-                "unexpected redirect (HTTP {}); check INFISICAL_SITE_URL",
-                status.as_u16()
+            return Err(AttemptError::Fatal(InfisicalError::InvalidResponse(
+                format!(
+                    "unexpected redirect (HTTP {}); check INFISICAL_SITE_URL",
+                    status.as_u16()
+                ),
             )));
         }
         let headers = resp.headers().clone();
