@@ -21,6 +21,8 @@ pub mod crypto;
 pub mod dev;
 /// Validated names and ids.
 pub mod domain;
+/// Infisical: the API client (Universal Auth, retries, circuit breaker) and a faithful emulator.
+pub mod infisical;
 /// Master key sources and keyrings; the only module that wraps and unwraps keys.
 pub mod keys;
 /// A private PostgreSQL cluster from the machine's binaries (dev mode and tests).
