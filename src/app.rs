@@ -26,16 +26,17 @@ impl App {
     /// Loads and verifies the master key, then wires the service together.
     pub async fn build(
         pool: PgPool,
-        source: &dyn MasterKeySource,
+        source: Arc<dyn MasterKeySource>,
         data_dir: &Path,
         service: &ServiceArgs,
     ) -> anyhow::Result<App> {
-        let masters = MasterKeyring::load(&pool, source)
+        let masters = MasterKeyring::load(&pool, source.as_ref())
             .await
             .context("refusing to start")?;
         Ok(Self::with_keyring(
             pool,
             Arc::new(masters),
+            Some(source),
             data_dir,
             service,
         ))
@@ -45,6 +46,7 @@ impl App {
     pub fn with_keyring(
         pool: PgPool,
         masters: Arc<MasterKeyring>,
+        source: Option<Arc<dyn MasterKeySource>>,
         data_dir: &Path,
         service: &ServiceArgs,
     ) -> App {
@@ -57,6 +59,7 @@ impl App {
         let vault = Vault::new(
             pool,
             masters,
+            source,
             cache,
             sink,
             limits,
@@ -96,7 +99,7 @@ impl App {
 }
 
 /// The master key source the settings ask for.
-pub fn key_source(keys: &KeyArgs) -> anyhow::Result<Box<dyn MasterKeySource>> {
+pub fn key_source(keys: &KeyArgs) -> anyhow::Result<Arc<dyn MasterKeySource>> {
     match keys.master_key_source {
         MasterKeySourceKind::Env => {
             let key = keys.master_key.clone().context(
@@ -104,11 +107,11 @@ pub fn key_source(keys: &KeyArgs) -> anyhow::Result<Box<dyn MasterKeySource>> {
                  or a passphrase of 16+ characters); `tenant-vault dev` makes one for you",
             )?;
             tracing::info!("master key source: the TENANT_VAULT_MASTER_KEY variable");
-            Ok(Box::new(EnvSource::new(key.0)))
+            Ok(Arc::new(EnvSource::new(key.0)))
         }
         MasterKeySourceKind::DevFile => {
             tracing::warn!(dir = %keys.data_dir.display(), "master key source: dev key files (not for production)");
-            Ok(Box::new(DevFileSource::new(keys.data_dir.clone())))
+            Ok(Arc::new(DevFileSource::new(keys.data_dir.clone())))
         }
     }
 }

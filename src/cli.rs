@@ -128,7 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 TenantSlug::parse(&slug).map_err(|e| anyhow::anyhow!("invalid slug: {e}"))?;
             let pool = connect(&db).await?;
             let source = app::key_source(&keys)?;
-            let app = App::build(pool, source.as_ref(), &keys.data_dir, &default_service()).await?;
+            let app = App::build(pool, source, &keys.data_dir, &default_service()).await?;
             let result = app
                 .vault
                 .create_tenant(
@@ -155,8 +155,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = connect(&db).await?;
             // Issuing a token wraps no key, so no master key is needed here.
             let keyring = Arc::new(MasterKeyring::from_keys(Vec::new()));
-            let app =
-                App::with_keyring(pool, keyring, std::path::Path::new("."), &default_service());
+            let app = App::with_keyring(
+                pool,
+                keyring,
+                None,
+                std::path::Path::new("."),
+                &default_service(),
+            );
             let result = app
                 .vault
                 .create_token(
@@ -195,7 +200,7 @@ async fn serve(cmd: ServeCmd) -> anyhow::Result<()> {
         store::migrate(&pool).await.context("migration failed")?;
     }
     let source = app::key_source(&cmd.keys)?;
-    let app = App::build(pool, source.as_ref(), &cmd.keys.data_dir, &cmd.service).await?;
+    let app = App::build(pool, source, &cmd.keys.data_dir, &cmd.service).await?;
     let listener = tokio::net::TcpListener::bind(cmd.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cmd.http.listen))?;

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -132,8 +133,8 @@ async fn run_with_database(
         .await
         .context("cannot connect to PostgreSQL")?;
     store::migrate(&pool).await.context("migration failed")?;
-    let source = DevFileSource::new(data_dir.to_path_buf());
-    let app = App::build(pool, &source, data_dir, &args.service).await?;
+    let source = Arc::new(DevFileSource::new(data_dir.to_path_buf()));
+    let app = App::build(pool, source, data_dir, &args.service).await?;
 
     let env_path = data_dir.join("dev.env");
     let admin_token = match reusable_admin_token(&app, &env_path).await {

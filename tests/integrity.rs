@@ -149,7 +149,7 @@ async fn a_wrong_master_key_refuses_to_start_and_names_the_version() {
     let wrong = "b".repeat(64);
     let app = App::build(
         pool.clone(),
-        &EnvSource::new(Zeroizing::new(right.clone())),
+        std::sync::Arc::new(EnvSource::new(Zeroizing::new(right.clone()))),
         dir.path(),
         &service_args(60),
     )
@@ -159,7 +159,7 @@ async fn a_wrong_master_key_refuses_to_start_and_names_the_version() {
 
     let err = App::build(
         pool.clone(),
-        &EnvSource::new(Zeroizing::new(wrong.clone())),
+        std::sync::Arc::new(EnvSource::new(Zeroizing::new(wrong.clone()))),
         dir.path(),
         &service_args(60),
     )
@@ -179,7 +179,7 @@ async fn a_wrong_master_key_refuses_to_start_and_names_the_version() {
     let phrase = "correct horse battery staple, twice over";
     let app = App::build(
         pool2.clone(),
-        &EnvSource::new(Zeroizing::new(phrase.into())),
+        std::sync::Arc::new(EnvSource::new(Zeroizing::new(phrase.into()))),
         dir.path(),
         &service_args(60),
     )
@@ -194,7 +194,7 @@ async fn a_wrong_master_key_refuses_to_start_and_names_the_version() {
     assert_eq!(salt.map(|s| s.len()), Some(16));
     App::build(
         pool2.clone(),
-        &EnvSource::new(Zeroizing::new(phrase.into())),
+        std::sync::Arc::new(EnvSource::new(Zeroizing::new(phrase.into()))),
         dir.path(),
         &service_args(60),
     )
@@ -204,9 +204,9 @@ async fn a_wrong_master_key_refuses_to_start_and_names_the_version() {
     .await;
     let err = App::build(
         pool2,
-        &EnvSource::new(Zeroizing::new(
+        std::sync::Arc::new(EnvSource::new(Zeroizing::new(
             "correct horse battery staple, twice overr".into(),
-        )),
+        ))),
         dir.path(),
         &service_args(60),
     )
@@ -220,7 +220,7 @@ async fn a_wrong_master_key_refuses_to_start_and_names_the_version() {
     let dir_a = tempfile::tempdir().unwrap();
     App::build(
         pool3.clone(),
-        &DevFileSource::new(dir_a.path().into()),
+        std::sync::Arc::new(DevFileSource::new(dir_a.path().into())),
         dir_a.path(),
         &service_args(60),
     )
@@ -231,7 +231,7 @@ async fn a_wrong_master_key_refuses_to_start_and_names_the_version() {
     let dir_b = tempfile::tempdir().unwrap();
     let err = App::build(
         pool3,
-        &DevFileSource::new(dir_b.path().into()),
+        std::sync::Arc::new(DevFileSource::new(dir_b.path().into())),
         dir_b.path(),
         &service_args(60),
     )

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use crate::audit::{AuditEvent, AuditSink};
 use crate::cache::SecretCache;
 use crate::domain::{TenantId, TenantSlug, TokenId};
-use crate::keys::{DataKeyring, KeyError, MasterKeyring};
+use crate::keys::{DataKeyring, KeyError, MasterKeySource, MasterKeyring};
 use crate::store::StoreError;
 
 pub use secrets::{SecretRead, SecretSource};
@@ -101,12 +101,16 @@ pub struct Vault {
     pub(crate) tokens: tokens::TokenCache,
     pub(crate) audit: AuditSink,
     pub(crate) limits: Limits,
+    /// Where master key versions come from; None for tools that never wrap (token create).
+    #[allow(dead_code)] // read by rotation
+    pub(crate) key_source: Option<Arc<dyn MasterKeySource>>,
 }
 
 impl Vault {
     pub fn new(
         pool: PgPool,
         masters: Arc<MasterKeyring>,
+        key_source: Option<Arc<dyn MasterKeySource>>,
         cache: SecretCache,
         audit: AuditSink,
         limits: Limits,
@@ -119,6 +123,7 @@ impl Vault {
             tokens: tokens::TokenCache::new(max_entries),
             audit,
             limits,
+            key_source,
         }
     }
 

@@ -196,8 +196,8 @@ impl TestApp {
     pub async fn with_service(service: ServiceArgs) -> Self {
         let (pool, db_url) = fresh_database().await;
         let data_dir = tempfile::tempdir().unwrap();
-        let source = DevFileSource::new(data_dir.path().to_path_buf());
-        let app = App::build(pool.clone(), &source, data_dir.path(), &service)
+        let source = Arc::new(DevFileSource::new(data_dir.path().to_path_buf()));
+        let app = App::build(pool.clone(), source, data_dir.path(), &service)
             .await
             .unwrap();
         Self::from_app(app, pool, db_url, Arc::new(data_dir), service).await
@@ -205,10 +205,10 @@ impl TestApp {
 
     /// A second instance on the same database and dev key: a restart, or another replica.
     pub async fn another_instance(&self) -> Self {
-        let source = DevFileSource::new(self.data_dir.path().to_path_buf());
+        let source = Arc::new(DevFileSource::new(self.data_dir.path().to_path_buf()));
         let app = App::build(
             self.pool.clone(),
-            &source,
+            source,
             self.data_dir.path(),
             &self.service,
         )
