@@ -20,6 +20,19 @@ use crate::service::{Limits, Vault};
 pub struct App {
     pub vault: Arc<Vault>,
     audit_task: tokio::task::JoinHandle<()>,
+    background: BackgroundTasks,
+}
+
+/// The change listener and the re-encryption worker; aborted when dropped.
+#[derive(Default)]
+struct BackgroundTasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 impl App {
@@ -55,6 +68,8 @@ impl App {
         let cache = SecretCache::new(service.cache_ttl_secs, service.cache_max_entries);
         let limits = Limits {
             max_value_bytes: service.max_value_bytes as usize,
+            data_key_max_encryptions: service.data_key_max_encryptions,
+            version_retention: service.version_retention,
         };
         let vault = Vault::new(
             pool,
@@ -68,17 +83,36 @@ impl App {
         App {
             vault: Arc::new(vault),
             audit_task,
+            background: BackgroundTasks::default(),
         }
+    }
+
+    /// Starts what a serving replica runs beside requests: the listener that keeps its
+    /// caches in step with the other replicas, and the re-encryption worker. One-shot
+    /// commands (`tenant create`, `token create`) do without.
+    pub fn start_background(&mut self) {
+        if !self.background.0.is_empty() {
+            return;
+        }
+        self.background
+            .0
+            .push(crate::service::notify::spawn_listener(self.vault.clone()));
+        self.background
+            .0
+            .push(crate::service::reencrypt::spawn_reencryption_worker(
+                self.vault.clone(),
+            ));
     }
 
     /// Serves HTTP on `listener` until `shutdown` resolves, then drains requests and flushes
     /// the audit trail.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         http: HttpSettings,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        self.start_background();
         let router = api::router(self.vault.clone(), &http);
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
@@ -91,7 +125,12 @@ impl App {
     /// Flushes audit events and stops the writer.
     pub async fn shutdown(self) {
         self.vault.audit().flush().await;
-        let App { vault, audit_task } = self;
+        let App {
+            vault,
+            audit_task,
+            background,
+        } = self;
+        drop(background);
         drop(vault);
         // The writer exits once every sink is gone; don't hang if a clone lingers.
         let _ = tokio::time::timeout(Duration::from_secs(5), audit_task).await;

@@ -24,6 +24,18 @@ type Key = (TenantId, SecretKey);
 #[derive(Clone)]
 pub struct SecretCache {
     inner: Option<Cache<Key, Arc<CachedSecret>>>,
+    /// Invalidations so far, striped by key hash. A load that started before an invalidation
+    /// of its key may have read the old row: its answer is returned but not kept.
+    generations: Arc<[std::sync::atomic::AtomicU64; GENERATION_STRIPES]>,
+}
+
+const GENERATION_STRIPES: usize = 256;
+
+fn stripe(tenant: TenantId, key: &SecretKey) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (tenant, key).hash(&mut h);
+    (h.finish() as usize) % GENERATION_STRIPES
 }
 
 impl SecretCache {
@@ -36,7 +48,32 @@ impl SecretCache {
                 .support_invalidation_closures()
                 .build()
         });
-        Self { inner }
+        Self {
+            inner,
+            generations: Arc::new(std::array::from_fn(|_| Default::default())),
+        }
+    }
+
+    fn generation(&self, tenant: TenantId, key: &SecretKey) -> u64 {
+        self.generations[stripe(tenant, key)].load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn bump(&self, tenant: TenantId, key: &SecretKey) {
+        self.generations[stripe(tenant, key)].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn bump_all(&self) {
+        for g in self.generations.iter() {
+            g.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Drops every entry (after notifications may have been missed).
+    pub fn invalidate_all(&self) {
+        self.bump_all();
+        if let Some(cache) = &self.inner {
+            cache.invalidate_all();
+        }
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -59,17 +96,23 @@ impl SecretCache {
         match &self.inner {
             None => load.await.map(|v| (v, false)).map_err(Arc::new),
             Some(cache) => {
+                let before = self.generation(tenant, key);
                 let entry = cache
                     .entry((tenant, key.clone()))
                     .or_try_insert_with(load)
                     .await?;
                 let from_cache = !entry.is_fresh();
+                if !from_cache && self.generation(tenant, key) != before {
+                    // Invalidated while loading: the row read may predate the change.
+                    cache.invalidate(&(tenant, key.clone())).await;
+                }
                 Ok((entry.into_value(), from_cache))
             }
         }
     }
 
     pub async fn invalidate(&self, tenant: TenantId, key: &SecretKey) {
+        self.bump(tenant, key);
         if let Some(cache) = &self.inner {
             cache.invalidate(&(tenant, key.clone())).await;
         }
@@ -77,6 +120,7 @@ impl SecretCache {
 
     /// Drops every entry of one tenant (tenant deletion).
     pub fn invalidate_tenant(&self, tenant: TenantId) {
+        self.bump_all();
         if let Some(cache) = &self.inner {
             // Only fails when closures are unsupported, which `new` enables.
             let _ = cache.invalidate_entries_if(move |(t, _), _| *t == tenant);

@@ -1,4 +1,6 @@
-//! The command line: `serve`, `migrate`, `dev`, `tenant create`, `token create`.
+//! The command line: `serve`, `migrate`, `dev`, `tenant create`, `token create`, `rotate`.
+
+pub mod rotate;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +44,9 @@ pub enum Command {
     /// Issue access tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Rotate the master key or tenants' data keys.
+    #[command(subcommand)]
+    Rotate(rotate::RotateCmd),
 }
 
 #[derive(clap::Args, Debug)]
@@ -118,6 +123,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dev(args) => dev::run(args).await,
+        Command::Rotate(cmd) => rotate::run(cmd).await,
         Command::Tenant(TenantCmd::Create {
             slug,
             name,
@@ -185,6 +191,8 @@ fn default_service() -> ServiceArgs {
         cache_ttl_secs: 0,
         cache_max_entries: 1000,
         max_value_bytes: 65_536,
+        data_key_max_encryptions: 1 << 31,
+        version_retention: 10,
     }
 }
 

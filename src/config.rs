@@ -99,6 +99,17 @@ pub struct ServiceArgs {
     #[arg(long, env = "TENANT_VAULT_MAX_VALUE_BYTES", default_value_t = 65_536,
           value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024), value_name = "BYTES")]
     pub max_value_bytes: u64,
+
+    /// Encryptions a tenant's data key makes before it rotates itself. Random 96-bit nonces
+    /// allow at most 2^32 per key; the default, 2^31, stays far below that.
+    #[arg(long, env = "TENANT_VAULT_DATA_KEY_MAX_ENCRYPTIONS", default_value_t = 1 << 31,
+          value_parser = clap::value_parser!(i64).range(1..=(1i64 << 32) - (1 << 28)), value_name = "N")]
+    pub data_key_max_encryptions: i64,
+
+    /// Versions of each secret kept (the current one included); older ones are deleted.
+    #[arg(long, env = "TENANT_VAULT_VERSION_RETENTION", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(1..=1000), value_name = "N")]
+    pub version_retention: i32,
 }
 
 #[derive(clap::Args, Debug, Clone)]

@@ -64,6 +64,11 @@ impl From<ServiceError> for ApiError {
                 "dependency_unavailable",
                 format!("{msg}; try again shortly"),
             ),
+            ServiceError::VersionNotFound(_) => Self::new(S::NOT_FOUND, "version_not_found", msg),
+            ServiceError::RotationInProgress => Self::new(S::CONFLICT, "rotation_in_progress", msg),
+            ServiceError::RotationUnsupported(_) => {
+                Self::new(S::CONFLICT, "rotation_unsupported", msg)
+            }
             ServiceError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Self::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error")

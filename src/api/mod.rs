@@ -6,7 +6,9 @@ pub mod admin;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod keys;
 pub mod secrets;
+pub mod versions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,8 @@ pub fn router(vault: Arc<Vault>, settings: &HttpSettings) -> Router {
     Router::new()
         .merge(secrets::router())
         .merge(admin::router())
+        .merge(keys::router())
+        .merge(versions::router())
         .merge(health::router())
         .fallback(|| async { error::ApiError::not_found() })
         .with_state(state)

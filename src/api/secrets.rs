@@ -29,7 +29,11 @@ async fn get_secret(
     SecretPath(slug, key): SecretPath,
     Caller(who): Caller,
     RequestId(rid): RequestId,
+    super::versions::VersionQuery(version): super::versions::VersionQuery,
 ) -> Result<Response, ApiError> {
+    if let Some(version) = version {
+        return super::versions::read_version(&state, &slug, &key, &who, rid, version).await;
+    }
     let tenant = state.vault.authorize_tenant(&who, &slug, rid.clone())?;
     let read = state
         .vault

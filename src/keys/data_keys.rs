@@ -55,9 +55,15 @@ impl DataKeyring {
     ) -> Result<DataKeyId, KeyError> {
         let id = DataKeyId(Uuid::new_v4());
         let key = DataKey::generate(id);
-        let master = self.masters.active().ok_or(KeyError::MasterVersionMissing(
-            self.masters.active_version(),
-        ))?;
+        // Wrap under the version the database says is active, and keep a rotation from
+        // retiring it until this transaction ends.
+        store::rotation::lock_wrap_shared(conn).await?;
+        let master = match store::rotation::active_master_version(&mut *conn).await? {
+            Some(v) => self.masters.get_or_refresh(&self.pool, v).await?,
+            None => self.masters.active().ok_or(KeyError::MasterVersionMissing(
+                self.masters.active_version(),
+            ))?,
+        };
         let wrapped = envelope::wrap_data_key(&master, tenant, version, &key);
         store::data_keys::insert(conn, id.0, tenant.0, version, &wrapped, master.version).await?;
         Ok(id)
@@ -102,13 +108,20 @@ impl DataKeyring {
             return Err(KeyError::Integrity(id));
         }
         let wrapped = row.wrapped_key.ok_or(KeyError::Destroyed(id))?;
+        // A version recorded by a rotation on another replica is fetched on first need.
         let master = self
             .masters
-            .get(row.master_key_version)
-            .ok_or(KeyError::MasterVersionMissing(row.master_key_version))?;
+            .get_or_refresh(&self.pool, row.master_key_version)
+            .await?;
         let key = envelope::unwrap_data_key(&master, tenant, id, row.version, &wrapped)
             .map_err(|_| KeyError::Integrity(id))?;
         Ok(Arc::new(key))
+    }
+
+    /// Drops every key from memory (after notifications may have been missed).
+    pub fn forget_everything(&self) {
+        self.unwrapped.invalidate_all();
+        self.active.invalidate_all();
     }
 
     /// Drops keys from memory at once (crypto-shredding, rotation).

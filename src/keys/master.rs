@@ -2,7 +2,7 @@
 //! check values in `master_keys`. A wrong key stops start-up before anything is wrapped.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use sqlx::PgPool;
 
@@ -14,6 +14,10 @@ use crate::store::{self, master_keys::NewMasterKey, StoreError};
 pub struct MasterKeyring {
     keys: RwLock<BTreeMap<i32, Arc<MasterKey>>>,
     active: RwLock<i32>,
+    /// Where versions created by another replica are fetched from (see `refresh`).
+    source: OnceLock<Arc<dyn MasterKeySource>>,
+    /// One refresh at a time.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for MasterKeyring {
@@ -35,14 +39,27 @@ impl MasterKeyring {
         let mut keys = BTreeMap::new();
         let mut active = 0;
         for row in &rows {
-            let text = source
+            let fetched = source
                 .fetch(row.version, row.infisical_secret_name.as_deref())
-                .await
-                .map_err(|reason| KeyError::Source {
-                    version: row.version,
-                    source_desc: source.describe(),
-                    reason,
-                })?;
+                .await;
+            let text = match fetched {
+                Ok(text) => text,
+                // A retired version no data key needs may have been deleted from the source.
+                Err(reason)
+                    if row.state == "retired"
+                        && !super::rotation::is_needed(pool, row.version).await? =>
+                {
+                    tracing::info!(version = row.version, %reason, "skipping retired master key version that no data key needs");
+                    continue;
+                }
+                Err(reason) => {
+                    return Err(KeyError::Source {
+                        version: row.version,
+                        source_desc: source.describe(),
+                        reason,
+                    })
+                }
+            };
             let key = MasterKey::from_text(row.version, &text, row.argon2_salt.as_deref())
                 .map_err(|e| KeyError::Material {
                     version: row.version,
@@ -66,6 +83,8 @@ impl MasterKeyring {
         Ok(Self {
             keys: RwLock::new(keys),
             active: RwLock::new(active),
+            source: OnceLock::new(),
+            refreshing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -75,6 +94,8 @@ impl MasterKeyring {
         Self {
             keys: RwLock::new(keys.into_iter().map(|k| (k.version, Arc::new(k))).collect()),
             active: RwLock::new(active),
+            source: OnceLock::new(),
+            refreshing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -91,6 +112,114 @@ impl MasterKeyring {
 
     pub fn get(&self, version: i32) -> Option<Arc<MasterKey>> {
         self.keys.read().unwrap().get(&version).cloned()
+    }
+
+    /// Gives the keyring the source to fetch versions that another replica created.
+    pub fn attach_source(&self, source: Arc<dyn MasterKeySource>) {
+        let _ = self.source.set(source);
+    }
+
+    pub fn source(&self) -> Option<&Arc<dyn MasterKeySource>> {
+        self.source.get()
+    }
+
+    /// Adds a verified version (rotation adds the new key before it commits, so this replica
+    /// can unwrap whatever the commit leaves behind). Refuses to replace a different key.
+    pub fn insert_version(&self, key: Arc<MasterKey>) -> Result<(), KeyError> {
+        let mut keys = self.keys.write().unwrap();
+        if let Some(existing) = keys.get(&key.version) {
+            if !existing.matches(key.check_value()) {
+                return Err(KeyError::Material {
+                    version: key.version,
+                    reason: "a different key is already loaded for this version".into(),
+                });
+            }
+            return Ok(());
+        }
+        keys.insert(key.version, key);
+        Ok(())
+    }
+
+    /// Makes a loaded version the one new data keys are wrapped under.
+    pub fn set_active(&self, version: i32) {
+        if self.get(version).is_some() {
+            *self.active.write().unwrap() = version;
+        }
+    }
+
+    /// The loaded versions, oldest first.
+    pub fn versions(&self) -> Vec<i32> {
+        self.keys.read().unwrap().keys().copied().collect()
+    }
+
+    /// Catches up with `master_keys`: fetches and verifies versions recorded since this
+    /// replica loaded (a rotation elsewhere), and follows the active version. Needs an
+    /// attached source; without one it only follows the active version among loaded keys.
+    pub async fn refresh(&self, pool: &PgPool) -> Result<(), KeyError> {
+        let _turn = self.refreshing.lock().await;
+        let rows = store::master_keys::all(pool).await?;
+        for row in &rows {
+            if self.get(row.version).is_some() {
+                continue;
+            }
+            let Some(source) = self.source.get() else {
+                continue;
+            };
+            let fetched = source
+                .fetch(row.version, row.infisical_secret_name.as_deref())
+                .await;
+            let text = match fetched {
+                Ok(text) => text,
+                Err(_) if row.state == "retired" => continue,
+                Err(reason) => {
+                    return Err(KeyError::Source {
+                        version: row.version,
+                        source_desc: source.describe(),
+                        reason,
+                    })
+                }
+            };
+            let key = MasterKey::from_text(row.version, &text, row.argon2_salt.as_deref())
+                .map_err(|e| KeyError::Material {
+                    version: row.version,
+                    reason: e.to_string(),
+                })?;
+            if !key.matches(&row.check_value) {
+                return Err(KeyError::WrongMasterKey {
+                    version: row.version,
+                    source_desc: source.describe(),
+                });
+            }
+            self.insert_version(Arc::new(key))?;
+            tracing::info!(
+                version = row.version,
+                "loaded master key version recorded by another replica"
+            );
+        }
+        if let Some(active) = rows.iter().find(|r| r.state == "active") {
+            if self.get(active.version).is_some() && self.active_version() != active.version {
+                self.set_active(active.version);
+                tracing::info!(
+                    active_version = active.version,
+                    "master key version now active"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A version, fetching it first if it was recorded after this replica loaded.
+    pub async fn get_or_refresh(
+        &self,
+        pool: &PgPool,
+        version: i32,
+    ) -> Result<Arc<MasterKey>, KeyError> {
+        if let Some(key) = self.get(version) {
+            return Ok(key);
+        }
+        self.refresh(pool).await?;
+        self.get(version)
+            .ok_or(KeyError::MasterVersionMissing(version))
     }
 }
 

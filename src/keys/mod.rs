@@ -4,6 +4,7 @@
 
 pub mod data_keys;
 pub mod master;
+pub mod rotation;
 pub mod source;
 
 pub use data_keys::DataKeyring;

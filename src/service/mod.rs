@@ -2,9 +2,14 @@
 //! checks, tenants, tokens, and the secret lookup (cache -> database). Each operation writes
 //! its audit event. Errors are `ServiceError`, which the API maps to HTTP once.
 
+pub mod key_status;
+pub mod notify;
+pub mod reencrypt;
+pub mod rotation;
 pub mod secrets;
 pub mod tenants;
 pub mod tokens;
+pub mod versions;
 
 use std::sync::Arc;
 
@@ -23,12 +28,19 @@ pub use tokens::{Principal, PrincipalKind};
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_value_bytes: usize,
+    /// Encryptions a data key makes before it rotates itself (far below the 2^32 limit for
+    /// random 96-bit nonces).
+    pub data_key_max_encryptions: i64,
+    /// Versions of a secret kept, the current one included.
+    pub version_retention: i32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_value_bytes: 64 * 1024,
+            data_key_max_encryptions: rotation::DEFAULT_DATA_KEY_MAX_ENCRYPTIONS,
+            version_retention: 10,
         }
     }
 }
@@ -56,6 +68,12 @@ pub enum ServiceError {
     Integrity,
     #[error("{0} is unavailable")]
     Unavailable(&'static str),
+    #[error("version {0} of this secret does not exist or is no longer kept")]
+    VersionNotFound(i32),
+    #[error("another master key rotation is in progress; try again when it has finished")]
+    RotationInProgress,
+    #[error("{0}")]
+    RotationUnsupported(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -102,8 +120,9 @@ pub struct Vault {
     pub(crate) audit: AuditSink,
     pub(crate) limits: Limits,
     /// Where master key versions come from; None for tools that never wrap (token create).
-    #[allow(dead_code)] // read by rotation
     pub(crate) key_source: Option<Arc<dyn MasterKeySource>>,
+    /// Rotation and re-encryption bookkeeping (see `rotation.rs`).
+    pub(crate) rotation: rotation::RotationState,
 }
 
 impl Vault {
@@ -116,7 +135,11 @@ impl Vault {
         limits: Limits,
         max_entries: u64,
     ) -> Self {
+        if let Some(source) = &key_source {
+            masters.attach_source(source.clone());
+        }
         Self {
+            rotation: rotation::RotationState::default(),
             data_keys: DataKeyring::new(pool.clone(), masters, max_entries),
             pool,
             cache,

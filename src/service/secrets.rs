@@ -44,11 +44,11 @@ pub struct SecretSummary {
 }
 
 /// Attempts at a write that lost a race (key created meanwhile, data key rotated meanwhile).
-const WRITE_ATTEMPTS: usize = 3;
+const WRITE_ATTEMPTS: usize = 5;
 
 fn outcome_of(err: &ServiceError) -> &'static str {
     match err {
-        ServiceError::SecretNotFound => "not_found",
+        ServiceError::SecretNotFound | ServiceError::VersionNotFound(_) => "not_found",
         ServiceError::Integrity => "integrity_error",
         ServiceError::CasConflict { .. } => "conflict",
         ServiceError::ValueTooLarge { .. } | ServiceError::InvalidInput(_) => "rejected",
@@ -73,7 +73,7 @@ impl Vault {
         self.audit.record(e);
     }
 
-    fn audited<T>(
+    pub(super) fn audited<T>(
         &self,
         ctx: &RequestContext,
         action: &str,
@@ -121,16 +121,26 @@ impl Vault {
         tenant: TenantId,
         key: &SecretKey,
     ) -> Result<Arc<CachedSecret>, ServiceError> {
-        let row = store::secrets::get(&self.pool, tenant.0, key.as_str())
-            .await?
-            .ok_or(ServiceError::SecretNotFound)?;
-        // The header names the data key; it must also be the key the row says it uses.
-        let header_key = envelope::secret_data_key_id(&row.secret_value_encrypted)
-            .map_err(|_| ServiceError::Integrity)?;
-        if header_key.0 != row.data_key_id {
-            return Err(ServiceError::Integrity);
-        }
-        let data_key = self.data_keys.get(tenant, header_key).await?;
+        let mut attempts = 0;
+        let (row, data_key) = loop {
+            attempts += 1;
+            let row = store::secrets::get(&self.pool, tenant.0, key.as_str())
+                .await?
+                .ok_or(ServiceError::SecretNotFound)?;
+            // The header names the data key; it must also be the key the row says it uses.
+            let header_key = envelope::secret_data_key_id(&row.secret_value_encrypted)
+                .map_err(|_| ServiceError::Integrity)?;
+            if header_key.0 != row.data_key_id {
+                return Err(ServiceError::Integrity);
+            }
+            match self.data_keys.get(tenant, header_key).await {
+                Ok(data_key) => break (row, data_key),
+                // The re-encryption job moved the row and destroyed its old key between our
+                // two reads: read the row again.
+                Err(crate::keys::KeyError::Destroyed(_)) if attempts < 3 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
         let place = SecretPlace {
             tenant,
             key,
@@ -161,7 +171,7 @@ impl Vault {
         self.audited(ctx, "secret.write", tenant, Some(key), result)
     }
 
-    async fn write_secret(
+    pub(super) async fn write_secret(
         &self,
         tenant: &TenantRef,
         key: &SecretKey,
@@ -193,14 +203,20 @@ impl Vault {
                     });
                 }
             }
-            if store::data_keys::count_encryption(&mut *tx, data_key.id.0)
-                .await?
-                .is_none()
-            {
+            let Some(count) = store::data_keys::count_encryption(&mut *tx, data_key.id.0).await?
+            else {
                 // Rotated or destroyed since we cached it: look it up again.
                 self.data_keys.forget_active(tenant.id).await;
                 continue;
+            };
+            if count > self.limits.data_key_max_encryptions {
+                // Its nonce budget is spent: rotate it, then write under the new key.
+                drop(tx);
+                self.retire_exhausted_data_key(tenant.id, data_key.id)
+                    .await?;
+                continue;
             }
+            let exhausted = count == self.limits.data_key_max_encryptions;
             let version = current_version + 1;
             let place = SecretPlace {
                 tenant: tenant.id,
@@ -234,9 +250,18 @@ impl Vault {
                 Some(row) => {
                     store::secrets::archive_current(&mut *tx, row.id).await?;
                     store::secrets::update(&mut *tx, new).await?;
+                    let keep_after = version - self.limits.version_retention;
+                    store::versions::prune(&mut *tx, row.id, keep_after).await?;
                 }
             }
+            self.notify_secret(&mut tx, tenant.id, key).await?;
             tx.commit().await.map_err(StoreError::from)?;
+            if exhausted {
+                // This was its last encryption; the next write gets a new key.
+                if let Err(e) = self.retire_exhausted_data_key(tenant.id, data_key.id).await {
+                    tracing::warn!(tenant = %tenant.slug, error = %e, "automatic data key rotation failed; the next write retries it");
+                }
+            }
             return Ok(version);
         }
         Err(ServiceError::Unavailable(
@@ -252,9 +277,13 @@ impl Vault {
     ) -> Result<i32, ServiceError> {
         self.ensure_auditable()?;
         let result = async {
-            store::secrets::delete(&self.pool, tenant.id.0, key.as_str())
+            let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+            let version = store::secrets::delete(&mut *tx, tenant.id.0, key.as_str())
                 .await?
-                .ok_or(ServiceError::SecretNotFound)
+                .ok_or(ServiceError::SecretNotFound)?;
+            self.notify_secret(&mut tx, tenant.id, key).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            Ok(version)
         }
         .await;
         self.cache.invalidate(tenant.id, key).await;

@@ -38,6 +38,7 @@ impl Vault {
         };
         let tenant = TenantId(row.id);
         self.data_keys.create(&mut tx, tenant, 1).await?;
+        self.notify_tenant(&mut tx, tenant, &[]).await?;
         tx.commit().await.map_err(StoreError::from)?;
 
         let mut e = self.event(ctx, "tenant.create", "success");
@@ -68,6 +69,8 @@ impl Vault {
         if !store::tenants::mark_deleted(&mut *tx, row.id).await? {
             return Err(ServiceError::TenantNotFound);
         }
+        self.notify_tenant(&mut tx, TenantId(row.id), &destroyed)
+            .await?;
         tx.commit().await.map_err(StoreError::from)?;
 
         let tenant = TenantId(row.id);

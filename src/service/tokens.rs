@@ -76,6 +76,11 @@ impl TokenCache {
         }
     }
 
+    /// Drops every cached token check (after notifications may have been missed).
+    pub fn forget_all(&self) {
+        self.by_hash.invalidate_all();
+    }
+
     pub fn forget_tenant(&self, tenant: TenantId) {
         let _ = self.by_hash.invalidate_entries_if(
             move |_, p| matches!(&p.kind, PrincipalKind::Tenant(t) if t.id == tenant),

@@ -4,10 +4,14 @@
 
 pub mod audit;
 pub mod data_keys;
+pub mod key_status;
 pub mod master_keys;
+pub mod notify;
+pub mod rotation;
 pub mod secrets;
 pub mod tenants;
 pub mod tokens;
+pub mod versions;
 
 use std::time::Duration;
 

@@ -160,6 +160,8 @@ pub fn service_args(cache_ttl_secs: u64) -> ServiceArgs {
         cache_ttl_secs,
         cache_max_entries: 10_000,
         max_value_bytes: 65_536,
+        data_key_max_encryptions: 1 << 31,
+        version_retention: 10,
     }
 }
 
@@ -203,6 +205,25 @@ impl TestApp {
         Self::from_app(app, pool, db_url, Arc::new(data_dir), service).await
     }
 
+    /// An instance whose master key comes from `source` (e.g. the env source).
+    pub async fn with_source(
+        service: ServiceArgs,
+        source: Arc<dyn tenant_vault::keys::MasterKeySource>,
+    ) -> Self {
+        let (pool, db_url) = fresh_database().await;
+        let data_dir = tempfile::tempdir().unwrap();
+        let app = App::build(pool.clone(), source, data_dir.path(), &service)
+            .await
+            .unwrap();
+        Self::from_app(app, pool, db_url, Arc::new(data_dir), service).await
+    }
+
+    /// A POST with the admin token and no body.
+    pub async fn admin_post(&self, path: &str) -> TestResponse {
+        self.call(Method::POST, path, Some(&self.admin_token), None)
+            .await
+    }
+
     /// A second instance on the same database and dev key: a restart, or another replica.
     pub async fn another_instance(&self) -> Self {
         let source = Arc::new(DevFileSource::new(self.data_dir.path().to_path_buf()));
@@ -225,12 +246,14 @@ impl TestApp {
     }
 
     async fn from_app(
-        app: App,
+        mut app: App,
         pool: PgPool,
         db_url: String,
         data_dir: Arc<tempfile::TempDir>,
         service: ServiceArgs,
     ) -> Self {
+        // Like a serving replica: listening for other replicas' changes, re-encrypting.
+        app.start_background();
         let vault = app.vault.clone();
         let admin_token = vault
             .create_token(&RequestContext::default(), None, Some("test admin"), None)
@@ -352,5 +375,25 @@ impl TestApp {
         .fetch_all(&self.pool)
         .await
         .unwrap()
+    }
+}
+
+/// Polls `check` until it returns true, failing after 20 s. For effects that arrive
+/// asynchronously (notifications between replicas); the deadline is only a hang guard.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

@@ -1,0 +1,154 @@
+//! `tenant-vault rotate master-key` and `tenant-vault rotate data-keys`.
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{connect, default_service};
+use crate::app::{self, App};
+use crate::config::{DatabaseArgs, KeyArgs};
+use crate::domain::{TenantId, TenantSlug};
+use crate::service::RequestContext;
+use crate::store;
+
+#[derive(Subcommand, Debug)]
+pub enum RotateCmd {
+    /// Rotate the master key: the source creates the next version (Infisical:
+    /// MASTER_ENCRYPTION_KEY_V{n}), then one transaction re-wraps every data key under it.
+    /// No secret is re-encrypted. Running servers pick the new version up at once.
+    MasterKey {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+    /// Give tenants new data keys, then move their secrets (and kept versions) to them and
+    /// destroy the old keys, showing progress.
+    DataKeys {
+        /// Rotate this tenant's data key.
+        #[arg(
+            long,
+            value_name = "SLUG",
+            conflicts_with = "all",
+            required_unless_present = "all"
+        )]
+        tenant: Option<String>,
+        /// Rotate every live tenant's data key.
+        #[arg(long)]
+        all: bool,
+        /// Only rotate; leave the re-encryption to the servers' background job.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+}
+
+pub async fn run(cmd: RotateCmd) -> anyhow::Result<()> {
+    match cmd {
+        RotateCmd::MasterKey { db, keys } => {
+            let pool = connect(&db).await?;
+            let source = app::key_source(&keys)?;
+            let app = App::build(pool, source, &keys.data_dir, &default_service()).await?;
+            let result = app
+                .vault
+                .rotate_master_key(&RequestContext::default())
+                .await;
+            app.shutdown().await;
+            let done = result.map_err(|e| anyhow::anyhow!("master key rotation failed: {e}"))?;
+            println!("{}", serde_json::to_string(&done)?);
+            eprintln!(
+                "master key rotated from version {} to {}: {} data keys re-wrapped in {} ms",
+                done.previous_version, done.version, done.rewrapped_data_keys, done.elapsed_ms
+            );
+            Ok(())
+        }
+        RotateCmd::DataKeys {
+            tenant,
+            all,
+            no_wait,
+            db,
+            keys,
+        } => {
+            let pool = connect(&db).await?;
+            let slugs: Vec<TenantSlug> = match tenant {
+                Some(s) => {
+                    vec![TenantSlug::parse(&s).map_err(|e| anyhow::anyhow!("invalid slug: {e}"))?]
+                }
+                None => {
+                    debug_assert!(all);
+                    store::rotation::live_tenants(&pool)
+                        .await
+                        .context("cannot list tenants")?
+                        .into_iter()
+                        .filter_map(|(_, slug)| TenantSlug::parse(&slug).ok())
+                        .collect()
+                }
+            };
+            let source = app::key_source(&keys)?;
+            let app = App::build(pool, source, &keys.data_dir, &default_service()).await?;
+            let result = rotate_data_keys(&app, &slugs, no_wait).await;
+            app.shutdown().await;
+            result
+        }
+    }
+}
+
+async fn rotate_data_keys(app: &App, slugs: &[TenantSlug], no_wait: bool) -> anyhow::Result<()> {
+    let ctx = RequestContext::default();
+    for slug in slugs {
+        let r = app
+            .vault
+            .rotate_data_key(&ctx, slug)
+            .await
+            .map_err(|e| anyhow::anyhow!("{slug}: data key rotation failed: {e}"))?;
+        eprintln!(
+            "{}: data key version {} -> {} ({} ciphertexts to re-encrypt)",
+            r.tenant, r.previous_version, r.version, r.to_reencrypt
+        );
+    }
+    if no_wait {
+        eprintln!("re-encryption left to the servers' background job (see GET /v1/admin/keys)");
+        return Ok(());
+    }
+    // Everything still under old keys, including work an earlier run left unfinished.
+    let mut tenants: Vec<TenantId> = app
+        .vault
+        .tenants_to_reencrypt()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if slugs.len() == 1 {
+        let only = store::tenants::by_slug(app.vault.pool(), slugs[0].as_str())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .map(|t| TenantId(t.id));
+        tenants.retain(|t| Some(*t) == only);
+    }
+    let total = app
+        .vault
+        .reencryption_remaining(&tenants)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bar = ProgressBar::new(total.max(0) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("re-encrypting {bar:40} {pos}/{len} ciphertexts ({eta} left)")
+            .expect("valid template"),
+    );
+    let mut moved = 0;
+    for t in &tenants {
+        moved += app
+            .vault
+            .reencrypt_tenant(*t, &|n| bar.inc(n))
+            .await
+            .map_err(|e| anyhow::anyhow!("re-encryption failed: {e}"))?;
+    }
+    bar.finish_and_clear();
+    println!(
+        "{}",
+        serde_json::json!({"rotated_tenants": slugs.len(), "reencrypted": moved})
+    );
+    eprintln!("{moved} ciphertexts re-encrypted; old data keys destroyed");
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! Rotation as the service offers it: audited master and data key rotation, the automatic
+//! rotation of a data key whose encryption count reached the ceiling, and the test-only fail
+//! points. The mechanics live in `keys::rotation`.
+
+use std::sync::Mutex;
+
+use super::notify::ListenerStats;
+use super::{RequestContext, ServiceError, Vault};
+use crate::domain::{DataKeyId, TenantId, TenantSlug};
+use crate::keys::rotation::{self, DataKeyRotation, FailPoint, MasterRotation, RotationError};
+use crate::store;
+
+/// 2^31: half the 2^32 encryptions NIST SP 800-38D allows one key with random 96-bit nonces.
+pub const DEFAULT_DATA_KEY_MAX_ENCRYPTIONS: i64 = 1 << 31;
+
+/// Per-vault rotation bookkeeping.
+pub struct RotationState {
+    /// This replica's id in notifications, so it skips the ones it sent itself.
+    pub(crate) origin: uuid::Uuid,
+    fail_at: Mutex<Option<FailPoint>>,
+    /// Wakes the re-encryption worker (after a data key rotation).
+    pub(crate) reencrypt_wakeup: tokio::sync::Notify,
+    pub(crate) listener: ListenerStats,
+}
+
+impl Default for RotationState {
+    fn default() -> Self {
+        Self {
+            origin: uuid::Uuid::new_v4(),
+            fail_at: Mutex::default(),
+            reencrypt_wakeup: tokio::sync::Notify::new(),
+            listener: ListenerStats::default(),
+        }
+    }
+}
+
+impl From<RotationError> for ServiceError {
+    fn from(err: RotationError) -> Self {
+        match err {
+            RotationError::InProgress => ServiceError::RotationInProgress,
+            RotationError::Unsupported(msg) => ServiceError::RotationUnsupported(msg),
+            RotationError::Source { .. } => {
+                tracing::error!(error = %err, "master key rotation: the source failed");
+                ServiceError::Unavailable("the master key source")
+            }
+            RotationError::Key(k) => k.into(),
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// A data key rotation as reported to callers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DataKeyRotationReport {
+    pub tenant: String,
+    pub previous_version: i32,
+    pub version: i32,
+    /// Ciphertexts the re-encryption job will move to the new key.
+    pub to_reencrypt: i64,
+}
+
+impl Vault {
+    /// Makes the next master key rotation stop at `at` (None: run normally). For tests of
+    /// crash safety only: no flag, variable or route reaches it.
+    pub fn set_rotation_fail_point(&self, at: Option<FailPoint>) {
+        *self.rotation.fail_at.lock().unwrap() = at;
+    }
+
+    /// Rotates the master key: see `keys::rotation`. One at a time across replicas.
+    pub async fn rotate_master_key(
+        &self,
+        ctx: &RequestContext,
+    ) -> Result<MasterRotation, ServiceError> {
+        self.ensure_auditable()?;
+        let result = match &self.key_source {
+            None => Err(ServiceError::RotationUnsupported(
+                "this process has no master key source configured".into(),
+            )),
+            Some(source) => {
+                let fail_at = *self.rotation.fail_at.lock().unwrap();
+                rotation::rotate_master_key(
+                    &self.pool,
+                    self.masters(),
+                    source.as_ref(),
+                    fail_at,
+                    self.rotation.origin,
+                )
+                .await
+                .map_err(ServiceError::from)
+            }
+        };
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(ServiceError::RotationInProgress) => "conflict",
+            Err(ServiceError::RotationUnsupported(_)) => "rejected",
+            Err(ServiceError::Unavailable(_)) => "unavailable",
+            Err(_) => "error",
+        };
+        self.audit
+            .record(self.event(ctx, "master_key.rotate", outcome));
+        result
+    }
+
+    /// Gives a tenant a new data key; the old one decrypts until the re-encryption job has
+    /// moved every ciphertext off it, and is then destroyed.
+    pub async fn rotate_data_key(
+        &self,
+        ctx: &RequestContext,
+        slug: &TenantSlug,
+    ) -> Result<DataKeyRotationReport, ServiceError> {
+        self.ensure_auditable()?;
+        let tenant = store::tenants::by_slug(&self.pool, slug.as_str())
+            .await?
+            .ok_or(ServiceError::TenantNotFound)?;
+        let result = rotation::rotate_data_key(
+            &self.pool,
+            &self.data_keys,
+            TenantId(tenant.id),
+            None,
+            false,
+            self.rotation.origin,
+        )
+        .await
+        .map_err(ServiceError::from)
+        .and_then(|r| r.ok_or_else(|| ServiceError::Internal("rotation skipped".into())));
+        let mut e = self.event(
+            ctx,
+            "data_key.rotate",
+            if result.is_ok() { "success" } else { "error" },
+        );
+        e.tenant_id = Some(tenant.id);
+        e.tenant_slug = Some(tenant.slug.clone());
+        self.audit.record(e);
+        let rotated: DataKeyRotation = result?;
+        self.rotation.reencrypt_wakeup.notify_one();
+        Ok(DataKeyRotationReport {
+            tenant: tenant.slug,
+            previous_version: rotated.previous_version,
+            version: rotated.version,
+            to_reencrypt: rotated.to_reencrypt,
+        })
+    }
+
+    /// A data key reached its encryption ceiling: rotate it, unless someone already did.
+    pub(crate) async fn retire_exhausted_data_key(
+        &self,
+        tenant: TenantId,
+        key: DataKeyId,
+    ) -> Result<(), ServiceError> {
+        let rotated = rotation::rotate_data_key(
+            &self.pool,
+            &self.data_keys,
+            tenant,
+            Some(key),
+            true,
+            self.rotation.origin,
+        )
+        .await?;
+        if let Some(r) = rotated {
+            tracing::info!(tenant = %tenant.0, previous_version = r.previous_version, version = r.version, "data key reached its encryption ceiling and was rotated");
+            let mut e = self.event(&RequestContext::default(), "data_key.rotate", "success");
+            e.tenant_id = Some(tenant.0);
+            self.audit.record(e);
+            self.rotation.reencrypt_wakeup.notify_one();
+        }
+        Ok(())
+    }
+}
