@@ -491,3 +491,86 @@ async fn key_report_shows_versions_states_and_last_rotation() {
     assert_eq!(body["secrets_under_decrypt_only_keys"]["current"], 0);
     assert!(!res.text.contains("value-0-0"));
 }
+
+fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-vault"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("TENANT_VAULT_MASTER_KEY")
+        .env_remove("TENANT_VAULT_MASTER_KEY_SOURCE")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn last_json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|_| panic!("no JSON line in {stdout}"))
+}
+
+#[tokio::test]
+async fn rotate_commands_from_the_command_line() {
+    let (_pool, url) = common::fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dir_text = dir.path().to_str().unwrap();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("TENANT_VAULT_MASTER_KEY_SOURCE", "dev-file"),
+        ("TENANT_VAULT_DATA_DIR", dir_text),
+    ];
+    let (ok, out, _) = run_cli(&["rotate", "--help"], &[]);
+    assert!(
+        ok && out.contains("master-key") && out.contains("data-keys"),
+        "{out}"
+    );
+    let (ok, _, err) = run_cli(&["rotate", "data-keys"], &env);
+    assert!(!ok && err.contains("--tenant"), "{err}");
+
+    for slug in ["acme", "globex"] {
+        let (ok, _, err) = run_cli(&["tenant", "create", slug], &env);
+        assert!(ok, "{err}");
+    }
+    let (ok, out, err) = run_cli(&["rotate", "master-key"], &env);
+    assert!(ok, "{err}");
+    let done = last_json(&out);
+    assert_eq!(done["previous_version"], 1);
+    assert_eq!(done["version"], 2);
+    assert_eq!(done["rewrapped_data_keys"], 2);
+    assert!(err.contains("2 data keys re-wrapped"), "{err}");
+
+    let (ok, out, err) = run_cli(&["rotate", "data-keys", "--tenant", "acme"], &env);
+    assert!(ok, "{err}");
+    assert_eq!(last_json(&out)["rotated_tenants"], 1);
+    let (ok, out, err) = run_cli(&["rotate", "data-keys", "--all"], &env);
+    assert!(ok, "{err}");
+    assert_eq!(last_json(&out)["rotated_tenants"], 2);
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("select state, count(*) from data_keys group by 1 order by 1")
+            .fetch_all(&_pool)
+            .await
+            .unwrap();
+    // acme: v1, v2 destroyed (empty), v3 active; globex: v1 destroyed, v2 active.
+    assert_eq!(
+        states,
+        [("active".to_owned(), 2), ("destroyed".to_owned(), 3)]
+    );
+
+    // A fixed key cannot rotate, and says so.
+    let (_pool2, url2) = common::fresh_database().await;
+    let key = tenant_vault::crypto::kdf::generate_master_key_text();
+    let env2 = [
+        ("DATABASE_URL", url2.as_str()),
+        ("TENANT_VAULT_MASTER_KEY", key.as_str()),
+        ("TENANT_VAULT_DATA_DIR", dir_text),
+    ];
+    let (ok, _, err) = run_cli(&["rotate", "master-key"], &env2);
+    assert!(!ok);
+    assert!(err.contains("cannot rotate"), "{err}");
+    assert!(!err.contains(key.as_str()));
+}

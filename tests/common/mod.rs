@@ -255,6 +255,11 @@ impl TestApp {
         // Like a serving replica: listening for other replicas' changes, re-encrypting.
         app.start_background();
         let vault = app.vault.clone();
+        // Listening before the test goes on, so no change made from here on goes unseen.
+        eventually("the replica listens for changes", || async {
+            vault.listener_stats().0 >= 1
+        })
+        .await;
         let admin_token = vault
             .create_token(&RequestContext::default(), None, Some("test admin"), None)
             .await
