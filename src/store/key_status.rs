@@ -67,7 +67,7 @@ pub struct JobRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// Re-encryption jobs, unfinished first, then the most recent.
+/// Re-encryption jobs of live tenants, unfinished first, then the most recent.
 pub async fn jobs(db: impl PgExecutor<'_>, limit: i64) -> StoreResult<Vec<JobRow>> {
     Ok(sqlx::query_as!(
         JobRow,
@@ -78,6 +78,7 @@ pub async fn jobs(db: impl PgExecutor<'_>, limit: i64) -> StoreResult<Vec<JobRow
                    where v.company_id = j.tenant_id and d.state = 'decrypt_only') as "remaining!",
                   j.started_at, j.updated_at, j.finished_at
            from reencryption_jobs j join tenants t on t.id = j.tenant_id
+           where t.deleted_at is null
            order by j.finished_at is null desc, j.started_at desc
            limit $1"#,
         limit
