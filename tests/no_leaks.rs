@@ -84,6 +84,32 @@ async fn a_full_round_trip_logs_no_secret() {
     assert_eq!(app.raw(req).await.status, StatusCode::BAD_REQUEST);
     let res = app.get_secret("acme", "STRIPE_KEY", &globex).await;
     assert_eq!(res.status, StatusCode::FORBIDDEN);
+    // Rotations, history and rollback log no value and no key material either.
+    let res = app.admin_post("/v1/admin/master-key/rotate").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    let res = app
+        .admin_post("/v1/admin/tenants/acme/data-key/rotate")
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    app.vault.reencrypt_pending().await.unwrap();
+    app.put_secret("acme", "STRIPE_KEY", &acme, json!({"value": VALUE2}))
+        .await;
+    let res = app
+        .get("/v1/tenants/acme/secrets/STRIPE_KEY?version=1", &acme)
+        .await;
+    assert_eq!(res.body["value"], VALUE);
+    let res = app
+        .call(
+            Method::POST,
+            "/v1/tenants/acme/secrets/STRIPE_KEY/rollback",
+            Some(&acme),
+            Some(json!({"version": 1})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    assert!(!res.text.contains(VALUE));
+    let report = app.get("/v1/admin/keys", &app.admin_token).await;
+    assert!(!report.text.contains(VALUE) && !report.text.contains(VALUE2));
     // A tampered ciphertext is logged as an integrity error, without bytes or value.
     sqlx::query("update company_secrets set secret_value_encrypted = overlay(secret_value_encrypted placing '\\x00'::bytea from 35 for 1)")
         .execute(&app.pool)
@@ -116,8 +142,12 @@ async fn a_full_round_trip_logs_no_secret() {
     // The token's secret half (after the id) must not appear either.
     let tail = &acme[acme.len() - 20..];
     assert!(!logs.contains(tail));
-    let master = std::fs::read_to_string(app.data_dir.path().join("master-key-v1")).unwrap();
-    assert!(!logs.contains(master.trim()));
+    for version in [1, 2] {
+        let file = app.data_dir.path().join(format!("master-key-v{version}"));
+        let master = std::fs::read_to_string(file).unwrap();
+        assert!(!logs.contains(master.trim()));
+    }
+    assert!(logs.contains("master key rotated"), "rotation was logged");
 }
 
 #[test]
