@@ -84,6 +84,7 @@ async fn admin_commands_and_a_wrong_master_key() {
     let env = [
         ("DATABASE_URL", url.as_str()),
         ("TENANT_VAULT_MASTER_KEY", key.as_str()),
+        ("TENANT_VAULT_MASTER_KEY_SOURCE", "env"),
     ];
     let (ok, out, err) = run(&["migrate"], &env);
     assert!(ok, "{err}");
@@ -118,6 +119,7 @@ async fn admin_commands_and_a_wrong_master_key() {
         &[
             ("DATABASE_URL", url.as_str()),
             ("TENANT_VAULT_MASTER_KEY", wrong.as_str()),
+            ("TENANT_VAULT_MASTER_KEY_SOURCE", "env"),
         ],
     );
     assert!(!ok);
@@ -126,9 +128,24 @@ async fn admin_commands_and_a_wrong_master_key() {
         "{err}"
     );
     assert!(!err.contains(&wrong) && !err.contains(&key));
-    // ... and without any master key it says what to set.
+    // ... and without a master key source it says what to set.
     let (ok, _, err) = run(
         &["serve", "--listen", "127.0.0.1:0"],
+        &[("DATABASE_URL", url.as_str())],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("INFISICAL_SITE_URL") && err.contains("--master-key-source env"),
+        "{err}"
+    );
+    let (ok, _, err) = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--master-key-source",
+            "env",
+        ],
         &[("DATABASE_URL", url.as_str())],
     );
     assert!(!ok);

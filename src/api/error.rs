@@ -64,6 +64,7 @@ impl From<ServiceError> for ApiError {
                 "dependency_unavailable",
                 format!("{msg}; try again shortly"),
             ),
+            ServiceError::DependencyFailed(_) => Self::new(S::BAD_GATEWAY, "dependency_error", msg),
             ServiceError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Self::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error")

@@ -16,14 +16,22 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    let Ok(vault) = state.vault() else {
+        let body = json!({
+            "status": "not_ready",
+            "reason": state.starting_reason(),
+            "master_key_version": null,
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    };
     let db = tokio::time::timeout(
         std::time::Duration::from_secs(2),
-        crate::store::ping(state.vault.pool()),
+        crate::store::ping(vault.pool()),
     )
     .await;
     let database_ok = matches!(db, Ok(Ok(())));
-    let audit_ok = !state.vault.audit().is_failing();
-    let master = state.vault.masters().active_version();
+    let audit_ok = !vault.audit().is_failing();
+    let master = vault.masters().active_version();
     let ready = database_ok && audit_ok && master > 0;
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },

@@ -8,7 +8,7 @@ pub mod extract;
 pub mod health;
 pub mod secrets;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath};
@@ -21,9 +21,58 @@ use tower_http::trace::TraceLayer;
 
 use crate::service::Vault;
 
+/// The handlers' state. The server starts answering (`/healthz`, `/readyz`) before the
+/// vault exists, while the master key is still being fetched; until then every other route
+/// answers 503 with the reason.
 #[derive(Clone)]
 pub struct AppState {
-    pub vault: Arc<Vault>,
+    inner: Arc<StateInner>,
+}
+
+struct StateInner {
+    vault: OnceLock<Arc<Vault>>,
+    starting: RwLock<String>,
+}
+
+impl AppState {
+    pub fn ready(vault: Arc<Vault>) -> Self {
+        let state = Self::starting("starting");
+        state.set_vault(vault);
+        state
+    }
+
+    pub fn starting(why: impl Into<String>) -> Self {
+        Self {
+            inner: Arc::new(StateInner {
+                vault: OnceLock::new(),
+                starting: RwLock::new(why.into()),
+            }),
+        }
+    }
+
+    pub fn set_vault(&self, vault: Arc<Vault>) {
+        let _ = self.inner.vault.set(vault);
+    }
+
+    pub fn set_starting(&self, why: impl Into<String>) {
+        *self.inner.starting.write().unwrap() = why.into();
+    }
+
+    /// Why the vault is not serving yet.
+    pub fn starting_reason(&self) -> String {
+        self.inner.starting.read().unwrap().clone()
+    }
+
+    /// The vault, or 503 while it is still starting.
+    pub fn vault(&self) -> Result<&Arc<Vault>, error::ApiError> {
+        self.inner.vault.get().ok_or_else(|| {
+            error::ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!("tenant-vault is not ready: {}", self.starting_reason()),
+            )
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -39,11 +88,20 @@ impl Default for HttpSettings {
     }
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application around a ready vault.
 pub fn router(vault: Arc<Vault>, settings: &HttpSettings) -> Router {
+    let max_value_bytes = vault.limits().max_value_bytes;
+    router_with_state(AppState::ready(vault), settings, max_value_bytes)
+}
+
+/// The whole HTTP application; the vault may arrive later (see `AppState`).
+pub fn router_with_state(
+    state: AppState,
+    settings: &HttpSettings,
+    max_value_bytes: usize,
+) -> Router {
     // JSON can escape each byte of a value as `\u00XX` (6 bytes): leave room for that.
-    let body_limit = vault.limits().max_value_bytes * 6 + 4096;
-    let state = AppState { vault };
+    let body_limit = max_value_bytes * 6 + 4096;
     let x_request_id = header::HeaderName::from_static("x-request-id");
     Router::new()
         .merge(secrets::router())

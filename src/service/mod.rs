@@ -2,6 +2,8 @@
 //! checks, tenants, tokens, and the secret lookup (cache -> database). Each operation writes
 //! its audit event. Errors are `ServiceError`, which the API maps to HTTP once.
 
+pub mod fallback;
+pub mod import;
 pub mod secrets;
 pub mod tenants;
 pub mod tokens;
@@ -56,6 +58,9 @@ pub enum ServiceError {
     Integrity,
     #[error("{0} is unavailable")]
     Unavailable(&'static str),
+    /// A dependency answered, but not with something we can use (e.g. an oversized value).
+    #[error("{0}")]
+    DependencyFailed(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -104,6 +109,10 @@ pub struct Vault {
     /// Where master key versions come from; None for tools that never wrap (token create).
     #[allow(dead_code)] // read by rotation
     pub(crate) key_source: Option<Arc<dyn MasterKeySource>>,
+    /// The lookup's third step (Infisical), when configured.
+    pub(crate) fallback: Option<Arc<dyn fallback::SecretFallback>>,
+    /// Keys found nowhere, remembered briefly so a missing key cannot hammer Infisical.
+    pub(crate) not_found: Option<moka::future::Cache<(TenantId, crate::domain::SecretKey), ()>>,
 }
 
 impl Vault {
@@ -124,7 +133,25 @@ impl Vault {
             audit,
             limits,
             key_source,
+            fallback: None,
+            not_found: None,
         }
+    }
+
+    /// Adds the Infisical step to the lookup; a key found nowhere is remembered as missing
+    /// for `not_found_ttl` (zero: not remembered).
+    pub fn set_fallback(
+        &mut self,
+        fallback: Arc<dyn fallback::SecretFallback>,
+        not_found_ttl: std::time::Duration,
+    ) {
+        self.fallback = Some(fallback);
+        self.not_found = (!not_found_ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(not_found_ttl)
+                .build()
+        });
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -159,6 +159,7 @@ pub fn service_args(cache_ttl_secs: u64) -> ServiceArgs {
     ServiceArgs {
         cache_ttl_secs,
         cache_max_entries: 10_000,
+        not_found_cache_secs: 5,
         max_value_bytes: 65_536,
     }
 }
