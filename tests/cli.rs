@@ -286,6 +286,83 @@ async fn dev_mode_end_to_end_and_restart() {
     assert!(!dump.contains("sk_acme_secret") && !dump.contains("sk_globex_secret"));
     pool.close().await;
 
+    // A secret placed in Infisical (the dev emulator) through Infisical's own API, with the
+    // credentials from dev.env, is answered from Infisical, then from the cache.
+    let mut icfg = tenant_vault::infisical::InfisicalConfig::new(
+        env["INFISICAL_SITE_URL"].clone(),
+        env["INFISICAL_CLIENT_ID"].clone(),
+        env["INFISICAL_CLIENT_SECRET"].clone(),
+        env["INFISICAL_PROJECT_ID"].clone(),
+        env["INFISICAL_ENVIRONMENT"].clone(),
+    );
+    icfg.max_retries = 0;
+    let infisical = tenant_vault::infisical::InfisicalClient::new(icfg).unwrap();
+    infisical.ensure_folder_path("/tenants/acme").await.unwrap();
+    infisical
+        .create_secret("/tenants/acme", "SENDGRID_API_KEY", "SG.dev-emulator")
+        .await
+        .unwrap();
+    let sg = format!("{addr}/v1/tenants/acme/secrets/SENDGRID_API_KEY");
+    let (status, body, headers) =
+        call(&client, Method::GET, sg.clone(), &tokens["acme"], None).await;
+    assert_eq!(
+        (status, body["value"].as_str()),
+        (200, Some("SG.dev-emulator"))
+    );
+    assert_eq!(headers["x-secret-source"], "infisical");
+    let (_, _, headers) = call(&client, Method::GET, sg.clone(), &tokens["acme"], None).await;
+    assert_eq!(headers["x-secret-source"], "cache");
+    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
+    let imported: i64 = sqlx::query_scalar(
+        "select count(*) from company_secrets where secret_key = 'SENDGRID_API_KEY'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(imported, 1);
+    pool.close().await;
+
+    // Infisical down: database and cached keys are still served; unknown keys get 503 fast.
+    let res = client
+        .put(format!("{}/_emulator/faults", env["INFISICAL_SITE_URL"]))
+        .json(&json!({"down": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    let (status, _, headers) = call(&client, Method::GET, sg.clone(), &tokens["acme"], None).await;
+    assert_eq!(
+        (status, headers["x-secret-source"].to_str().unwrap()),
+        (200, "cache")
+    );
+    let (status, _, _) = call(
+        &client,
+        Method::GET,
+        format!("{addr}/v1/tenants/globex/secrets/STRIPE_KEY"),
+        &tokens["globex"],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let started = Instant::now();
+    let (status, body, _) = call(
+        &client,
+        Method::GET,
+        format!("{addr}/v1/tenants/acme/secrets/UNKNOWN"),
+        &tokens["acme"],
+        None,
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "dependency_unavailable");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    client
+        .put(format!("{}/_emulator/faults", env["INFISICAL_SITE_URL"]))
+        .json(&json!({"down": false}))
+        .send()
+        .await
+        .unwrap();
+
     // Deleting acme makes its secrets unreadable.
     let (status, _, _) = call(
         &client,
