@@ -413,3 +413,63 @@ async fn dev_mode_end_to_end_and_restart() {
     assert_eq!(headers["x-secret-source"], "database");
     assert!(dev.interrupt().success());
 }
+
+#[tokio::test]
+async fn the_emulator_command_serves_infisicals_api() {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .args([
+            "infisical-emulator",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut vars = std::collections::HashMap::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while vars.len() < 4 {
+        let line = lines
+            .next()
+            .expect("emulator printed its settings")
+            .unwrap();
+        if let Some((k, v)) = line.split_once('=') {
+            vars.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    let mut cfg = tenant_vault::infisical::InfisicalConfig::new(
+        vars["INFISICAL_SITE_URL"].clone(),
+        vars["INFISICAL_CLIENT_ID"].clone(),
+        vars["INFISICAL_CLIENT_SECRET"].clone(),
+        vars["INFISICAL_PROJECT_ID"].clone(),
+        "dev",
+    );
+    cfg.max_retries = 0;
+    let client = tenant_vault::infisical::InfisicalClient::new(cfg).unwrap();
+    client.login().await.unwrap();
+    client.ensure_folder_path("/tenants/acme").await.unwrap();
+    client
+        .create_secret("/tenants/acme", "K", "  padded  ")
+        .await
+        .unwrap();
+    let got = client
+        .get_secret("/tenants/acme", "K", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got.value.expose(),
+        "padded",
+        "values are trimmed like Infisical does"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success());
+}
