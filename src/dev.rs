@@ -3,7 +3,6 @@
 //! keeps a dev master key in the data dir, issues an admin token, writes `dev.env`, prints a
 //! how-to, and on Ctrl-C stops everything it started. A second run reuses the same data.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use anyhow::Context as _;
 
 use crate::api::HttpSettings;
 use crate::app::{self, App};
-use crate::config::InfisicalArgs;
+use crate::config::{HttpArgs, InfisicalArgs};
 use crate::config::{SecretString, ServiceArgs};
 use crate::infisical::{Emulator, EmulatorConfig, EmulatorHandle, Seed};
 use crate::keys::{InfisicalSource, MasterKeySource};
@@ -34,14 +33,8 @@ pub struct DevArgs {
     )]
     pub data_dir: PathBuf,
 
-    /// Address to listen on.
-    #[arg(
-        long,
-        env = "TENANT_VAULT_LISTEN",
-        default_value = "127.0.0.1:8210",
-        value_name = "ADDR"
-    )]
-    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub http: HttpArgs,
 
     /// Use this PostgreSQL instead of starting a private one.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
@@ -175,9 +168,9 @@ async fn run_with_database(
             .to_string(),
     };
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(args.http.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (use --listen)", args.listen))?;
+        .with_context(|| format!("cannot listen on {} (use --listen)", args.http.listen))?;
     let addr = format!("http://{}", listener.local_addr()?);
     write_env_file(
         &env_path,
@@ -212,7 +205,7 @@ async fn run_with_database(
     print_howto(&addr, &env_path, private_pg, infisical.emulated());
 
     let http = HttpSettings {
-        request_timeout: Duration::from_secs(30),
+        request_timeout: Duration::from_secs(args.http.request_timeout_secs),
     };
     let result = app.serve(listener, http, app::shutdown_signal()).await;
     infisical.stop().await;

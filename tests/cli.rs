@@ -13,19 +13,7 @@ use serde_json::{json, Value};
 const BIN: &str = env!("CARGO_BIN_EXE_tenant-vault");
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .env_remove("TENANT_VAULT_MASTER_KEY")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run_binary(args, env)
 }
 
 #[test]

@@ -3,26 +3,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
 use common::{fresh_database, TestInfisical, ENVIRONMENT};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tenant-vault");
-
 fn run(args: &[&str], env: &[(String, String)]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    common::run_binary(args, &env)
 }
 
 fn env_for(

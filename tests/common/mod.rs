@@ -474,3 +474,20 @@ pub fn infisical_keys(data_dir: &std::path::Path) -> tenant_vault::config::KeyAr
         data_dir: data_dir.to_path_buf(),
     }
 }
+
+/// Runs the `tenant-vault` binary with exactly `env` (plus PATH); returns (success, stdout, stderr).
+pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-vault"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
