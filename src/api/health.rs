@@ -13,6 +13,24 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    if let Ok(vault) = state.vault() {
+        metrics::gauge!("tenant_vault_cache_entries").set(vault.cache_entries() as f64);
+        metrics::gauge!("tenant_vault_audit_failing")
+            .set(f64::from(u8::from(vault.audit().is_failing())));
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::telemetry::prometheus().render(),
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

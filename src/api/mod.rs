@@ -88,6 +88,26 @@ impl Default for HttpSettings {
     }
 }
 
+/// Counts and times every routed request by route template and status.
+async fn track_request(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("tenant_vault_http_requests_total", "method" => method, "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("tenant_vault_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
 /// The whole HTTP application around a ready vault.
 pub fn router(vault: Arc<Vault>, settings: &HttpSettings) -> Router {
     let max_value_bytes = vault.limits().max_value_bytes;
@@ -102,11 +122,13 @@ pub fn router_with_state(
 ) -> Router {
     // JSON can escape each byte of a value as `\u00XX` (6 bytes): leave room for that.
     let body_limit = max_value_bytes * 6 + 4096;
+    crate::telemetry::prometheus(); // record from the first request on
     let x_request_id = header::HeaderName::from_static("x-request-id");
     Router::new()
         .merge(secrets::router())
         .merge(admin::router())
         .merge(health::router())
+        .route_layer(axum::middleware::from_fn(track_request))
         .fallback(|| async { error::ApiError::not_found() })
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -166,6 +166,11 @@ impl Vault {
         &self.audit
     }
 
+    /// Secrets currently in the memory cache.
+    pub fn cache_entries(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

@@ -120,6 +120,10 @@ impl Vault {
                 secret,
             })
             .map_err(|shared| (*shared).clone());
+        match &result {
+            Ok(read) => metrics::counter!("tenant_vault_secret_reads_total", "source" => read.source.as_str()).increment(1),
+            Err(e) => metrics::counter!("tenant_vault_secret_read_failures_total", "outcome" => outcome_of(e)).increment(1),
+        }
         if let (Err(ServiceError::SecretNotFound), Some(missing)) = (&result, &self.not_found) {
             missing.insert(missing_key, ()).await;
         }
