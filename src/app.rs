@@ -1,5 +1,5 @@
 //! Composition root: turns settings into a running vault (pool, master keys, caches, audit
-//! writer) and serves it until shutdown.
+//! writer, Infisical) and serves it until shutdown.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,12 +9,17 @@ use anyhow::Context as _;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::api::{self, HttpSettings};
+use crate::api::{self, AppState, HttpSettings};
 use crate::audit;
 use crate::cache::SecretCache;
-use crate::config::{KeyArgs, MasterKeySourceKind, ServiceArgs};
-use crate::keys::{DevFileSource, EnvSource, MasterKeySource, MasterKeyring};
+use crate::config::{InfisicalArgs, KeyArgs, MasterKeySourceKind, ServiceArgs};
+use crate::infisical::{InfisicalClient, InfisicalConfig};
+use crate::keys::{
+    DevFileSource, EnvSource, InfisicalSource, KeyError, MasterKeySource, MasterKeyring,
+};
+use crate::service::fallback::{InfisicalFallback, SecretFallback};
 use crate::service::{Limits, Vault};
+use crate::store::StoreError;
 
 /// A built vault and its background audit writer.
 pub struct App {
@@ -35,6 +40,21 @@ impl Drop for BackgroundTasks {
     }
 }
 
+/// What a vault is built from besides the database.
+pub struct Parts {
+    pub source: Arc<dyn MasterKeySource>,
+    pub fallback: Option<Arc<dyn SecretFallback>>,
+}
+
+impl Parts {
+    pub fn keys_only(source: Arc<dyn MasterKeySource>) -> Self {
+        Self {
+            source,
+            fallback: None,
+        }
+    }
+}
+
 impl App {
     /// Loads and verifies the master key, then wires the service together.
     pub async fn build(
@@ -43,16 +63,30 @@ impl App {
         data_dir: &Path,
         service: &ServiceArgs,
     ) -> anyhow::Result<App> {
-        let masters = MasterKeyring::load(&pool, source.as_ref())
+        Self::build_with(pool, Parts::keys_only(source), data_dir, service).await
+    }
+
+    pub async fn build_with(
+        pool: PgPool,
+        parts: Parts,
+        data_dir: &Path,
+        service: &ServiceArgs,
+    ) -> anyhow::Result<App> {
+        let masters = MasterKeyring::load(&pool, parts.source.as_ref())
             .await
             .context("refusing to start")?;
-        Ok(Self::with_keyring(
+        let mut app = Self::with_keyring(
             pool,
             Arc::new(masters),
-            Some(source),
+            Some(parts.source),
             data_dir,
             service,
-        ))
+        );
+        if let Some(fallback) = parts.fallback {
+            let vault = Arc::get_mut(&mut app.vault).expect("not shared yet");
+            vault.set_fallback(fallback, Duration::from_secs(service.not_found_cache_secs));
+        }
+        Ok(app)
     }
 
     /// Wires the service around an already loaded keyring.
@@ -137,22 +171,109 @@ impl App {
     }
 }
 
-/// The master key source the settings ask for.
-pub fn key_source(keys: &KeyArgs) -> anyhow::Result<Arc<dyn MasterKeySource>> {
-    match keys.master_key_source {
+/// True for start-up failures that may clear by themselves (a dependency still coming up).
+pub fn is_transient(err: &anyhow::Error) -> bool {
+    match err.downcast_ref::<KeyError>() {
+        Some(KeyError::Source { transient, .. }) => *transient,
+        Some(KeyError::Store(StoreError::Unavailable(_))) => true,
+        _ => false,
+    }
+}
+
+/// Builds the vault, retrying with backoff while a dependency (Infisical, PostgreSQL) is
+/// unreachable and reporting why through `state` (so `/readyz` can say). A wrong master key
+/// or any other permanent problem ends the retries at once.
+pub async fn build_with_retry<F, Fut>(state: &AppState, mut build: F) -> anyhow::Result<App>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<App>>,
+{
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match build().await {
+            Ok(app) => return Ok(app),
+            Err(err) if is_transient(&err) => {
+                let why = format!("{err:#}");
+                tracing::warn!(error = %why, retry_in_ms = delay.as_millis() as u64, "not ready; retrying");
+                state.set_starting(format!("waiting for a dependency: {why}"));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// An Infisical client when INFISICAL_SITE_URL is set; a clear error if it is half set.
+pub fn infisical_client(args: &InfisicalArgs) -> anyhow::Result<Option<InfisicalClient>> {
+    let Some(site) = args
+        .infisical_site_url
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let missing = |name: &str| anyhow::anyhow!("INFISICAL_SITE_URL is set but {name} is not");
+    let client_id = args
+        .infisical_client_id
+        .clone()
+        .ok_or_else(|| missing("INFISICAL_CLIENT_ID"))?;
+    let secret = args
+        .infisical_client_secret
+        .clone()
+        .ok_or_else(|| missing("INFISICAL_CLIENT_SECRET"))?;
+    let project = args
+        .infisical_project_id
+        .clone()
+        .ok_or_else(|| missing("INFISICAL_PROJECT_ID"))?;
+    let mut config = InfisicalConfig::new(
+        site,
+        client_id,
+        secret.0.to_string(),
+        project,
+        &args.infisical_environment,
+    );
+    config.request_timeout = Duration::from_millis(args.infisical_timeout_ms);
+    Ok(Some(
+        InfisicalClient::new(config).context("invalid Infisical settings")?,
+    ))
+}
+
+/// The master key source the settings ask for, and the lookup fallback if configured.
+pub fn parts(keys: &KeyArgs, infisical: &InfisicalArgs) -> anyhow::Result<Parts> {
+    let client = infisical_client(infisical)?;
+    let source: Arc<dyn MasterKeySource> = match keys.master_key_source {
+        MasterKeySourceKind::Infisical => {
+            let client = client.clone().context(
+                "the master key source is Infisical (the default) but INFISICAL_SITE_URL is not \
+                 set; set the INFISICAL_* variables, or choose --master-key-source env with \
+                 TENANT_VAULT_MASTER_KEY",
+            )?;
+            let source = InfisicalSource::new(client, &infisical.master_key_folder)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            tracing::info!(folder = source.folder(), "master key source: Infisical");
+            Arc::new(source)
+        }
         MasterKeySourceKind::Env => {
             let key = keys.master_key.clone().context(
                 "--master-key-source env needs TENANT_VAULT_MASTER_KEY (32 bytes as hex or base64, \
                  or a passphrase of 16+ characters); `tenant-vault dev` makes one for you",
             )?;
-            tracing::info!("master key source: the TENANT_VAULT_MASTER_KEY variable");
-            Ok(Arc::new(EnvSource::new(key.0)))
+            tracing::warn!("master key source: the TENANT_VAULT_MASTER_KEY variable (explicitly configured fallback; it cannot rotate)");
+            Arc::new(EnvSource::new(key.0))
         }
         MasterKeySourceKind::DevFile => {
             tracing::warn!(dir = %keys.data_dir.display(), "master key source: dev key files (not for production)");
-            Ok(Arc::new(DevFileSource::new(keys.data_dir.clone())))
+            Arc::new(DevFileSource::new(keys.data_dir.clone()))
         }
-    }
+    };
+    let fallback = match client {
+        Some(client) if infisical.infisical_fallback => {
+            Some(Arc::new(InfisicalFallback::new(client)) as Arc<dyn SecretFallback>)
+        }
+        _ => None,
+    };
+    Ok(Parts { source, fallback })
 }
 
 /// Resolves on SIGINT or SIGTERM.

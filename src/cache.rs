@@ -17,6 +17,8 @@ pub struct CachedSecret {
     pub value: SecretValue,
     pub version: i32,
     pub updated_at: DateTime<Utc>,
+    /// Where the value was loaded from before it was cached.
+    pub loaded_from: crate::domain::SecretSource,
 }
 
 type Key = (TenantId, SecretKey);
@@ -142,6 +144,7 @@ mod tests {
             value: SecretValue::new(v.into()),
             version: 1,
             updated_at: Utc::now(),
+            loaded_from: crate::domain::SecretSource::Database,
         })
     }
 

@@ -44,6 +44,8 @@ pub struct DatabaseArgs {
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MasterKeySourceKind {
+    /// `MASTER_ENCRYPTION_KEY_V{n}` secrets in Infisical (see --master-key-folder).
+    Infisical,
     /// TENANT_VAULT_MASTER_KEY (one fixed key; cannot rotate).
     Env,
     /// Random key files in the data dir, as `tenant-vault dev` uses. Never for production.
@@ -57,7 +59,7 @@ pub struct KeyArgs {
         long,
         env = "TENANT_VAULT_MASTER_KEY_SOURCE",
         value_enum,
-        default_value = "env"
+        default_value = "infisical"
     )]
     pub master_key_source: MasterKeySourceKind,
 
@@ -94,6 +96,12 @@ pub struct ServiceArgs {
     #[arg(long, env = "TENANT_VAULT_CACHE_MAX_ENTRIES", default_value_t = 100_000,
           value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub cache_max_entries: u64,
+
+    /// Seconds a key found nowhere (database and Infisical) is remembered as missing, so a
+    /// missing key cannot hammer Infisical; 0 turns this off; at most 3600.
+    #[arg(long, env = "TENANT_VAULT_NOT_FOUND_CACHE_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=3600), value_name = "SECS")]
+    pub not_found_cache_secs: u64,
 
     /// Largest secret value accepted, in bytes; larger PUTs get 413.
     #[arg(long, env = "TENANT_VAULT_MAX_VALUE_BYTES", default_value_t = 65_536,
@@ -156,4 +164,58 @@ pub struct LogArgs {
         value_name = "FILTER"
     )]
     pub log: String,
+}
+
+/// How to reach Infisical, with Infisical's own variable names.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct InfisicalArgs {
+    /// Infisical base URL: https://app.infisical.com (US Cloud), https://eu.infisical.com (EU
+    /// Cloud) or your self-hosted URL. Unset: Infisical is not used.
+    #[arg(long, env = "INFISICAL_SITE_URL", value_name = "URL")]
+    pub infisical_site_url: Option<String>,
+
+    /// Universal Auth client id of the machine identity.
+    #[arg(long, env = "INFISICAL_CLIENT_ID", value_name = "ID")]
+    pub infisical_client_id: Option<String>,
+
+    /// Universal Auth client secret of the machine identity.
+    #[arg(
+        long,
+        env = "INFISICAL_CLIENT_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub infisical_client_secret: Option<SecretString>,
+
+    /// Project (workspace) id holding the master key folder and /tenants.
+    #[arg(long, env = "INFISICAL_PROJECT_ID", value_name = "ID")]
+    pub infisical_project_id: Option<String>,
+
+    /// Environment slug to read and write.
+    #[arg(
+        long,
+        env = "INFISICAL_ENVIRONMENT",
+        default_value = "prod",
+        value_name = "SLUG"
+    )]
+    pub infisical_environment: String,
+
+    /// Folder holding MASTER_ENCRYPTION_KEY_V1, _V2, ... (never under /tenants).
+    #[arg(
+        long,
+        env = "TENANT_VAULT_MASTER_KEY_FOLDER",
+        default_value = "/tenant-vault",
+        value_name = "PATH"
+    )]
+    pub master_key_folder: String,
+
+    /// On a database miss, read /tenants/{tenant}/{key} from Infisical and import it.
+    #[arg(long, env = "TENANT_VAULT_INFISICAL_FALLBACK", default_value_t = true,
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub infisical_fallback: bool,
+
+    /// Milliseconds one Infisical request may take before it counts as failed.
+    #[arg(long, env = "TENANT_VAULT_INFISICAL_TIMEOUT_MS", default_value_t = 3000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000), value_name = "MS")]
+    pub infisical_timeout_ms: u64,
 }

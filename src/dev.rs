@@ -3,7 +3,6 @@
 //! keeps a dev master key in the data dir, issues an admin token, writes `dev.env`, prints a
 //! how-to, and on Ctrl-C stops everything it started. A second run reuses the same data.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +11,12 @@ use anyhow::Context as _;
 
 use crate::api::HttpSettings;
 use crate::app::{self, App};
+use crate::config::{HttpArgs, InfisicalArgs};
 use crate::config::{SecretString, ServiceArgs};
-use crate::keys::DevFileSource;
+use crate::infisical::{Emulator, EmulatorConfig, EmulatorHandle, Seed};
+use crate::keys::{InfisicalSource, MasterKeySource};
 use crate::pg::{self, ClusterOptions, PgBinaries, PostgresCluster};
+use crate::service::fallback::InfisicalFallback;
 use crate::service::RequestContext;
 use crate::store;
 
@@ -31,18 +33,17 @@ pub struct DevArgs {
     )]
     pub data_dir: PathBuf,
 
-    /// Address to listen on.
-    #[arg(
-        long,
-        env = "TENANT_VAULT_LISTEN",
-        default_value = "127.0.0.1:8210",
-        value_name = "ADDR"
-    )]
-    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub http: HttpArgs,
 
     /// Use this PostgreSQL instead of starting a private one.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub database_url: Option<SecretString>,
+
+    /// Infisical to use. Without INFISICAL_SITE_URL, dev mode starts the built-in emulator
+    /// (its data is saved in the data dir between runs).
+    #[command(flatten)]
+    pub infisical: InfisicalArgs,
 
     #[command(flatten)]
     pub service: ServiceArgs,
@@ -133,8 +134,22 @@ async fn run_with_database(
         .await
         .context("cannot connect to PostgreSQL")?;
     store::migrate(&pool).await.context("migration failed")?;
-    let source = Arc::new(DevFileSource::new(data_dir.to_path_buf()));
-    let app = App::build(pool, source, data_dir, &args.service).await?;
+    let infisical = start_infisical(&args.infisical, data_dir).await?;
+    let client = app::infisical_client(&infisical.args)?.expect("dev always has Infisical");
+    let source = InfisicalSource::new(client.clone(), &infisical.args.master_key_folder)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if store::master_keys::all(&pool).await?.is_empty() {
+        // First run: create the master key in Infisical, like `tenant-vault init`.
+        let created = source.create(1).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::keys::master::record_first(&pool, &source, created).await?;
+        infisical.save_snapshot();
+        eprintln!("created master key version 1 in {}", source.describe());
+    }
+    let parts = app::Parts {
+        source: Arc::new(source),
+        fallback: Some(Arc::new(InfisicalFallback::new(client))),
+    };
+    let app = App::build_with(pool, parts, data_dir, &args.service).await?;
 
     let env_path = data_dir.join("dev.env");
     let admin_token = match reusable_admin_token(&app, &env_path).await {
@@ -153,9 +168,9 @@ async fn run_with_database(
             .to_string(),
     };
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(args.http.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (use --listen)", args.listen))?;
+        .with_context(|| format!("cannot listen on {} (use --listen)", args.http.listen))?;
     let addr = format!("http://{}", listener.local_addr()?);
     write_env_file(
         &env_path,
@@ -163,14 +178,158 @@ async fn run_with_database(
             ("TENANT_VAULT_ADDR", addr.as_str()),
             ("TENANT_VAULT_ADMIN_TOKEN", admin_token.as_str()),
             ("DATABASE_URL", database_url),
+            ("INFISICAL_SITE_URL", infisical.site_url()),
+            (
+                "INFISICAL_CLIENT_ID",
+                infisical.args.infisical_client_id.as_deref().unwrap_or(""),
+            ),
+            (
+                "INFISICAL_CLIENT_SECRET",
+                infisical
+                    .args
+                    .infisical_client_secret
+                    .as_ref()
+                    .map(|s| s.0.as_str())
+                    .unwrap_or(""),
+            ),
+            (
+                "INFISICAL_PROJECT_ID",
+                infisical.args.infisical_project_id.as_deref().unwrap_or(""),
+            ),
+            (
+                "INFISICAL_ENVIRONMENT",
+                infisical.args.infisical_environment.as_str(),
+            ),
         ],
     )?;
-    print_howto(&addr, &env_path, private_pg);
+    print_howto(&addr, &env_path, private_pg, infisical.emulated());
 
     let http = HttpSettings {
-        request_timeout: Duration::from_secs(30),
+        request_timeout: Duration::from_secs(args.http.request_timeout_secs),
     };
-    app.serve(listener, http, app::shutdown_signal()).await
+    let result = app.serve(listener, http, app::shutdown_signal()).await;
+    infisical.stop().await;
+    result
+}
+
+/// Infisical for dev mode: the configured one, or the built-in emulator.
+struct DevInfisical {
+    args: InfisicalArgs,
+    emulator: Option<(EmulatorHandle, PathBuf, tokio::task::JoinHandle<()>)>,
+}
+
+impl DevInfisical {
+    fn site_url(&self) -> &str {
+        self.args.infisical_site_url.as_deref().unwrap_or("")
+    }
+
+    fn emulated(&self) -> bool {
+        self.emulator.is_some()
+    }
+
+    /// Saves the emulator's data so the next run (and the master key in it) survives.
+    fn save_snapshot(&self) {
+        if let Some((handle, path, _)) = &self.emulator {
+            save_emulator(handle.emulator(), path);
+        }
+    }
+
+    async fn stop(self) {
+        if let Some((handle, path, saver)) = self.emulator {
+            saver.abort();
+            save_emulator(handle.emulator(), &path);
+            handle.shutdown().await;
+        }
+    }
+}
+
+fn save_emulator(emulator: &Emulator, path: &Path) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = serde_json::to_string_pretty(&emulator.snapshot()).expect("seed serialises");
+    let tmp = path.with_extension("json.tmp");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|_| f.sync_all()))
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "could not save the Infisical emulator's data");
+    }
+}
+
+const EMULATOR_CLIENT_ID: &str = "tenant-vault-dev";
+
+async fn start_infisical(args: &InfisicalArgs, data_dir: &Path) -> anyhow::Result<DevInfisical> {
+    if args
+        .infisical_site_url
+        .as_deref()
+        .is_some_and(|s| !s.trim().is_empty())
+    {
+        eprintln!(
+            "using Infisical at {}",
+            args.infisical_site_url.as_deref().unwrap_or("")
+        );
+        return Ok(DevInfisical {
+            args: args.clone(),
+            emulator: None,
+        });
+    }
+    let path = data_dir.join("infisical-emulator.json");
+    let seed = if path.exists() {
+        Seed::from_file(&path).map_err(|e| anyhow::anyhow!(e))?
+    } else {
+        let project = uuid::Uuid::new_v4().to_string();
+        Seed::single(
+            &project,
+            EMULATOR_CLIENT_ID,
+            &crate::emulator_cmd::random_secret(),
+        )
+    };
+    let identity = seed
+        .identities
+        .first()
+        .context("the emulator seed has no identity")?;
+    let project = seed
+        .projects
+        .first()
+        .context("the emulator seed has no project")?;
+    let mut resolved = args.clone();
+    resolved.infisical_client_id = Some(identity.client_id.clone());
+    resolved.infisical_client_secret = Some(SecretString(zeroize::Zeroizing::new(
+        identity.client_secret.clone(),
+    )));
+    resolved.infisical_project_id = Some(project.id.clone());
+    let emulator = Emulator::try_new(EmulatorConfig {
+        seed: seed.clone(),
+        ..Default::default()
+    })
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let (addr, handle) = emulator
+        .clone()
+        .spawn("127.0.0.1:0".parse().expect("valid address"))
+        .await
+        .context("starting the Infisical emulator")?;
+    resolved.infisical_site_url = Some(format!("http://{addr}"));
+    eprintln!("started the Infisical emulator at http://{addr}");
+    // Save now and then, so a crash loses at most a few seconds of emulator writes.
+    let saver = {
+        let (emulator, path) = (emulator.clone(), path.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                save_emulator(&emulator, &path);
+            }
+        })
+    };
+    Ok(DevInfisical {
+        args: resolved,
+        emulator: Some((handle, path, saver)),
+    })
 }
 
 /// The admin token from an earlier run's dev.env, if it still works.
@@ -206,16 +365,21 @@ fn write_env_file(path: &Path, vars: &[(&str, &str)]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_howto(addr: &str, env_path: &Path, private_pg: bool) {
+fn print_howto(addr: &str, env_path: &Path, private_pg: bool, emulated: bool) {
     let env = env_path.display();
     let pg = if private_pg {
         "a private PostgreSQL (stopped with this process)"
     } else {
         "your DATABASE_URL"
     };
+    let infisical = if emulated {
+        "the built-in Infisical emulator (saved in the data dir)"
+    } else {
+        "your Infisical"
+    };
     println!(
         r#"
-tenant-vault dev is running at {addr}, on {pg}.
+tenant-vault dev is running at {addr}, on {pg} and {infisical}.
 Settings for clients are in {env}. In another shell:
 
   set -a; . {env}; set +a
@@ -229,8 +393,8 @@ Settings for clients are in {env}. In another shell:
        -d '{{"value":"sk_test_123"}}'
   curl -si "$TENANT_VAULT_ADDR/v1/tenants/acme/secrets/STRIPE_KEY" -H "Authorization: Bearer $ACME"
 
-The dev master key is a file in the data dir: dev mode is for development only.
-Press Ctrl-C to stop.
+Secrets not in the database are looked up in Infisical under /tenants/<tenant>/ (see the
+README for putting one there with Infisical's API). Press Ctrl-C to stop.
 "#
     );
 }

@@ -112,6 +112,24 @@ uuid_newtype!(
     TokenId
 );
 
+/// Where a read was answered from (the `x-secret-source` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSource {
+    Cache,
+    Database,
+    Infisical,
+}
+
+impl SecretSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretSource::Cache => "cache",
+            SecretSource::Database => "database",
+            SecretSource::Infisical => "infisical",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,10 @@ pub mod crypto;
 pub mod dev;
 /// Validated names and ids.
 pub mod domain;
+/// `tenant-vault infisical-emulator`.
+pub mod emulator_cmd;
+/// `tenant-vault import infisical`.
+pub mod import_cmd;
 /// Infisical: the API client (Universal Auth, retries, circuit breaker) and a faithful emulator.
 pub mod infisical;
 /// Master key sources and keyrings; the only module that wraps and unwraps keys.

@@ -592,3 +592,30 @@ async fn every_secret_access_is_audited_in_a_valid_chain() {
         .await;
     assert!(edit.unwrap_err().to_string().contains("append-only"));
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_reads_by_source() {
+    let app = TestApp::new().await;
+    let acme = app.tenant("acme").await;
+    app.put_secret("acme", "K", &acme, json!({"value": "metric-secret-value"}))
+        .await;
+    app.get_secret("acme", "K", &acme).await;
+    app.get_secret("acme", "K", &acme).await;
+    let res = app.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(res.status, StatusCode::OK);
+    let text = res.text;
+    assert!(
+        text.contains("tenant_vault_secret_reads_total{source=\"cache\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tenant_vault_secret_reads_total{source=\"database\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("route=\"/v1/tenants/{tenant}/secrets/{key}\""),
+        "{text}"
+    );
+    assert!(text.contains("tenant_vault_cache_entries"));
+    assert!(!text.contains("metric-secret-value") && !text.contains("acme"));
+}

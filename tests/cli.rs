@@ -13,19 +13,7 @@ use serde_json::{json, Value};
 const BIN: &str = env!("CARGO_BIN_EXE_tenant-vault");
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("DATABASE_URL")
-        .env_remove("TENANT_VAULT_MASTER_KEY")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run_binary(args, env)
 }
 
 #[test]
@@ -84,6 +72,7 @@ async fn admin_commands_and_a_wrong_master_key() {
     let env = [
         ("DATABASE_URL", url.as_str()),
         ("TENANT_VAULT_MASTER_KEY", key.as_str()),
+        ("TENANT_VAULT_MASTER_KEY_SOURCE", "env"),
     ];
     let (ok, out, err) = run(&["migrate"], &env);
     assert!(ok, "{err}");
@@ -118,6 +107,7 @@ async fn admin_commands_and_a_wrong_master_key() {
         &[
             ("DATABASE_URL", url.as_str()),
             ("TENANT_VAULT_MASTER_KEY", wrong.as_str()),
+            ("TENANT_VAULT_MASTER_KEY_SOURCE", "env"),
         ],
     );
     assert!(!ok);
@@ -126,9 +116,24 @@ async fn admin_commands_and_a_wrong_master_key() {
         "{err}"
     );
     assert!(!err.contains(&wrong) && !err.contains(&key));
-    // ... and without any master key it says what to set.
+    // ... and without a master key source it says what to set.
     let (ok, _, err) = run(
         &["serve", "--listen", "127.0.0.1:0"],
+        &[("DATABASE_URL", url.as_str())],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("INFISICAL_SITE_URL") && err.contains("--master-key-source env"),
+        "{err}"
+    );
+    let (ok, _, err) = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--master-key-source",
+            "env",
+        ],
         &[("DATABASE_URL", url.as_str())],
     );
     assert!(!ok);
@@ -269,6 +274,83 @@ async fn dev_mode_end_to_end_and_restart() {
     assert!(!dump.contains("sk_acme_secret") && !dump.contains("sk_globex_secret"));
     pool.close().await;
 
+    // A secret placed in Infisical (the dev emulator) through Infisical's own API, with the
+    // credentials from dev.env, is answered from Infisical, then from the cache.
+    let mut icfg = tenant_vault::infisical::InfisicalConfig::new(
+        env["INFISICAL_SITE_URL"].clone(),
+        env["INFISICAL_CLIENT_ID"].clone(),
+        env["INFISICAL_CLIENT_SECRET"].clone(),
+        env["INFISICAL_PROJECT_ID"].clone(),
+        env["INFISICAL_ENVIRONMENT"].clone(),
+    );
+    icfg.max_retries = 0;
+    let infisical = tenant_vault::infisical::InfisicalClient::new(icfg).unwrap();
+    infisical.ensure_folder_path("/tenants/acme").await.unwrap();
+    infisical
+        .create_secret("/tenants/acme", "SENDGRID_API_KEY", "SG.dev-emulator")
+        .await
+        .unwrap();
+    let sg = format!("{addr}/v1/tenants/acme/secrets/SENDGRID_API_KEY");
+    let (status, body, headers) =
+        call(&client, Method::GET, sg.clone(), &tokens["acme"], None).await;
+    assert_eq!(
+        (status, body["value"].as_str()),
+        (200, Some("SG.dev-emulator"))
+    );
+    assert_eq!(headers["x-secret-source"], "infisical");
+    let (_, _, headers) = call(&client, Method::GET, sg.clone(), &tokens["acme"], None).await;
+    assert_eq!(headers["x-secret-source"], "cache");
+    let pool = sqlx::PgPool::connect(&db_url).await.unwrap();
+    let imported: i64 = sqlx::query_scalar(
+        "select count(*) from company_secrets where secret_key = 'SENDGRID_API_KEY'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(imported, 1);
+    pool.close().await;
+
+    // Infisical down: database and cached keys are still served; unknown keys get 503 fast.
+    let res = client
+        .put(format!("{}/_emulator/faults", env["INFISICAL_SITE_URL"]))
+        .json(&json!({"down": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    let (status, _, headers) = call(&client, Method::GET, sg.clone(), &tokens["acme"], None).await;
+    assert_eq!(
+        (status, headers["x-secret-source"].to_str().unwrap()),
+        (200, "cache")
+    );
+    let (status, _, _) = call(
+        &client,
+        Method::GET,
+        format!("{addr}/v1/tenants/globex/secrets/STRIPE_KEY"),
+        &tokens["globex"],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let started = Instant::now();
+    let (status, body, _) = call(
+        &client,
+        Method::GET,
+        format!("{addr}/v1/tenants/acme/secrets/UNKNOWN"),
+        &tokens["acme"],
+        None,
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "dependency_unavailable");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    client
+        .put(format!("{}/_emulator/faults", env["INFISICAL_SITE_URL"]))
+        .json(&json!({"down": false}))
+        .send()
+        .await
+        .unwrap();
+
     // Deleting acme makes its secrets unreadable.
     let (status, _, _) = call(
         &client,
@@ -318,4 +400,64 @@ async fn dev_mode_end_to_end_and_restart() {
     );
     assert_eq!(headers["x-secret-source"], "database");
     assert!(dev.interrupt().success());
+}
+
+#[tokio::test]
+async fn the_emulator_command_serves_infisicals_api() {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .args([
+            "infisical-emulator",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut vars = std::collections::HashMap::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while vars.len() < 4 {
+        let line = lines
+            .next()
+            .expect("emulator printed its settings")
+            .unwrap();
+        if let Some((k, v)) = line.split_once('=') {
+            vars.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    let mut cfg = tenant_vault::infisical::InfisicalConfig::new(
+        vars["INFISICAL_SITE_URL"].clone(),
+        vars["INFISICAL_CLIENT_ID"].clone(),
+        vars["INFISICAL_CLIENT_SECRET"].clone(),
+        vars["INFISICAL_PROJECT_ID"].clone(),
+        "dev",
+    );
+    cfg.max_retries = 0;
+    let client = tenant_vault::infisical::InfisicalClient::new(cfg).unwrap();
+    client.login().await.unwrap();
+    client.ensure_folder_path("/tenants/acme").await.unwrap();
+    client
+        .create_secret("/tenants/acme", "K", "  padded  ")
+        .await
+        .unwrap();
+    let got = client
+        .get_secret("/tenants/acme", "K", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got.value.expose(),
+        "padded",
+        "values are trimmed like Infisical does"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(status.success());
 }

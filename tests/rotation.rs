@@ -566,6 +566,7 @@ async fn rotate_commands_from_the_command_line() {
     let key = tenant_vault::crypto::kdf::generate_master_key_text();
     let env2 = [
         ("DATABASE_URL", url2.as_str()),
+        ("TENANT_VAULT_MASTER_KEY_SOURCE", "env"),
         ("TENANT_VAULT_MASTER_KEY", key.as_str()),
         ("TENANT_VAULT_DATA_DIR", dir_text),
     ];
@@ -573,4 +574,75 @@ async fn rotate_commands_from_the_command_line() {
     assert!(!ok);
     assert!(err.contains("cannot rotate"), "{err}");
     assert!(!err.contains(key.as_str()));
+}
+
+#[tokio::test]
+async fn rotation_through_infisical_writes_the_next_named_secret() {
+    let infisical = common::TestInfisical::start(&[]).await;
+    let app = TestApp::with_infisical(&infisical, service_args(60)).await;
+    let secrets = seed(&app, 2, 2).await;
+    let b = app.another_instance().await;
+    assert_all_readable(&b, &secrets).await;
+
+    let res = app.admin_post("/v1/admin/master-key/rotate").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    assert_eq!(res.body["version"], 2);
+    assert_eq!(res.body["rewrapped_data_keys"], 2);
+    let names: Vec<(i32, Option<String>, String)> = sqlx::query_as(
+        "select version, infisical_secret_name, source from master_keys order by version",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        names,
+        [
+            (
+                1,
+                Some("MASTER_ENCRYPTION_KEY_V1".into()),
+                "infisical".into()
+            ),
+            (
+                2,
+                Some("MASTER_ENCRYPTION_KEY_V2".into()),
+                "infisical".into()
+            )
+        ]
+    );
+    let snap = serde_json::to_value(infisical.emulator().snapshot()).unwrap();
+    let folder = &snap["projects"][0]["secrets"][common::ENVIRONMENT]["/tenant-vault"];
+    assert!(folder["MASTER_ENCRYPTION_KEY_V2"].is_string(), "{folder}");
+    assert_ne!(
+        folder["MASTER_ENCRYPTION_KEY_V1"],
+        folder["MASTER_ENCRYPTION_KEY_V2"]
+    );
+    // The other replica fetches V2 from Infisical without a restart.
+    eventually("replica b loads version 2 from Infisical", || async {
+        b.vault.masters().active_version() == 2
+    })
+    .await;
+    assert_all_readable(&b, &secrets).await;
+
+    // A crash after the write leaves V3 in Infisical only; the next rotation never
+    // overwrites it and records V4.
+    app.vault
+        .set_rotation_fail_point(Some(FailPoint::AfterSourceWrite));
+    let res = app.admin_post("/v1/admin/master-key/rotate").await;
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+    app.vault.set_rotation_fail_point(None);
+    let res = app.admin_post("/v1/admin/master-key/rotate").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    assert_eq!(res.body["previous_version"], 2);
+    assert_eq!(res.body["version"], 4);
+    let restarted = app.another_instance().await;
+    assert_all_readable(&restarted, &secrets).await;
+
+    // Infisical down: the rotation fails cleanly with 503 and changes nothing.
+    infisical.faults(json!({"down": true}));
+    let res = app.admin_post("/v1/admin/master-key/rotate").await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE, "{}", res.text);
+    assert_eq!(res.code(), "dependency_unavailable");
+    infisical.faults(json!({"down": false}));
+    assert_eq!(master_states(&app).await.last().unwrap().0, 4);
+    assert_all_readable(&app, &secrets).await;
 }

@@ -33,12 +33,12 @@ async fn create_tenant(
     RequestId(rid): RequestId,
     AppJson(body): AppJson<CreateTenant>,
 ) -> Result<Response, ApiError> {
-    state.vault.authorize_admin(&who, rid.clone())?;
+    state.vault()?.authorize_admin(&who, rid.clone())?;
     let slug = TenantSlug::parse(&body.slug)
         .map_err(|e| ApiError::bad_request("invalid_tenant", format!("field `slug`: {}", e.0)))?;
     let name = body.name.unwrap_or_else(|| slug.to_string());
     let tenant = state
-        .vault
+        .vault()?
         .create_tenant(&who.context(rid), &slug, &name)
         .await?;
     Ok((StatusCode::CREATED, Json(tenant)).into_response())
@@ -50,8 +50,11 @@ async fn delete_tenant(
     Caller(who): Caller,
     RequestId(rid): RequestId,
 ) -> Result<Response, ApiError> {
-    state.vault.authorize_admin(&who, rid.clone())?;
-    let destroyed = state.vault.delete_tenant(&who.context(rid), &slug).await?;
+    state.vault()?.authorize_admin(&who, rid.clone())?;
+    let destroyed = state
+        .vault()?
+        .delete_tenant(&who.context(rid), &slug)
+        .await?;
     Ok(
         Json(json!({"tenant": slug.as_str(), "deleted": true, "destroyed_data_keys": destroyed}))
             .into_response(),
@@ -72,10 +75,10 @@ async fn create_token(
     RequestId(rid): RequestId,
     OptionalJson(body): OptionalJson<CreateToken>,
 ) -> Result<Response, ApiError> {
-    state.vault.authorize_admin(&who, rid.clone())?;
+    state.vault()?.authorize_admin(&who, rid.clone())?;
     let ttl = body.ttl_secs.map(std::time::Duration::from_secs);
     let issued = state
-        .vault
+        .vault()?
         .create_token(
             &who.context(rid),
             Some(&slug),

@@ -69,6 +69,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::RotationUnsupported(_) => {
                 Self::new(S::CONFLICT, "rotation_unsupported", msg)
             }
+            ServiceError::DependencyFailed(_) => Self::new(S::BAD_GATEWAY, "dependency_error", msg),
             ServiceError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 Self::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error")

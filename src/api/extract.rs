@@ -164,7 +164,7 @@ impl FromRequestParts<AppState> for Caller {
             })
             .map(str::trim)
             .ok_or(crate::service::ServiceError::Unauthenticated)?;
-        Ok(Caller(state.vault.authenticate(token).await?))
+        Ok(Caller(state.vault()?.authenticate(token).await?))
     }
 }
 

@@ -26,8 +26,8 @@ async fn rotate_master_key(
     Caller(who): Caller,
     RequestId(rid): RequestId,
 ) -> Result<Response, ApiError> {
-    state.vault.authorize_admin(&who, rid.clone())?;
-    let done = state.vault.rotate_master_key(&who.context(rid)).await?;
+    state.vault()?.authorize_admin(&who, rid.clone())?;
+    let done = state.vault()?.rotate_master_key(&who.context(rid)).await?;
     Ok(Json(json!({
         "previous_version": done.previous_version,
         "version": done.version,
@@ -43,9 +43,9 @@ async fn rotate_data_key(
     Caller(who): Caller,
     RequestId(rid): RequestId,
 ) -> Result<Response, ApiError> {
-    state.vault.authorize_admin(&who, rid.clone())?;
+    state.vault()?.authorize_admin(&who, rid.clone())?;
     let done = state
-        .vault
+        .vault()?
         .rotate_data_key(&who.context(rid), &slug)
         .await?;
     Ok(Json(done).into_response())
@@ -56,6 +56,6 @@ async fn key_status(
     Caller(who): Caller,
     RequestId(rid): RequestId,
 ) -> Result<Response, ApiError> {
-    state.vault.authorize_admin(&who, rid)?;
-    Ok(Json(state.vault.key_status().await?).into_response())
+    state.vault()?.authorize_admin(&who, rid)?;
+    Ok(Json(state.vault()?.key_status().await?).into_response())
 }

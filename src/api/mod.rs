@@ -10,7 +10,7 @@ pub mod keys;
 pub mod secrets;
 pub mod versions;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath};
@@ -23,9 +23,58 @@ use tower_http::trace::TraceLayer;
 
 use crate::service::Vault;
 
+/// The handlers' state. The server starts answering (`/healthz`, `/readyz`) before the
+/// vault exists, while the master key is still being fetched; until then every other route
+/// answers 503 with the reason.
 #[derive(Clone)]
 pub struct AppState {
-    pub vault: Arc<Vault>,
+    inner: Arc<StateInner>,
+}
+
+struct StateInner {
+    vault: OnceLock<Arc<Vault>>,
+    starting: RwLock<String>,
+}
+
+impl AppState {
+    pub fn ready(vault: Arc<Vault>) -> Self {
+        let state = Self::starting("starting");
+        state.set_vault(vault);
+        state
+    }
+
+    pub fn starting(why: impl Into<String>) -> Self {
+        Self {
+            inner: Arc::new(StateInner {
+                vault: OnceLock::new(),
+                starting: RwLock::new(why.into()),
+            }),
+        }
+    }
+
+    pub fn set_vault(&self, vault: Arc<Vault>) {
+        let _ = self.inner.vault.set(vault);
+    }
+
+    pub fn set_starting(&self, why: impl Into<String>) {
+        *self.inner.starting.write().unwrap() = why.into();
+    }
+
+    /// Why the vault is not serving yet.
+    pub fn starting_reason(&self) -> String {
+        self.inner.starting.read().unwrap().clone()
+    }
+
+    /// The vault, or 503 while it is still starting.
+    pub fn vault(&self) -> Result<&Arc<Vault>, error::ApiError> {
+        self.inner.vault.get().ok_or_else(|| {
+            error::ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!("tenant-vault is not ready: {}", self.starting_reason()),
+            )
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -41,11 +90,41 @@ impl Default for HttpSettings {
     }
 }
 
-/// The whole HTTP application.
+/// Counts and times every routed request by route template and status.
+async fn track_request(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("tenant_vault_http_requests_total", "method" => method, "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("tenant_vault_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The whole HTTP application around a ready vault.
 pub fn router(vault: Arc<Vault>, settings: &HttpSettings) -> Router {
+    let max_value_bytes = vault.limits().max_value_bytes;
+    router_with_state(AppState::ready(vault), settings, max_value_bytes)
+}
+
+/// The whole HTTP application; the vault may arrive later (see `AppState`).
+pub fn router_with_state(
+    state: AppState,
+    settings: &HttpSettings,
+    max_value_bytes: usize,
+) -> Router {
     // JSON can escape each byte of a value as `\u00XX` (6 bytes): leave room for that.
-    let body_limit = vault.limits().max_value_bytes * 6 + 4096;
-    let state = AppState { vault };
+    let body_limit = max_value_bytes * 6 + 4096;
+    crate::telemetry::prometheus(); // record from the first request on
     let x_request_id = header::HeaderName::from_static("x-request-id");
     Router::new()
         .merge(secrets::router())
@@ -53,6 +132,7 @@ pub fn router(vault: Arc<Vault>, settings: &HttpSettings) -> Router {
         .merge(keys::router())
         .merge(versions::router())
         .merge(health::router())
+        .route_layer(axum::middleware::from_fn(track_request))
         .fallback(|| async { error::ApiError::not_found() })
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))

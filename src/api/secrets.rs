@@ -34,9 +34,9 @@ async fn get_secret(
     if let Some(version) = version {
         return super::versions::read_version(&state, &slug, &key, &who, rid, version).await;
     }
-    let tenant = state.vault.authorize_tenant(&who, &slug, rid.clone())?;
+    let tenant = state.vault()?.authorize_tenant(&who, &slug, rid.clone())?;
     let read = state
-        .vault
+        .vault()?
         .get_secret(&who.context(rid), &tenant, &key)
         .await?;
     let body = Json(json!({
@@ -73,10 +73,10 @@ async fn put_secret(
     RequestId(rid): RequestId,
     AppJson(body): AppJson<PutSecret>,
 ) -> Result<Response, ApiError> {
-    let tenant = state.vault.authorize_tenant(&who, &slug, rid.clone())?;
+    let tenant = state.vault()?.authorize_tenant(&who, &slug, rid.clone())?;
     let value = SecretValue::new(body.value);
     let version = state
-        .vault
+        .vault()?
         .put_secret(&who.context(rid), &tenant, &key, value, body.cas)
         .await?;
     Ok(Json(json!({"key": key.as_str(), "version": version})).into_response())
@@ -88,9 +88,9 @@ async fn delete_secret(
     Caller(who): Caller,
     RequestId(rid): RequestId,
 ) -> Result<Response, ApiError> {
-    let tenant = state.vault.authorize_tenant(&who, &slug, rid.clone())?;
+    let tenant = state.vault()?.authorize_tenant(&who, &slug, rid.clone())?;
     state
-        .vault
+        .vault()?
         .delete_secret(&who.context(rid), &tenant, &key)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -102,7 +102,10 @@ async fn list_secrets(
     Caller(who): Caller,
     RequestId(rid): RequestId,
 ) -> Result<Response, ApiError> {
-    let tenant = state.vault.authorize_tenant(&who, &slug, rid.clone())?;
-    let secrets = state.vault.list_secrets(&who.context(rid), &tenant).await?;
+    let tenant = state.vault()?.authorize_tenant(&who, &slug, rid.clone())?;
+    let secrets = state
+        .vault()?
+        .list_secrets(&who.context(rid), &tenant)
+        .await?;
     Ok(Json(json!({"tenant": slug.as_str(), "secrets": secrets})).into_response())
 }

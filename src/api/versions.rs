@@ -68,9 +68,9 @@ pub async fn read_version(
     rid: Option<String>,
     version: i32,
 ) -> Result<Response, ApiError> {
-    let tenant = state.vault.authorize_tenant(who, slug, rid.clone())?;
+    let tenant = state.vault()?.authorize_tenant(who, slug, rid.clone())?;
     let secret = state
-        .vault
+        .vault()?
         .get_secret_version(&who.context(rid), &tenant, key, version)
         .await?;
     let mut response = Json(json!({
@@ -92,9 +92,9 @@ async fn list_versions(
     Caller(who): Caller,
     RequestId(rid): RequestId,
 ) -> Result<Response, ApiError> {
-    let tenant = state.vault.authorize_tenant(&who, &slug, rid.clone())?;
+    let tenant = state.vault()?.authorize_tenant(&who, &slug, rid.clone())?;
     let versions = state
-        .vault
+        .vault()?
         .list_versions(&who.context(rid), &tenant, &key)
         .await?;
     Ok(Json(json!({
@@ -118,9 +118,9 @@ async fn rollback(
     RequestId(rid): RequestId,
     AppJson(body): AppJson<Rollback>,
 ) -> Result<Response, ApiError> {
-    let tenant = state.vault.authorize_tenant(&who, &slug, rid.clone())?;
+    let tenant = state.vault()?.authorize_tenant(&who, &slug, rid.clone())?;
     let version = state
-        .vault
+        .vault()?
         .rollback_secret(&who.context(rid), &tenant, &key, body.version)
         .await?;
     Ok(Json(json!({

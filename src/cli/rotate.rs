@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{connect, default_service};
 use crate::app::{self, App};
-use crate::config::{DatabaseArgs, KeyArgs};
+use crate::config::{DatabaseArgs, InfisicalArgs, KeyArgs};
 use crate::domain::{TenantId, TenantSlug};
 use crate::service::RequestContext;
 use crate::store;
@@ -21,6 +21,8 @@ pub enum RotateCmd {
         db: DatabaseArgs,
         #[command(flatten)]
         keys: KeyArgs,
+        #[command(flatten)]
+        infisical: InfisicalArgs,
     },
     /// Give tenants new data keys, then move their secrets (and kept versions) to them and
     /// destroy the old keys, showing progress.
@@ -43,15 +45,21 @@ pub enum RotateCmd {
         db: DatabaseArgs,
         #[command(flatten)]
         keys: KeyArgs,
+        #[command(flatten)]
+        infisical: InfisicalArgs,
     },
 }
 
 pub async fn run(cmd: RotateCmd) -> anyhow::Result<()> {
     match cmd {
-        RotateCmd::MasterKey { db, keys } => {
+        RotateCmd::MasterKey {
+            db,
+            keys,
+            infisical,
+        } => {
             let pool = connect(&db).await?;
-            let source = app::key_source(&keys)?;
-            let app = App::build(pool, source, &keys.data_dir, &default_service()).await?;
+            let parts = app::parts(&keys, &infisical)?;
+            let app = App::build(pool, parts.source, &keys.data_dir, &default_service()).await?;
             let result = app
                 .vault
                 .rotate_master_key(&RequestContext::default())
@@ -71,6 +79,7 @@ pub async fn run(cmd: RotateCmd) -> anyhow::Result<()> {
             no_wait,
             db,
             keys,
+            infisical,
         } => {
             let pool = connect(&db).await?;
             let slugs: Vec<TenantSlug> = match tenant {
@@ -87,8 +96,8 @@ pub async fn run(cmd: RotateCmd) -> anyhow::Result<()> {
                         .collect()
                 }
             };
-            let source = app::key_source(&keys)?;
-            let app = App::build(pool, source, &keys.data_dir, &default_service()).await?;
+            let parts = app::parts(&keys, &infisical)?;
+            let app = App::build(pool, parts.source, &keys.data_dir, &default_service()).await?;
             let result = rotate_data_keys(&app, &slugs, no_wait).await;
             app.shutdown().await;
             result

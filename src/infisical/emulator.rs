@@ -782,6 +782,64 @@ impl Emulator {
         lock(&self.shared.data).apply_seed(seed)
     }
 
+    /// The current data (identities, folders, latest secret values) as a seed, so that a
+    /// caller can persist it and seed a later emulator with it (`tenant-vault dev` does).
+    pub fn snapshot(&self) -> Seed {
+        let d = lock(&self.shared.data);
+        let identities = d
+            .identities
+            .iter()
+            .map(|(client_id, i)| SeedIdentity {
+                client_id: client_id.clone(),
+                client_secret: i.client_secret.to_string(),
+                access_token_max_ttl: Some(i.max_ttl),
+                role: i.role,
+                projects: i.projects.as_ref().map(|p| p.iter().cloned().collect()),
+            })
+            .collect();
+        let projects = d
+            .projects
+            .iter()
+            .map(|(id, p)| {
+                let mut folders = BTreeMap::new();
+                let mut secrets = BTreeMap::new();
+                for (env_slug, env) in &p.envs {
+                    let paths: Vec<String> =
+                        env.folders.keys().filter(|k| *k != "/").cloned().collect();
+                    folders.insert(env_slug.clone(), paths);
+                    let mut by_path = BTreeMap::new();
+                    for (path, folder) in &env.folders {
+                        let values: BTreeMap<String, String> = folder
+                            .secrets
+                            .values()
+                            .filter(|r| r.kind == "shared")
+                            .filter_map(|r| {
+                                r.versions
+                                    .last()
+                                    .map(|v| (r.name.clone(), v.value.to_string()))
+                            })
+                            .collect();
+                        if !values.is_empty() {
+                            by_path.insert(path.clone(), values);
+                        }
+                    }
+                    secrets.insert(env_slug.clone(), by_path);
+                }
+                SeedProject {
+                    id: id.clone(),
+                    slug: Some(p.slug.clone()),
+                    environments: p.envs.keys().cloned().collect(),
+                    folders,
+                    secrets,
+                }
+            })
+            .collect();
+        Seed {
+            identities,
+            projects,
+        }
+    }
+
     pub fn faults(&self) -> Faults {
         lock(&self.shared.faults).clone()
     }

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use sqlx::PgPool;
 
-use super::source::MasterKeySource;
+use super::source::{CreatedMasterKey, MasterKeySource};
 use super::KeyError;
 use crate::crypto::{kdf, MasterKey};
 use crate::store::{self, master_keys::NewMasterKey, StoreError};
@@ -33,6 +33,9 @@ impl MasterKeyring {
     pub async fn load(pool: &PgPool, source: &dyn MasterKeySource) -> Result<Self, KeyError> {
         let mut rows = store::master_keys::all(pool).await?;
         if rows.is_empty() {
+            if !source.auto_initialise() {
+                return Err(KeyError::NotInitialised(source.describe()));
+            }
             initialise(pool, source).await?;
             rows = store::master_keys::all(pool).await?;
         }
@@ -45,18 +48,19 @@ impl MasterKeyring {
             let text = match fetched {
                 Ok(text) => text,
                 // A retired version no data key needs may have been deleted from the source.
-                Err(reason)
+                Err(e)
                     if row.state == "retired"
                         && !super::rotation::is_needed(pool, row.version).await? =>
                 {
-                    tracing::info!(version = row.version, %reason, "skipping retired master key version that no data key needs");
+                    tracing::info!(version = row.version, reason = %e.reason, "skipping retired master key version that no data key needs");
                     continue;
                 }
-                Err(reason) => {
+                Err(e) => {
                     return Err(KeyError::Source {
                         version: row.version,
                         source_desc: source.describe(),
-                        reason,
+                        reason: e.reason,
+                        transient: e.transient,
                     })
                 }
             };
@@ -171,11 +175,12 @@ impl MasterKeyring {
             let text = match fetched {
                 Ok(text) => text,
                 Err(_) if row.state == "retired" => continue,
-                Err(reason) => {
+                Err(e) => {
                     return Err(KeyError::Source {
                         version: row.version,
                         source_desc: source.describe(),
-                        reason,
+                        reason: e.reason,
+                        transient: e.transient,
                     })
                 }
             };
@@ -223,12 +228,24 @@ impl MasterKeyring {
     }
 }
 
-async fn initialise(pool: &PgPool, source: &dyn MasterKeySource) -> Result<(), KeyError> {
-    let created = source.create(1).await.map_err(|reason| KeyError::Source {
+/// Creates master key version 1 through the source and records it (with its key check
+/// value) in `master_keys`. Returns false if another process recorded one first.
+pub async fn initialise(pool: &PgPool, source: &dyn MasterKeySource) -> Result<bool, KeyError> {
+    let created = source.create(1).await.map_err(|e| KeyError::Source {
         version: 1,
         source_desc: source.describe(),
-        reason,
+        reason: e.reason,
+        transient: e.transient,
     })?;
+    record_first(pool, source, created).await
+}
+
+/// Records an existing key (already in the source, e.g. adopted) as version 1.
+pub async fn record_first(
+    pool: &PgPool,
+    source: &dyn MasterKeySource,
+    created: CreatedMasterKey,
+) -> Result<bool, KeyError> {
     let salt = kdf::is_passphrase(&created.text).then(kdf::new_salt);
     let key = MasterKey::from_text(1, &created.text, salt.as_ref().map(|s| s.as_slice())).map_err(
         |e| KeyError::Material {
@@ -251,10 +268,10 @@ async fn initialise(pool: &PgPool, source: &dyn MasterKeySource) -> Result<(), K
     match inserted {
         Ok(()) => {
             tracing::info!(source = %source.describe(), "initialised master key version 1");
-            Ok(())
+            Ok(true)
         }
         // Another replica initialised it first; `load` re-reads and verifies theirs.
-        Err(StoreError::Conflict(_)) => Ok(()),
+        Err(StoreError::Conflict(_)) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

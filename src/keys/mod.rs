@@ -3,13 +3,15 @@
 //! wraps and unwraps keys.
 
 pub mod data_keys;
+pub mod infisical;
 pub mod master;
 pub mod rotation;
 pub mod source;
 
 pub use data_keys::DataKeyring;
+pub use infisical::InfisicalSource;
 pub use master::MasterKeyring;
-pub use source::{DevFileSource, EnvSource, MasterKeySource};
+pub use source::{CreatedMasterKey, DevFileSource, EnvSource, MasterKeySource, SourceError};
 
 use crate::domain::DataKeyId;
 use crate::store::StoreError;
@@ -28,10 +30,14 @@ pub enum KeyError {
         version: i32,
         source_desc: String,
         reason: String,
+        /// The source may answer later (unreachable, rate limited): retry.
+        transient: bool,
     },
     #[error("invalid master key material for version {version}: {reason}")]
     Material { version: i32, reason: String },
-    #[error("no master key has been initialised and {0} cannot create one")]
+    #[error(
+        "no master key is recorded in the database yet; create it in {0} with `tenant-vault init`"
+    )]
     NotInitialised(String),
     #[error("data key {0} failed integrity checks")]
     Integrity(DataKeyId),

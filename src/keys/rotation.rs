@@ -59,6 +59,8 @@ pub enum RotationError {
         version: i32,
         source_desc: String,
         reason: String,
+        /// Trying again later may succeed (the source is unreachable or rate limiting).
+        transient: bool,
     },
     #[error(
         "master key version {version} read back from {source_desc} differs from the key written"
@@ -260,12 +262,13 @@ async fn create_next_version(
     for version in next..next + VERSION_ATTEMPTS {
         let created = match source.create(version).await {
             Ok(created) => created,
-            Err(reason) => {
-                tracing::warn!(version, %reason, source = %source.describe(), "could not create master key version; trying the next number");
+            Err(e) => {
+                tracing::warn!(version, reason = %e.reason, source = %source.describe(), "could not create master key version; trying the next number");
                 first_error.get_or_insert(RotationError::Source {
                     version,
                     source_desc: source.describe(),
-                    reason,
+                    reason: e.reason,
+                    transient: e.transient,
                 });
                 continue;
             }
@@ -284,10 +287,11 @@ async fn create_next_version(
         let again = source
             .fetch(version, created.secret_name.as_deref())
             .await
-            .map_err(|reason| RotationError::Source {
+            .map_err(|e| RotationError::Source {
                 version,
                 source_desc: source.describe(),
-                reason: format!("reading the new version back: {reason}"),
+                reason: format!("reading the new version back: {}", e.reason),
+                transient: e.transient,
             })?;
         if !material(&again)?.matches(key.check_value()) {
             return Err(RotationError::ReadBack {

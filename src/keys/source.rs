@@ -8,6 +8,36 @@ use zeroize::Zeroizing;
 
 use crate::crypto::kdf;
 
+/// Why a source could not hand over key material. Never contains the material.
+#[derive(Debug, Clone)]
+pub struct SourceError {
+    pub reason: String,
+    /// True when trying again later may succeed (the source is unreachable or rate limiting).
+    pub transient: bool,
+}
+
+impl SourceError {
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            transient: false,
+        }
+    }
+
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            transient: true,
+        }
+    }
+}
+
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
 /// What a source hands over when it creates a new master key version.
 pub struct CreatedMasterKey {
     pub text: Zeroizing<String>,
@@ -26,10 +56,15 @@ pub trait MasterKeySource: Send + Sync {
         &self,
         version: i32,
         secret_name: Option<&str>,
-    ) -> Result<Zeroizing<String>, String>;
-    /// Creates (or adopts) the material for a new version. Sources that cannot create keys
-    /// return an error saying so.
-    async fn create(&self, version: i32) -> Result<CreatedMasterKey, String>;
+    ) -> Result<Zeroizing<String>, SourceError>;
+    /// Creates the material for a new version, stored where `fetch` finds it. Sources that
+    /// cannot create keys return an error saying so.
+    async fn create(&self, version: i32) -> Result<CreatedMasterKey, SourceError>;
+    /// Whether `serve` may create version 1 by itself on an empty database. Sources holding
+    /// shared state (Infisical) say no: that is `tenant-vault init`'s job.
+    fn auto_initialise(&self) -> bool {
+        true
+    }
 }
 
 /// `TENANT_VAULT_MASTER_KEY`: one fixed key, so it can serve version 1 but never rotate.
@@ -53,13 +88,19 @@ impl MasterKeySource for EnvSource {
         "the TENANT_VAULT_MASTER_KEY variable".into()
     }
 
-    async fn fetch(&self, _version: i32, _name: Option<&str>) -> Result<Zeroizing<String>, String> {
+    async fn fetch(
+        &self,
+        _version: i32,
+        _name: Option<&str>,
+    ) -> Result<Zeroizing<String>, SourceError> {
         Ok(self.text.clone())
     }
 
-    async fn create(&self, version: i32) -> Result<CreatedMasterKey, String> {
+    async fn create(&self, version: i32) -> Result<CreatedMasterKey, SourceError> {
         if version != 1 {
-            return Err("TENANT_VAULT_MASTER_KEY holds one fixed key and cannot rotate".into());
+            return Err(SourceError::permanent(
+                "TENANT_VAULT_MASTER_KEY holds one fixed key and cannot rotate",
+            ));
         }
         Ok(CreatedMasterKey {
             text: self.text.clone(),
@@ -94,30 +135,35 @@ impl MasterKeySource for DevFileSource {
         format!("the dev key file in {}", self.dir.display())
     }
 
-    async fn fetch(&self, version: i32, _name: Option<&str>) -> Result<Zeroizing<String>, String> {
+    async fn fetch(
+        &self,
+        version: i32,
+        _name: Option<&str>,
+    ) -> Result<Zeroizing<String>, SourceError> {
         let path = self.path(version);
         tokio::fs::read_to_string(&path)
             .await
             .map(Zeroizing::new)
-            .map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(|e| SourceError::permanent(format!("{}: {e}", path.display())))
     }
 
-    async fn create(&self, version: i32) -> Result<CreatedMasterKey, String> {
+    async fn create(&self, version: i32) -> Result<CreatedMasterKey, SourceError> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let path = self.path(version);
         let text = kdf::generate_master_key_text();
-        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| SourceError::permanent(format!("{}: {e}", self.dir.display())))?;
         // create_new: never overwrite a key that may already wrap data.
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| SourceError::permanent(format!("{}: {e}", path.display())))?;
         file.write_all(text.as_bytes())
             .and_then(|_| file.sync_all())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| SourceError::permanent(format!("{}: {e}", path.display())))?;
         Ok(CreatedMasterKey {
             text,
             secret_name: None,

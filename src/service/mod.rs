@@ -2,6 +2,8 @@
 //! checks, tenants, tokens, and the secret lookup (cache -> database). Each operation writes
 //! its audit event. Errors are `ServiceError`, which the API maps to HTTP once.
 
+pub mod fallback;
+pub mod import;
 pub mod key_status;
 pub mod notify;
 pub mod reencrypt;
@@ -74,6 +76,9 @@ pub enum ServiceError {
     RotationInProgress,
     #[error("{0}")]
     RotationUnsupported(String),
+    /// A dependency answered, but not with something we can use (e.g. an oversized value).
+    #[error("{0}")]
+    DependencyFailed(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -123,6 +128,10 @@ pub struct Vault {
     pub(crate) key_source: Option<Arc<dyn MasterKeySource>>,
     /// Rotation and re-encryption bookkeeping (see `rotation.rs`).
     pub(crate) rotation: rotation::RotationState,
+    /// The lookup's third step (Infisical), when configured.
+    pub(crate) fallback: Option<Arc<dyn fallback::SecretFallback>>,
+    /// Keys found nowhere, remembered briefly so a missing key cannot hammer Infisical.
+    pub(crate) not_found: Option<moka::future::Cache<(TenantId, crate::domain::SecretKey), ()>>,
 }
 
 impl Vault {
@@ -147,7 +156,25 @@ impl Vault {
             audit,
             limits,
             key_source,
+            fallback: None,
+            not_found: None,
         }
+    }
+
+    /// Adds the Infisical step to the lookup; a key found nowhere is remembered as missing
+    /// for `not_found_ttl` (zero: not remembered).
+    pub fn set_fallback(
+        &mut self,
+        fallback: Arc<dyn fallback::SecretFallback>,
+        not_found_ttl: std::time::Duration,
+    ) {
+        self.fallback = Some(fallback);
+        self.not_found = (!not_found_ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(not_found_ttl)
+                .build()
+        });
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -160,6 +187,11 @@ impl Vault {
 
     pub fn audit(&self) -> &AuditSink {
         &self.audit
+    }
+
+    /// Secrets currently in the memory cache.
+    pub fn cache_entries(&self) -> u64 {
+        self.cache.entry_count()
     }
 
     pub fn limits(&self) -> &Limits {

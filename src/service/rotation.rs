@@ -39,10 +39,15 @@ impl From<RotationError> for ServiceError {
         match err {
             RotationError::InProgress => ServiceError::RotationInProgress,
             RotationError::Unsupported(msg) => ServiceError::RotationUnsupported(msg),
-            RotationError::Source { .. } => {
-                tracing::error!(error = %err, "master key rotation: the source failed");
+            RotationError::Source {
+                transient: true, ..
+            } => {
+                tracing::error!(error = %err, "master key rotation: the source is unavailable");
                 ServiceError::Unavailable("the master key source")
             }
+            // The source answered but refused (e.g. permissions): say what it said. Source
+            // errors never carry key material.
+            RotationError::Source { .. } => ServiceError::DependencyFailed(err.to_string()),
             RotationError::Key(k) => k.into(),
             other => ServiceError::Internal(other.to_string()),
         }

@@ -8,27 +8,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::fallback::FallbackError;
 use super::{RequestContext, ServiceError, TenantRef, Vault};
 use crate::cache::CachedSecret;
 use crate::crypto::{envelope, open_secret, seal_secret, SecretPlace, SecretValue};
 use crate::domain::{SecretKey, TenantId};
 use crate::store::{self, secrets::NewSecret, StoreError};
 
-/// Where a read was answered from (the `x-secret-source` header).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecretSource {
-    Cache,
-    Database,
-}
-
-impl SecretSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SecretSource::Cache => "cache",
-            SecretSource::Database => "database",
-        }
-    }
-}
+pub use crate::domain::SecretSource;
 
 #[derive(Debug)]
 pub struct SecretRead {
@@ -46,6 +33,14 @@ pub struct SecretSummary {
 /// Attempts at a write that lost a race (key created meanwhile, data key rotated meanwhile).
 const WRITE_ATTEMPTS: usize = 5;
 
+/// The audit outcome of a result.
+pub(crate) fn outcome<T>(result: &Result<T, ServiceError>) -> &'static str {
+    match result {
+        Ok(_) => "success",
+        Err(e) => outcome_of(e),
+    }
+}
+
 fn outcome_of(err: &ServiceError) -> &'static str {
     match err {
         ServiceError::SecretNotFound | ServiceError::VersionNotFound(_) => "not_found",
@@ -53,6 +48,7 @@ fn outcome_of(err: &ServiceError) -> &'static str {
         ServiceError::CasConflict { .. } => "conflict",
         ServiceError::ValueTooLarge { .. } | ServiceError::InvalidInput(_) => "rejected",
         ServiceError::Unavailable(_) => "unavailable",
+        ServiceError::DependencyFailed(_) => "dependency_error",
         _ => "error",
     }
 }
@@ -99,34 +95,105 @@ impl Vault {
         key: &SecretKey,
     ) -> Result<SecretRead, ServiceError> {
         self.ensure_auditable()?;
+        let missing_key = (tenant.id, key.clone());
+        if let Some(missing) = &self.not_found {
+            if missing.contains_key(&missing_key) {
+                return self.audited(
+                    ctx,
+                    "secret.read",
+                    tenant,
+                    Some(key),
+                    Err(ServiceError::SecretNotFound),
+                );
+            }
+        }
         let result = self
             .cache
-            .get_or_load(tenant.id, key, self.load_secret(tenant.id, key))
+            .get_or_load(tenant.id, key, self.load_secret(ctx, tenant, key))
             .await
             .map(|(secret, from_cache)| SecretRead {
-                secret,
                 source: if from_cache {
                     SecretSource::Cache
                 } else {
-                    SecretSource::Database
+                    secret.loaded_from
                 },
+                secret,
             })
             .map_err(|shared| (*shared).clone());
+        match &result {
+            Ok(read) => metrics::counter!("tenant_vault_secret_reads_total", "source" => read.source.as_str()).increment(1),
+            Err(e) => metrics::counter!("tenant_vault_secret_read_failures_total", "outcome" => outcome_of(e)).increment(1),
+        }
+        if let (Err(ServiceError::SecretNotFound), Some(missing)) = (&result, &self.not_found) {
+            missing.insert(missing_key, ()).await;
+        }
         self.audited(ctx, "secret.read", tenant, Some(key), result)
     }
 
-    /// Reads and decrypts one secret from the database.
+    /// The database, then the fallback (Infisical): a value found there is encrypted and
+    /// written to the database before it is answered, so the next miss stays local.
     async fn load_secret(
+        &self,
+        ctx: &RequestContext,
+        tenant: &TenantRef,
+        key: &SecretKey,
+    ) -> Result<Arc<CachedSecret>, ServiceError> {
+        if let Some(found) = self.load_from_database(tenant.id, key).await? {
+            return Ok(found);
+        }
+        let Some(fallback) = &self.fallback else {
+            return Err(ServiceError::SecretNotFound);
+        };
+        let value = match fallback.fetch(&tenant.slug, key).await {
+            Ok(Some(value)) => value,
+            Ok(None) => return Err(ServiceError::SecretNotFound),
+            Err(FallbackError::Unavailable(detail)) => {
+                tracing::warn!(tenant = %tenant.slug, key = %key, %detail, "fallback lookup failed");
+                return Err(ServiceError::Unavailable("Infisical"));
+            }
+            Err(e) => {
+                return Err(ServiceError::DependencyFailed(format!(
+                    "{} holds {key} for this tenant but it cannot be imported: {e}",
+                    fallback.name()
+                )))
+            }
+        };
+        // Imported as version 1; if a writer created the key meanwhile, theirs wins.
+        let result = self.write_secret(tenant, key, &value, Some(0)).await;
+        self.secret_event(
+            ctx,
+            "secret.import",
+            super::secrets::outcome(&result),
+            tenant,
+            Some(key),
+        );
+        match result {
+            Ok((version, updated_at)) => Ok(Arc::new(CachedSecret {
+                value,
+                version,
+                updated_at,
+                loaded_from: SecretSource::Infisical,
+            })),
+            Err(ServiceError::CasConflict { .. }) => self
+                .load_from_database(tenant.id, key)
+                .await?
+                .ok_or(ServiceError::SecretNotFound),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads and decrypts one secret from the database.
+    pub(crate) async fn load_from_database(
         &self,
         tenant: TenantId,
         key: &SecretKey,
-    ) -> Result<Arc<CachedSecret>, ServiceError> {
+    ) -> Result<Option<Arc<CachedSecret>>, ServiceError> {
         let mut attempts = 0;
         let (row, data_key) = loop {
             attempts += 1;
-            let row = store::secrets::get(&self.pool, tenant.0, key.as_str())
-                .await?
-                .ok_or(ServiceError::SecretNotFound)?;
+            let Some(row) = store::secrets::get(&self.pool, tenant.0, key.as_str()).await? else {
+                return Ok(None);
+            };
             // The header names the data key; it must also be the key the row says it uses.
             let header_key = envelope::secret_data_key_id(&row.secret_value_encrypted)
                 .map_err(|_| ServiceError::Integrity)?;
@@ -148,11 +215,12 @@ impl Vault {
         };
         let value = open_secret(&data_key, place, &row.secret_value_encrypted)
             .map_err(|_| ServiceError::Integrity)?;
-        Ok(Arc::new(CachedSecret {
+        Ok(Some(Arc::new(CachedSecret {
             value,
             version: row.version,
             updated_at: row.updated_at,
-        }))
+            loaded_from: SecretSource::Database,
+        })))
     }
 
     /// Stores a new version. With `cas`, only if the current version equals it (0: only if
@@ -166,8 +234,14 @@ impl Vault {
         cas: Option<i32>,
     ) -> Result<i32, ServiceError> {
         self.ensure_auditable()?;
-        let result = self.write_secret(tenant, key, &value, cas).await;
+        let result = self
+            .write_secret(tenant, key, &value, cas)
+            .await
+            .map(|(v, _)| v);
         self.cache.invalidate(tenant.id, key).await;
+        if let Some(missing) = &self.not_found {
+            missing.invalidate(&(tenant.id, key.clone())).await;
+        }
         self.audited(ctx, "secret.write", tenant, Some(key), result)
     }
 
@@ -177,7 +251,7 @@ impl Vault {
         key: &SecretKey,
         value: &SecretValue,
         cas: Option<i32>,
-    ) -> Result<i32, ServiceError> {
+    ) -> Result<(i32, DateTime<Utc>), ServiceError> {
         let limit = self.limits.max_value_bytes;
         if value.len() > limit {
             return Err(ServiceError::ValueTooLarge {
@@ -232,9 +306,10 @@ impl Vault {
                 data_key_id: data_key.id.0,
                 version,
             };
-            match current {
+            let updated_at = match current {
                 None => {
-                    if store::secrets::insert_first(&mut *tx, new).await?.is_none() {
+                    let inserted = store::secrets::insert_first(&mut *tx, new).await?;
+                    let Some(at) = inserted else {
                         // Another writer created it first. Without cas, try again as an update.
                         if let Some(expected) = cas {
                             let now =
@@ -245,15 +320,17 @@ impl Vault {
                             });
                         }
                         continue;
-                    }
+                    };
+                    at
                 }
                 Some(row) => {
                     store::secrets::archive_current(&mut *tx, row.id).await?;
-                    store::secrets::update(&mut *tx, new).await?;
+                    let at = store::secrets::update(&mut *tx, new).await?;
                     let keep_after = version - self.limits.version_retention;
                     store::versions::prune(&mut *tx, row.id, keep_after).await?;
+                    at
                 }
-            }
+            };
             self.notify_secret(&mut tx, tenant.id, key).await?;
             tx.commit().await.map_err(StoreError::from)?;
             if exhausted {
@@ -262,7 +339,7 @@ impl Vault {
                     tracing::warn!(tenant = %tenant.slug, error = %e, "automatic data key rotation failed; the next write retries it");
                 }
             }
-            return Ok(version);
+            return Ok((version, updated_at));
         }
         Err(ServiceError::Unavailable(
             "a consistent write (too much contention)",

@@ -81,7 +81,9 @@ impl Vault {
         self.ensure_auditable()?;
         let result = async {
             let old = self.load_version(tenant.id, key, version).await?;
-            self.write_secret(tenant, key, &old.value, None).await
+            self.write_secret(tenant, key, &old.value, None)
+                .await
+                .map(|(version, _)| version)
         }
         .await;
         self.cache.invalidate(tenant.id, key).await;
@@ -130,6 +132,7 @@ impl Vault {
                         value,
                         version,
                         updated_at: at,
+                        loaded_from: crate::service::SecretSource::Database,
                     }))
                 }
                 Err(KeyError::Destroyed(_)) => continue,

@@ -159,6 +159,7 @@ pub fn service_args(cache_ttl_secs: u64) -> ServiceArgs {
     ServiceArgs {
         cache_ttl_secs,
         cache_max_entries: 10_000,
+        not_found_cache_secs: 5,
         max_value_bytes: 65_536,
         data_key_max_encryptions: 1 << 31,
         version_retention: 10,
@@ -174,6 +175,8 @@ pub struct TestApp {
     pub admin_token: String,
     pub data_dir: Arc<tempfile::TempDir>,
     service: ServiceArgs,
+    /// Set when the app uses Infisical (master key and fallback).
+    infisical: Option<tenant_vault::config::InfisicalArgs>,
     _app: App,
 }
 
@@ -226,6 +229,28 @@ impl TestApp {
 
     /// A second instance on the same database and dev key: a restart, or another replica.
     pub async fn another_instance(&self) -> Self {
+        if let Some(args) = &self.infisical {
+            let parts =
+                tenant_vault::app::parts(&infisical_keys(self.data_dir.path()), args).unwrap();
+            let app = App::build_with(
+                self.pool.clone(),
+                parts,
+                self.data_dir.path(),
+                &self.service,
+            )
+            .await
+            .unwrap();
+            let mut next = Self::from_app(
+                app,
+                self.pool.clone(),
+                self.db_url.clone(),
+                self.data_dir.clone(),
+                self.service.clone(),
+            )
+            .await;
+            next.infisical = Some(args.clone());
+            return next;
+        }
         let source = Arc::new(DevFileSource::new(self.data_dir.path().to_path_buf()));
         let app = App::build(
             self.pool.clone(),
@@ -276,6 +301,7 @@ impl TestApp {
             admin_token,
             data_dir,
             service,
+            infisical: None,
         }
     }
 
@@ -401,4 +427,115 @@ where
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// An in-process Infisical emulator and the settings that reach it.
+pub struct TestInfisical {
+    pub handle: tenant_vault::infisical::EmulatorHandle,
+    pub addr: std::net::SocketAddr,
+    pub args: tenant_vault::config::InfisicalArgs,
+    pub project: String,
+}
+
+pub const ENVIRONMENT: &str = "prod";
+
+impl TestInfisical {
+    /// An emulator with one machine identity and project, plus `secrets` as
+    /// (folder path, name, value).
+    pub async fn start(secrets: &[(&str, &str, &str)]) -> Self {
+        use tenant_vault::infisical::{Emulator, EmulatorConfig, Seed};
+        let project = uuid::Uuid::new_v4().to_string();
+        let mut seed = Seed::single(&project, "test-client", "test-client-secret-0123456789");
+        for (path, name, value) in secrets {
+            seed = seed.with_secret(&project, ENVIRONMENT, path, name, value);
+        }
+        let (addr, handle) = Emulator::new(EmulatorConfig {
+            seed,
+            ..Default::default()
+        })
+        .spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+        let args = tenant_vault::config::InfisicalArgs {
+            infisical_site_url: Some(format!("http://{addr}")),
+            infisical_client_id: Some("test-client".into()),
+            infisical_client_secret: Some("test-client-secret-0123456789".parse().unwrap()),
+            infisical_project_id: Some(project.clone()),
+            infisical_environment: ENVIRONMENT.into(),
+            master_key_folder: "/tenant-vault".into(),
+            infisical_fallback: true,
+            infisical_timeout_ms: 1000,
+        };
+        Self {
+            handle,
+            addr,
+            args,
+            project,
+        }
+    }
+
+    pub fn emulator(&self) -> &tenant_vault::infisical::Emulator {
+        self.handle.emulator()
+    }
+
+    pub fn faults(&self, patch: serde_json::Value) {
+        let patch = serde_json::from_value(patch).unwrap();
+        self.emulator().patch_faults(patch).unwrap();
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.emulator().stats().api_requests
+    }
+
+    /// A client for the test itself (to read or plant secrets the way a user would).
+    pub fn client(&self) -> tenant_vault::infisical::InfisicalClient {
+        tenant_vault::app::infisical_client(&self.args)
+            .unwrap()
+            .unwrap()
+    }
+}
+
+impl TestApp {
+    /// The application with Infisical as master key source (initialised like
+    /// `tenant-vault init`) and as the lookup's third step.
+    pub async fn with_infisical(infisical: &TestInfisical, service: ServiceArgs) -> Self {
+        let (pool, db_url) = fresh_database().await;
+        let data_dir = tempfile::tempdir().unwrap();
+        let parts =
+            tenant_vault::app::parts(&infisical_keys(data_dir.path()), &infisical.args).unwrap();
+        tenant_vault::keys::master::initialise(&pool, parts.source.as_ref())
+            .await
+            .unwrap();
+        let app = App::build_with(pool.clone(), parts, data_dir.path(), &service)
+            .await
+            .unwrap();
+        let mut app = Self::from_app(app, pool, db_url, Arc::new(data_dir), service).await;
+        app.infisical = Some(infisical.args.clone());
+        app
+    }
+}
+
+pub fn infisical_keys(data_dir: &std::path::Path) -> tenant_vault::config::KeyArgs {
+    tenant_vault::config::KeyArgs {
+        master_key_source: tenant_vault::config::MasterKeySourceKind::Infisical,
+        master_key: None,
+        data_dir: data_dir.to_path_buf(),
+    }
+}
+
+/// Runs the `tenant-vault` binary with exactly `env` (plus PATH); returns (success, stdout, stderr).
+pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-vault"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

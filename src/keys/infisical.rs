@@ -1,0 +1,149 @@
+//! The master key in Infisical: each version is its own secret, `MASTER_ENCRYPTION_KEY_V{n}`,
+//! in a folder of its own (default `/tenant-vault`). A version is read by its exact secret
+//! name, never with `?version=`, which some servers ignore.
+
+use async_trait::async_trait;
+use zeroize::Zeroizing;
+
+use super::source::{CreatedMasterKey, MasterKeySource, SourceError};
+use crate::crypto::kdf;
+use crate::infisical::{InfisicalClient, InfisicalError};
+
+pub struct InfisicalSource {
+    client: InfisicalClient,
+    folder: String,
+}
+
+/// The secret name of master key version `n`.
+pub fn master_key_secret_name(version: i32) -> String {
+    format!("MASTER_ENCRYPTION_KEY_V{version}")
+}
+
+fn source_error(what: &str, err: InfisicalError) -> SourceError {
+    let reason = format!("{what}: {err}");
+    if err.is_unavailable() || matches!(err, InfisicalError::RateLimited { .. }) {
+        SourceError::transient(reason)
+    } else {
+        SourceError::permanent(reason)
+    }
+}
+
+impl InfisicalSource {
+    /// `folder` must not be under `/tenants`, where tenant lookups read.
+    pub fn new(client: InfisicalClient, folder: &str) -> Result<Self, String> {
+        let folder = folder.trim_end_matches('/');
+        let folder = if folder.is_empty() { "/" } else { folder };
+        crate::infisical::validate_folder_path(folder).map_err(|e| e.to_string())?;
+        if folder == "/tenants" || folder.starts_with("/tenants/") || folder == "/" {
+            return Err(format!(
+                "the master key folder {folder} would be reachable by tenant lookups; \
+                 use a folder outside /tenants such as /tenant-vault"
+            ));
+        }
+        Ok(Self {
+            client,
+            folder: folder.to_owned(),
+        })
+    }
+
+    pub fn folder(&self) -> &str {
+        &self.folder
+    }
+
+    pub fn client(&self) -> &InfisicalClient {
+        &self.client
+    }
+
+    /// Reads an existing secret (such as a legacy `MASTER_ENCRYPTION_KEY`) to adopt it as
+    /// version 1.
+    pub async fn adopt(&self, name: &str) -> Result<CreatedMasterKey, SourceError> {
+        let secret = self
+            .client
+            .get_secret(&self.folder, name, None)
+            .await
+            .map_err(|e| source_error(&format!("reading {name}"), e))?
+            .ok_or_else(|| {
+                SourceError::permanent(format!("there is no secret {name} in {}", self.folder))
+            })?;
+        Ok(CreatedMasterKey {
+            text: Zeroizing::new(secret.value.expose().to_owned()),
+            secret_name: Some(name.to_owned()),
+        })
+    }
+}
+
+#[async_trait]
+impl MasterKeySource for InfisicalSource {
+    fn kind(&self) -> &'static str {
+        "infisical"
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "Infisical ({}, environment {}, folder {})",
+            self.client.config().site_url,
+            self.client.config().environment,
+            self.folder
+        )
+    }
+
+    fn auto_initialise(&self) -> bool {
+        false
+    }
+
+    async fn fetch(
+        &self,
+        version: i32,
+        secret_name: Option<&str>,
+    ) -> Result<Zeroizing<String>, SourceError> {
+        let name = secret_name
+            .map(str::to_owned)
+            .unwrap_or_else(|| master_key_secret_name(version));
+        let secret = self
+            .client
+            .get_secret(&self.folder, &name, None)
+            .await
+            .map_err(|e| source_error(&format!("reading {name}"), e))?
+            .ok_or_else(|| {
+                SourceError::permanent(format!("there is no secret {name} in {}", self.folder))
+            })?;
+        Ok(Zeroizing::new(secret.value.expose().to_owned()))
+    }
+
+    /// Writes `MASTER_ENCRYPTION_KEY_V{n}` (refusing to overwrite one) and reads it back,
+    /// so nothing is wrapped under a key Infisical does not actually hold.
+    async fn create(&self, version: i32) -> Result<CreatedMasterKey, SourceError> {
+        let name = master_key_secret_name(version);
+        let existing = self
+            .client
+            .get_secret(&self.folder, &name, None)
+            .await
+            .map_err(|e| source_error(&format!("checking for {name}"), e))?;
+        if existing.is_some() {
+            return Err(SourceError::permanent(format!(
+                "{name} already exists in {}; refusing to overwrite a master key \
+                 (adopt it with `tenant-vault init --adopt {name}`)",
+                self.folder
+            )));
+        }
+        self.client
+            .ensure_folder_path(&self.folder)
+            .await
+            .map_err(|e| source_error(&format!("creating folder {}", self.folder), e))?;
+        let text = kdf::generate_master_key_text();
+        self.client
+            .create_secret(&self.folder, &name, &text)
+            .await
+            .map_err(|e| source_error(&format!("writing {name}"), e))?;
+        let back = self.fetch(version, Some(&name)).await?;
+        if back.as_str() != text.as_str() {
+            return Err(SourceError::permanent(format!(
+                "{name} read back from Infisical differs from what was written"
+            )));
+        }
+        Ok(CreatedMasterKey {
+            text,
+            secret_name: Some(name),
+        })
+    }
+}

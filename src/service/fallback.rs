@@ -1,0 +1,67 @@
+//! The third step of the lookup: a secret missing from the database is read from the tenant's
+//! Infisical folder `/tenants/{tenant}/{key}`. Only validated slugs and keys get here, and
+//! the folder is built by `infisical::tenant_folder`, which refuses anything else: no request
+//! can climb out of `/tenants/{tenant}` (to the master key's folder, say).
+
+use async_trait::async_trait;
+
+use crate::crypto::SecretValue;
+use crate::domain::{SecretKey, TenantSlug};
+use crate::infisical::{tenant_folder, InfisicalClient, InfisicalError};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FallbackError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("the value is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Where secrets not yet in the database may be found.
+#[async_trait]
+pub trait SecretFallback: Send + Sync {
+    /// For messages: "Infisical".
+    fn name(&self) -> &'static str;
+    async fn fetch(
+        &self,
+        tenant: &TenantSlug,
+        key: &SecretKey,
+    ) -> Result<Option<SecretValue>, FallbackError>;
+}
+
+pub struct InfisicalFallback {
+    client: InfisicalClient,
+}
+
+impl InfisicalFallback {
+    pub fn new(client: InfisicalClient) -> Self {
+        Self { client }
+    }
+}
+
+#[async_trait]
+impl SecretFallback for InfisicalFallback {
+    fn name(&self) -> &'static str {
+        "Infisical"
+    }
+
+    async fn fetch(
+        &self,
+        tenant: &TenantSlug,
+        key: &SecretKey,
+    ) -> Result<Option<SecretValue>, FallbackError> {
+        let folder =
+            tenant_folder(tenant.as_str()).map_err(|e| FallbackError::Invalid(e.to_string()))?;
+        match self.client.get_secret(&folder, key.as_str(), None).await {
+            Ok(Some(secret)) => Ok(Some(SecretValue::new(secret.value.expose().to_owned()))),
+            Ok(None) => Ok(None),
+            Err(InfisicalError::TooLarge { limit, .. }) => Err(FallbackError::TooLarge { limit }),
+            Err(e) if e.is_unavailable() || matches!(e, InfisicalError::RateLimited { .. }) => {
+                Err(FallbackError::Unavailable(e.to_string()))
+            }
+            Err(e) => Err(FallbackError::Invalid(e.to_string())),
+        }
+    }
+}
