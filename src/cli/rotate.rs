@@ -14,7 +14,7 @@ use crate::store;
 #[derive(Subcommand, Debug)]
 pub enum RotateCmd {
     /// Rotate the master key: the source creates the next version (Infisical:
-    /// MASTER_ENCRYPTION_KEY_V{n}), then one transaction re-wraps every data key under it.
+    /// MASTER_ENCRYPTION_KEY_V2, _V3, ...), then one transaction re-wraps every data key under it.
     /// No secret is re-encrypted. Running servers pick the new version up at once.
     MasterKey {
         #[command(flatten)]
