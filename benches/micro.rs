@@ -15,11 +15,7 @@ use tenant_vault::domain::{DataKeyId, SecretKey, TenantId};
 use uuid::Uuid;
 
 fn value_of(len: usize) -> SecretValue {
-    SecretValue::new(
-        (0..len)
-            .map(|i| (b'a' + (i % 26) as u8) as char)
-            .collect(),
-    )
+    SecretValue::new((0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect())
 }
 
 fn envelopes(c: &mut Criterion) {
@@ -56,7 +52,9 @@ fn data_keys(c: &mut Criterion) {
         b.iter(|| wrap_data_key(black_box(&master), tenant, 1, black_box(&key)))
     });
     group.bench_function("unwrap", |b| {
-        b.iter(|| unwrap_data_key(black_box(&master), tenant, key.id, 1, black_box(&wrapped)).unwrap())
+        b.iter(|| {
+            unwrap_data_key(black_box(&master), tenant, key.id, 1, black_box(&wrapped)).unwrap()
+        })
     });
     group.finish();
 }

@@ -40,19 +40,35 @@ async fn get_secret(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let Some(token) = token else {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": {"code": "unauthenticated", "message": "no token"}}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {"code": "unauthenticated", "message": "no token"}})),
+        )
+            .into_response();
     };
     match state.map.tokens.get(token) {
         Some(t) if *t == tenant => {}
         Some(_) => {
-            return (StatusCode::FORBIDDEN, Json(json!({"error": {"code": "forbidden", "message": "wrong tenant"}}))).into_response()
+            return (
+                StatusCode::FORBIDDEN,
+                Json(json!({"error": {"code": "forbidden", "message": "wrong tenant"}})),
+            )
+                .into_response()
         }
         None => {
-            return (StatusCode::UNAUTHORIZED, Json(json!({"error": {"code": "unauthenticated", "message": "bad token"}}))).into_response()
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": {"code": "unauthenticated", "message": "bad token"}})),
+            )
+                .into_response()
         }
     }
     let Some(value) = state.map.secrets.get(&tenant).and_then(|s| s.get(&key)) else {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": "no such secret"}}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "not_found", "message": "no such secret"}})),
+        )
+            .into_response();
     };
     let mut response = Json(json!({
         "key": key,

@@ -58,6 +58,8 @@ pub struct PhaseStats {
     pub unexpected_source: u64,
     /// The first few errors, for the report.
     pub error_samples: Vec<String>,
+    /// Average cores used during the phase by each part of the bench's process tree.
+    pub cpu_cores: BTreeMap<String, f64>,
 }
 
 impl PhaseStats {
@@ -101,6 +103,7 @@ impl PhaseStats {
             sources,
             unexpected_source,
             error_samples,
+            cpu_cores: BTreeMap::new(),
         }
     }
 }
@@ -171,7 +174,10 @@ async fn send(
         .to_bytes();
     if !status.is_success() {
         let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-        return Err((format!("{} {}: HTTP {status} {text}", req.method, req.path), false));
+        return Err((
+            format!("{} {}: HTTP {status} {text}", req.method, req.path),
+            false,
+        ));
     }
     Ok(source)
 }

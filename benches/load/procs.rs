@@ -59,7 +59,10 @@ impl ChildGuard {
                 .await
                 .is_err()
             {
-                eprintln!("{} (pid {}) ignored SIGTERM; killing it", self.name, self.pid);
+                eprintln!(
+                    "{} (pid {}) ignored SIGTERM; killing it",
+                    self.name, self.pid
+                );
                 let _ = child.kill().await;
             }
         }
@@ -123,7 +126,10 @@ impl Service {
                 // Rotation needs a source that can make new versions; env cannot.
                 .env("TENANT_VAULT_MASTER_KEY_SOURCE", "dev-file")
                 .env("TENANT_VAULT_DATA_DIR", spec.data_dir)
-                .env("TENANT_VAULT_CACHE_TTL_SECS", spec.cache_ttl_secs.to_string())
+                .env(
+                    "TENANT_VAULT_CACHE_TTL_SECS",
+                    spec.cache_ttl_secs.to_string(),
+                )
                 .env(
                     "TENANT_VAULT_CACHE_MAX_ENTRIES",
                     spec.cache_max_entries.to_string(),
@@ -198,7 +204,10 @@ pub fn tail(path: &Path, lines: usize) -> String {
 
 /// Starts the http-ceiling server: this very bench binary re-executed in server mode, so
 /// it runs in its own process and runtime exactly as tenant-vault does.
-pub async fn start_ceiling(map_file: &Path, log_file: &Path) -> Result<(ChildGuard, SocketAddr), String> {
+pub async fn start_ceiling(
+    map_file: &Path,
+    log_file: &Path,
+) -> Result<(ChildGuard, SocketAddr), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let log = std::fs::File::create(log_file).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(exe);
@@ -226,4 +235,95 @@ pub async fn start_ceiling(map_file: &Path, log_file: &Path) -> Result<(ChildGua
     // Keep draining stdout so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok((guard, addr))
+}
+
+/// CPU time of the bench's process tree, per part (tenant-vault, postgres, http-ceiling, and
+/// the load generator itself), to show where a phase's CPU went on a machine whose cores
+/// everything shares.
+pub struct CpuSnapshot {
+    at: Instant,
+    ticks: std::collections::HashMap<u32, (String, u64)>,
+}
+
+fn stat_of(pid: u32) -> Option<(u32, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ppid = f.get(1)?.parse().ok()?;
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((ppid, utime + stime))
+}
+
+impl CpuSnapshot {
+    pub fn take() -> Self {
+        let me = std::process::id();
+        let mut procs = Vec::new();
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
+                    if let Some((ppid, t)) = stat_of(pid) {
+                        procs.push((pid, ppid, t));
+                    }
+                }
+            }
+        }
+        let parent: std::collections::HashMap<u32, u32> =
+            procs.iter().map(|&(p, pp, _)| (p, pp)).collect();
+        let mut ticks = std::collections::HashMap::new();
+        for &(pid, _, t) in &procs {
+            // Walk up to our direct child (or ourselves).
+            let mut cur = pid;
+            let mut top = None;
+            for _ in 0..64 {
+                if cur == me {
+                    top = Some(me);
+                    break;
+                }
+                match parent.get(&cur) {
+                    Some(&pp) if pp == me => {
+                        top = Some(cur);
+                        break;
+                    }
+                    Some(&pp) if pp > 1 => cur = pp,
+                    _ => break,
+                }
+            }
+            let Some(top) = top else { continue };
+            let label = if top == me {
+                "load generator".to_string()
+            } else {
+                let comm = std::fs::read_to_string(format!("/proc/{top}/comm"))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                match comm.as_str() {
+                    "postgres" | "tenant-vault" => comm,
+                    c if c.starts_with("load") => "http-ceiling".into(),
+                    _ => "other".into(),
+                }
+            };
+            ticks.insert(pid, (label, t));
+        }
+        Self {
+            at: Instant::now(),
+            ticks,
+        }
+    }
+
+    /// Average cores used by each part since `earlier`.
+    pub fn cores_since(&self, earlier: &CpuSnapshot) -> std::collections::BTreeMap<String, f64> {
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let secs = self.at.duration_since(earlier.at).as_secs_f64().max(1e-3);
+        let mut out = std::collections::BTreeMap::new();
+        for (pid, (label, t)) in &self.ticks {
+            let before = earlier.ticks.get(pid).map_or(0, |(_, b)| *b);
+            *out.entry(label.clone()).or_insert(0.0) += t.saturating_sub(before) as f64 / hz / secs;
+        }
+        out.retain(|_, v: &mut f64| *v >= 0.005);
+        for v in out.values_mut() {
+            *v = (*v * 100.0).round() / 100.0;
+        }
+        out
+    }
 }

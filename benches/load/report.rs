@@ -27,10 +27,20 @@ pub fn machine_facts() -> Value {
     let os = read("/etc/os-release")
         .lines()
         .find(|l| l.starts_with("PRETTY_NAME="))
-        .map(|l| l.trim_start_matches("PRETTY_NAME=").trim_matches('"').to_string())
+        .map(|l| {
+            l.trim_start_matches("PRETTY_NAME=")
+                .trim_matches('"')
+                .to_string()
+        })
         .unwrap_or_default();
     let commit = std::process::Command::new("git")
-        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"])
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -42,6 +52,8 @@ pub fn machine_facts() -> Value {
         "kernel": read("/proc/sys/kernel/osrelease").trim(),
         "os": os,
         "git_commit": commit,
+        // Other work on the machine skews every figure; the ratios less so.
+        "loadavg_at_start": read("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" "),
     })
 }
 
@@ -69,7 +81,10 @@ fn note(p: &PhaseResult) -> String {
     }
     if let Some(s) = &p.stats {
         if s.unexpected_source > 0 {
-            parts.push(format!("{} answers from another source", s.unexpected_source));
+            parts.push(format!(
+                "{} answers from another source",
+                s.unexpected_source
+            ));
         }
     }
     if let Some(n) = &p.note {
@@ -78,6 +93,20 @@ fn note(p: &PhaseResult) -> String {
         }
     }
     parts.join("; ")
+}
+
+/// "tenant-vault 1.2, postgres 0.4, load generator 0.4"
+fn cpu(p: &PhaseResult) -> String {
+    p.stats
+        .as_ref()
+        .map(|s| {
+            s.cpu_cores
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
 }
 
 fn ratio(p: &PointResult, a: &str, b: &str) -> Option<f64> {
@@ -120,6 +149,13 @@ pub fn print_point(p: &PointResult) {
                 ph.errors(),
                 note(ph)
             ),
+        }
+    }
+    println!("  CPU cores used per phase (2 = the whole machine if it has 2 cores):");
+    for ph in &p.phases {
+        let c = cpu(ph);
+        if !c.is_empty() {
+            println!("    {:<14} {c}", ph.name);
         }
     }
     if let Some(r) = ratio(p, "hot", "http-ceiling") {
@@ -168,7 +204,8 @@ impl Report<'_> {
     fn targets(&self) -> Vec<Target> {
         let mut out = Vec::new();
         let main = self.main_point();
-        let pct = |v: Option<f64>| v.map_or("not measured".into(), |r| format!("{:.0}%", r * 100.0));
+        let pct =
+            |v: Option<f64>| v.map_or("not measured".into(), |r| format!("{:.0}%", r * 100.0));
         let hot_ratio = main.and_then(|p| ratio(p, "hot", "http-ceiling"));
         out.push(Target {
             name: "hot / http-ceiling",
@@ -268,6 +305,7 @@ impl Report<'_> {
             "ratios": ratios,
             "targets": targets,
             "total_s": self.total_s,
+            "loadavg_at_end": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
             "failure": self.failure,
         })
     }
@@ -296,7 +334,7 @@ impl Report<'_> {
         let _ = writeln!(s, "Command: `{}`  ", self.args.command_line);
         let _ = writeln!(
             s,
-            "Machine: {} cores, {}, {} GiB memory, {} (kernel {}); PostgreSQL {}; commit {}  ",
+            "Machine: {} cores, {}, {} GiB memory, {} (kernel {}); PostgreSQL {}; commit {}; load average at start {}  ",
             m["cores"],
             m["cpu_model"].as_str().unwrap_or("?"),
             m["memory_gib"],
@@ -304,6 +342,7 @@ impl Report<'_> {
             m["kernel"].as_str().unwrap_or("?"),
             self.pg_version.as_deref().unwrap_or("?"),
             m["git_commit"].as_str().unwrap_or("?"),
+            m["loadavg_at_start"].as_str().unwrap_or("?"),
         );
         let _ = writeln!(
             s,
@@ -316,14 +355,21 @@ impl Report<'_> {
             let _ = writeln!(s, "**The run failed:** {f}\n");
         }
         let _ = writeln!(s, "![p50 and p99 per phase across the sweep](load.svg)\n");
-        let _ = writeln!(s, "## Targets\n\n| target | goal | measured | |\n|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "## Targets\n\n| target | goal | measured | |\n|---|---|---|---|"
+        );
         for t in self.targets() {
             let verdict = match t.met {
                 Some(true) => "met",
                 Some(false) => "**missed**",
                 None => "not measured",
             };
-            let _ = writeln!(s, "| {} | {} | {} | {verdict} |", t.name, t.goal, t.measured);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {verdict} |",
+                t.name, t.goal, t.measured
+            );
         }
         for p in self.points {
             let _ = writeln!(
@@ -344,14 +390,14 @@ impl Report<'_> {
             );
             let _ = writeln!(
                 s,
-                "| phase | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | note |\n|---|---:|---:|---:|---:|---:|---:|---:|---|"
+                "| phase | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | CPU cores used | note |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
             );
             for ph in &p.phases {
                 match &ph.stats {
                     Some(st) => {
                         let _ = writeln!(
                             s,
-                            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                            "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
                             ph.name,
                             st.rps,
                             ms(st.p50_ms),
@@ -360,13 +406,14 @@ impl Report<'_> {
                             ms(st.p999_ms),
                             ms(st.max_ms),
                             st.errors,
+                            cpu(ph),
                             note(ph)
                         );
                     }
                     None => {
                         let _ = writeln!(
                             s,
-                            "| {} | - | - | - | - | - | - | {} | {} |",
+                            "| {} | - | - | - | - | - | - | {} | | {} |",
                             ph.name,
                             ph.errors(),
                             note(ph)
@@ -451,16 +498,17 @@ fn log_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo / 1.8, hi * 1.8)
 }
 
+type Points = Vec<(f64, f64)>;
 type PlotResult = Result<(), Box<dyn std::error::Error>>;
 
 fn plot(report: &Report<'_>, path: &Path) -> PlotResult {
-    let root = SVGBackend::new(path, (1500, 520)).into_drawing_area();
+    let root = SVGBackend::new(path, (1400, 860)).into_drawing_area();
     root.fill(&WHITE)?;
     let (title, body) = root.split_vertically(36);
     let m = &report.machine;
     title.titled(
         &format!(
-            "tenant-vault load bench: concurrency {}, {:.0} s phases; {} cores, {}",
+            "tenant-vault load bench: concurrency {}, {:.1} s phases; {} cores, {}",
             report.args.concurrency,
             report.args.duration.as_secs_f64(),
             m["cores"],
@@ -468,16 +516,20 @@ fn plot(report: &Report<'_>, path: &Path) -> PlotResult {
         ),
         ("sans-serif", 18),
     )?;
-    let panels = body.split_evenly((1, 3));
-    plot_phases(report, &panels[0])?;
-    plot_sweep(report, &panels[1])?;
-    plot_rotation(report, &panels[2])?;
+    let (top, bottom) = body.split_vertically(400);
+    plot_phases(report, &top)?;
+    let panels = bottom.split_evenly((1, 2));
+    plot_sweep(report, &panels[0])?;
+    plot_rotation(report, &panels[1])?;
     root.present()?;
     Ok(())
 }
 
 /// Panel 1: p50 and p99 of every phase at --tenants.
-fn plot_phases<DB: DrawingBackend>(report: &Report<'_>, area: &DrawingArea<DB, plotters::coord::Shift>) -> PlotResult
+fn plot_phases<DB: DrawingBackend>(
+    report: &Report<'_>,
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+) -> PlotResult
 where
     DB::ErrorType: 'static,
 {
@@ -487,7 +539,11 @@ where
     let phases: Vec<(&str, f64, f64)> = p
         .phases
         .iter()
-        .filter_map(|ph| ph.stats.as_ref().map(|s| (ph.name.as_str(), s.p50_ms, s.p99_ms)))
+        .filter_map(|ph| {
+            ph.stats
+                .as_ref()
+                .map(|s| (ph.name.as_str(), s.p50_ms, s.p99_ms))
+        })
         .collect();
     let (lo, hi) = log_bounds(phases.iter().flat_map(|(_, a, b)| [*a, *b]));
     let names: Vec<String> = phases.iter().map(|(n, _, _)| n.to_string()).collect();
@@ -497,7 +553,7 @@ where
             ("sans-serif", 15),
         )
         .margin(12)
-        .x_label_area_size(60)
+        .x_label_area_size(30)
         .y_label_area_size(55)
         .build_cartesian_2d(-1i32..names.len() as i32, (lo..hi).log_scale())?;
     chart
@@ -509,11 +565,7 @@ where
                 .and_then(|i| names.get(i).cloned())
                 .unwrap_or_default()
         })
-        .x_label_style(
-            ("sans-serif", 11)
-                .into_font()
-                .transform(FontTransform::Rotate90),
-        )
+        .x_label_style(("sans-serif", 13))
         .y_desc("ms (log)")
         .disable_x_mesh()
         .draw()?;
@@ -534,10 +586,9 @@ where
         .legend(|(x, y)| Circle::new((x, y), 5, PALETTE[0].filled()));
     chart
         .draw_series(
-            phases
-                .iter()
-                .enumerate()
-                .map(|(i, (_, _, p99))| TriangleMarker::new((i as i32, *p99), 6, PALETTE[1].filled())),
+            phases.iter().enumerate().map(|(i, (_, _, p99))| {
+                TriangleMarker::new((i as i32, *p99), 6, PALETTE[1].filled())
+            }),
         )?
         .label("p99")
         .legend(|(x, y)| TriangleMarker::new((x, y), 6, PALETTE[1].filled()));
@@ -551,7 +602,10 @@ where
 }
 
 /// Panel 2: p50 and p99 of hot, database and the ceilings against the tenant count.
-fn plot_sweep<DB: DrawingBackend>(report: &Report<'_>, area: &DrawingArea<DB, plotters::coord::Shift>) -> PlotResult
+fn plot_sweep<DB: DrawingBackend>(
+    report: &Report<'_>,
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+) -> PlotResult
 where
     DB::ErrorType: 'static,
 {
@@ -561,7 +615,7 @@ where
         .filter(|p| p.kind != "rotate-only")
         .collect();
     let series_names = ["hot", "database", "http-ceiling", "db-ceiling"];
-    let mut series: Vec<(&str, Vec<(f64, f64)>, Vec<(f64, f64)>)> = Vec::new();
+    let mut series: Vec<(&str, Points, Points)> = Vec::new();
     for name in series_names {
         let mut p50 = Vec::new();
         let mut p99 = Vec::new();
@@ -582,7 +636,10 @@ where
     );
     let (xlo, xhi) = log_bounds(points.iter().map(|p| p.tenants as f64));
     let mut chart = ChartBuilder::on(area)
-        .caption("p50 (thin, o) and p99 (thick, ^) vs tenants", ("sans-serif", 15))
+        .caption(
+            "p50 (thin, o) and p99 (thick, ^) vs tenants",
+            ("sans-serif", 15),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(55)
@@ -596,11 +653,16 @@ where
     for (i, (name, p50, p99)) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         chart.draw_series(LineSeries::new(p50.clone(), color.stroke_width(1)))?;
-        chart.draw_series(p50.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))?;
+        chart.draw_series(
+            p50.iter()
+                .map(|&(x, y)| Circle::new((x, y), 3, color.filled())),
+        )?;
         chart
             .draw_series(LineSeries::new(p99.clone(), color.stroke_width(3)))?
             .label(*name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+            });
         chart.draw_series(
             p99.iter()
                 .map(|&(x, y)| TriangleMarker::new((x, y), 5, color.filled())),
@@ -617,7 +679,10 @@ where
 
 /// Panel 3: master key rotation time against data keys (one per tenant), with the
 /// 10x-secrets point marked apart.
-fn plot_rotation<DB: DrawingBackend>(report: &Report<'_>, area: &DrawingArea<DB, plotters::coord::Shift>) -> PlotResult
+fn plot_rotation<DB: DrawingBackend>(
+    report: &Report<'_>,
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+) -> PlotResult
 where
     DB::ErrorType: 'static,
 {
@@ -636,7 +701,10 @@ where
         }
     }
     if normal.is_empty() && dense.is_empty() {
-        area.titled("master key rotation: not measured (route not available)", ("sans-serif", 15))?;
+        area.titled(
+            "master key rotation: not measured (route not available)",
+            ("sans-serif", 15),
+        )?;
         return Ok(());
     }
     let (xlo, xhi) = log_bounds(normal.iter().chain(dense.iter()).map(|p| p.0));
@@ -658,7 +726,10 @@ where
         let line: Vec<(f64, f64)> = normal.iter().map(|p| (p.0, p.1)).collect();
         chart.draw_series(LineSeries::new(line.clone(), PALETTE[0].stroke_width(2)))?;
         chart
-            .draw_series(line.iter().map(|&(x, y)| Circle::new((x, y), 5, PALETTE[0].filled())))?
+            .draw_series(
+                line.iter()
+                    .map(|&(x, y)| Circle::new((x, y), 5, PALETTE[0].filled())),
+            )?
             .label(format!("{spt} secrets per tenant"))
             .legend(|(x, y)| Circle::new((x, y), 5, PALETTE[0].filled()));
     }

@@ -262,7 +262,8 @@ impl Database {
         let bins = PgBinaries::locate().map_err(|e| e.to_string())?;
         let mut dir = work.join("pg");
         if !tenant_vault::pg::postgres_can_reach(&dir) {
-            dir = std::env::temp_dir().join(format!("tenant-vault-bench-pg-{}", std::process::id()));
+            dir =
+                std::env::temp_dir().join(format!("tenant-vault-bench-pg-{}", std::process::id()));
         }
         let cluster = PostgresCluster::start(
             &bins,
@@ -289,7 +290,10 @@ impl Database {
             Some((b, q)) => (b.to_string(), Some(q.to_string())),
             None => (u.clone(), None),
         };
-        let cut = base.rfind('/').filter(|&i| i > "postgres://".len()).unwrap_or(base.len());
+        let cut = base
+            .rfind('/')
+            .filter(|&i| i > "postgres://".len())
+            .unwrap_or(base.len());
         u = format!("{}/{db}", &base[..cut]);
         if let Some(q) = query {
             u = format!("{u}?{q}");
@@ -383,7 +387,9 @@ fn service_binary() -> Result<PathBuf, String> {
         .to_path_buf();
     let candidate = release.join("tenant-vault");
     if !candidate.is_file() {
-        println!("building the release tenant-vault binary (cargo build --release --bin tenant-vault)");
+        println!(
+            "building the release tenant-vault binary (cargo build --release --bin tenant-vault)"
+        );
         let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
             .args(["build", "--release", "--bin", "tenant-vault"])
             .env("CARGO_TARGET_DIR", target_dir())
@@ -438,11 +444,18 @@ pub async fn run(args: Args) -> Result<bool, String> {
     counts.dedup();
     let mut plan: Vec<(usize, usize, &str)> = Vec::new();
     for &n in &counts {
-        let kind = if n == ctx.args.tenants { "all" } else { "sweep" };
+        let kind = if n == ctx.args.tenants {
+            "all"
+        } else {
+            "sweep"
+        };
         plan.push((n, ctx.args.secrets_per_tenant, kind));
     }
     if ctx.args.sweep.len() > 1 && ctx.args.phases.contains("rotate") {
-        plan.insert(1, (counts[0], ctx.args.secrets_per_tenant * 10, "rotate-only"));
+        plan.insert(
+            1,
+            (counts[0], ctx.args.secrets_per_tenant * 10, "rotate-only"),
+        );
     }
 
     let mut points = Vec::new();
@@ -640,10 +653,7 @@ async fn seed(
         let base = base.clone();
         async move {
             let tenant = &tenants_ref[t];
-            let url = format!(
-                "{base}/v1/tenants/{}/secrets/{}",
-                tenant.slug, keys_ref[k]
-            );
+            let url = format!("{base}/v1/tenants/{}/secrets/{}", tenant.slug, keys_ref[k]);
             let r = http
                 .put(&url)
                 .bearer_auth(&tenant.token)
@@ -746,7 +756,8 @@ fn done(r: &PhaseResult) {
             rot.client_ms,
             rot.server_elapsed_ms
                 .map_or("-".into(), |v| format!("{v:.0} ms")),
-            rot.rewrapped_data_keys.map_or("-".into(), |v| v.to_string())
+            rot.rewrapped_data_keys
+                .map_or("-".into(), |v| v.to_string())
         ),
         (Some(s), _) => println!(
             "{:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  errors {}",
@@ -761,20 +772,18 @@ fn done(r: &PhaseResult) {
     }
 }
 
-async fn load(
-    ctx: &Ctx,
-    addr: SocketAddr,
-    duration: Duration,
-    workload: Workload,
-) -> PhaseStats {
-    client::run(
+async fn load(ctx: &Ctx, addr: SocketAddr, duration: Duration, workload: Workload) -> PhaseStats {
+    let before = procs::CpuSnapshot::take();
+    let mut stats = client::run(
         addr,
         ctx.args.concurrency,
         duration,
         workload,
         Arc::new(AtomicBool::new(false)),
     )
-    .await
+    .await;
+    stats.cpu_cores = procs::CpuSnapshot::take().cores_since(&before);
+    stats
 }
 
 async fn run_point(
@@ -808,7 +817,8 @@ async fn run_point(
     let peak = service.guard.memory_kib().map(|(hwm, _)| hwm);
     let log = dir.join("tenant-vault.log");
     service.guard.stop().await;
-    let mut result = result.map_err(|e| format!("{e}\nservice log tail:\n{}", procs::tail(&log, 15)))?;
+    let mut result =
+        result.map_err(|e| format!("{e}\nservice log tail:\n{}", procs::tail(&log, 15)))?;
     result.service_rss_peak_kib = peak;
     Ok(result)
 }
@@ -852,7 +862,13 @@ async fn point_phases(
         // Warm every key (and every token and data key) into the caching service, and check
         // a sample of values byte for byte.
         let t0 = Instant::now();
-        let warm = load(ctx, service.addr, Duration::from_secs(600), each_key_once(&data, spt)).await;
+        let warm = load(
+            ctx,
+            service.addr,
+            Duration::from_secs(600),
+            each_key_once(&data, spt),
+        )
+        .await;
         point.warm_s = t0.elapsed().as_secs_f64();
         if warm.errors > 0 {
             return Err(format!("warming failed: {:?}", warm.error_samples));
@@ -877,7 +893,13 @@ async fn point_phases(
     }
     if wants("hot") {
         announce("hot");
-        let s = load(ctx, service.addr, duration, random_gets(&data, Some("cache"))).await;
+        let s = load(
+            ctx,
+            service.addr,
+            duration,
+            random_gets(&data, Some("cache")),
+        )
+        .await;
         let r = PhaseResult::ok("hot", s);
         done(&r);
         point.phases.push(r);
@@ -952,7 +974,10 @@ async fn verify_sample(ctx: &Ctx, addr: SocketAddr, data: &Dataset) -> Result<()
     let step = (data.tenants.len() / 200).max(1);
     for (i, t) in data.tenants.iter().enumerate().step_by(step) {
         let k = i % data.keys.len();
-        let url = format!("http://{addr}/v1/tenants/{}/secrets/{}", t.slug, data.keys[k]);
+        let url = format!(
+            "http://{addr}/v1/tenants/{}/secrets/{}",
+            t.slug, data.keys[k]
+        );
         let r = ctx
             .http
             .get(&url)
@@ -974,7 +999,11 @@ async fn http_ceiling(ctx: &Ctx, dir: &Path, data: &Arc<Dataset>) -> PhaseResult
         map.tokens.insert(t.token.clone(), t.slug.clone());
         map.secrets.insert(
             t.slug.clone(),
-            data.keys.iter().cloned().zip(t.values.iter().cloned()).collect(),
+            data.keys
+                .iter()
+                .cloned()
+                .zip(t.values.iter().cloned())
+                .collect(),
         );
     }
     let file = dir.join("ceiling.json");
@@ -990,7 +1019,13 @@ async fn http_ceiling(ctx: &Ctx, dir: &Path, data: &Arc<Dataset>) -> PhaseResult
     };
     // Same warm-up as the service got: one pass over every tenant.
     let _ = load(ctx, addr, Duration::from_secs(60), each_key_once(data, 1)).await;
-    let s = load(ctx, addr, ctx.args.duration, random_gets(data, Some("cache"))).await;
+    let s = load(
+        ctx,
+        addr,
+        ctx.args.duration,
+        random_gets(data, Some("cache")),
+    )
+    .await;
     let _ = std::fs::remove_file(&file);
     guard.stop().await;
     PhaseResult::ok("http-ceiling", s)
@@ -1027,10 +1062,21 @@ async fn db_ceiling(ctx: &Ctx, database_url: &str, data: &Arc<Dataset>) -> Phase
     }
     // Warm every connection (and its prepared statement).
     let _ = db_load(&pool, &ids, &data.keys, conc, Duration::from_millis(300)).await;
-    let s = db_load(&pool, &ids, &data.keys, conc, ctx.args.duration).await;
+    let before = procs::CpuSnapshot::take();
+    let mut s = db_load(&pool, &ids, &data.keys, conc, ctx.args.duration).await;
+    s.cpu_cores = procs::CpuSnapshot::take().cores_since(&before);
     pool.close().await;
     PhaseResult::ok("db-ceiling", s)
 }
+
+/// The columns tenant-vault reads for one secret.
+type SecretRow = (
+    uuid::Uuid,
+    Vec<u8>,
+    uuid::Uuid,
+    i32,
+    chrono::DateTime<chrono::Utc>,
+);
 
 async fn db_load(
     pool: &PgPool,
@@ -1057,15 +1103,14 @@ async fn db_load(
                     let id = ids[rng.gen_range(0..ids.len())];
                     let key = &keys[rng.gen_range(0..keys.len())];
                     let t0 = Instant::now();
-                    let row: Result<Option<(uuid::Uuid, Vec<u8>, uuid::Uuid, i32, chrono::DateTime<chrono::Utc>)>, _> =
-                        sqlx::query_as(
-                            "select id, secret_value_encrypted, data_key_id, version, updated_at
+                    let row: Result<Option<SecretRow>, sqlx::Error> = sqlx::query_as(
+                        "select id, secret_value_encrypted, data_key_id, version, updated_at
                              from company_secrets where company_id = $1 and secret_key = $2",
-                        )
-                        .bind(id)
-                        .bind(key)
-                        .fetch_optional(&pool)
-                        .await;
+                    )
+                    .bind(id)
+                    .bind(key)
+                    .fetch_optional(&pool)
+                    .await;
                     let _ = hist.record((t0.elapsed().as_nanos() as u64).max(1));
                     requests += 1;
                     match row {
@@ -1137,14 +1182,29 @@ async fn database_phase(
         Ok(s) => s,
         Err(e) => return PhaseResult::failed("database", e),
     };
-    let warm = load(ctx, svc.addr, Duration::from_secs(120), each_key_once(data, 1)).await;
+    let warm = load(
+        ctx,
+        svc.addr,
+        Duration::from_secs(120),
+        each_key_once(data, 1),
+    )
+    .await;
     let r = if warm.errors > 0 {
         PhaseResult::failed(
             "database",
-            format!("warming the cache-off service failed: {:?}", warm.error_samples),
+            format!(
+                "warming the cache-off service failed: {:?}",
+                warm.error_samples
+            ),
         )
     } else {
-        let s = load(ctx, svc.addr, ctx.args.duration, random_gets(data, Some("database"))).await;
+        let s = load(
+            ctx,
+            svc.addr,
+            ctx.args.duration,
+            random_gets(data, Some("database")),
+        )
+        .await;
         PhaseResult::ok("database", s)
     };
     svc.guard.stop().await;
@@ -1156,8 +1216,11 @@ async fn database_phase(
 async fn infisical_phase(ctx: &Ctx, addr: SocketAddr, data: &Arc<Dataset>) -> PhaseResult {
     let args = &ctx.args;
     // Enough keys to keep every connection busy for the whole phase at the emulator's latency.
-    let per_conn = (args.duration.as_secs_f64() * 1000.0 / INFISICAL_LATENCY_MS as f64 * 1.2).ceil() as usize;
-    let count = (args.concurrency * per_conn).min(data.tenants.len() * 20).max(2);
+    let per_conn =
+        (args.duration.as_secs_f64() * 1000.0 / INFISICAL_LATENCY_MS as f64 * 1.2).ceil() as usize;
+    let count = (args.concurrency * per_conn)
+        .min(data.tenants.len() * 20)
+        .max(2);
     let mut seed = Seed::single(PROJECT_ID, CLIENT_ID, CLIENT_SECRET);
     let mut items = Vec::with_capacity(count);
     let mut rng = StdRng::seed_from_u64(7);
@@ -1165,7 +1228,13 @@ async fn infisical_phase(ctx: &Ctx, addr: SocketAddr, data: &Arc<Dataset>) -> Ph
         let t = i % data.tenants.len();
         let key = format!("LEGACY_{:05}_TOKEN", i / data.tenants.len());
         let folder = format!("/tenants/{}", data.tenants[t].slug);
-        seed = seed.with_secret(PROJECT_ID, INFISICAL_ENV, &folder, &key, &random_value(&mut rng));
+        seed = seed.with_secret(
+            PROJECT_ID,
+            INFISICAL_ENV,
+            &folder,
+            &key,
+            &random_value(&mut rng),
+        );
         items.push((t, key));
     }
     if let Err(e) = ctx.emulator.emulator.seed(&seed) {
@@ -1272,6 +1341,7 @@ async fn rotate_under_load(
     data: &Arc<Dataset>,
 ) -> PhaseResult {
     let stop = Arc::new(AtomicBool::new(false));
+    let before = procs::CpuSnapshot::take();
     let load = tokio::spawn(client::run(
         addr,
         ctx.args.concurrency,
@@ -1284,7 +1354,10 @@ async fn rotate_under_load(
     if !matches!(rot, Ok(Some(_))) {
         stop.store(true, Ordering::Relaxed);
     }
-    let stats = load.await;
+    let stats = load.await.map(|mut s| {
+        s.cpu_cores = procs::CpuSnapshot::take().cores_since(&before);
+        s
+    });
     match (rot, stats) {
         (Ok(Some(rot)), Ok(s)) => PhaseResult {
             rotation: Some(rot),
