@@ -259,15 +259,82 @@ async fn worker(
     out
 }
 
+/// Unfinished figures of one or more runs, to merge before turning into [`PhaseStats`].
+pub struct Raw {
+    pub hist: Histogram<u64>,
+    pub requests: u64,
+    pub errors: u64,
+    pub sources: BTreeMap<String, u64>,
+    pub unexpected_source: u64,
+    pub error_samples: Vec<String>,
+    pub elapsed: Duration,
+    /// CPU seconds used by each part of the bench's process tree.
+    pub cpu_secs: BTreeMap<String, f64>,
+}
+
+impl Raw {
+    pub fn new() -> Self {
+        Self {
+            hist: new_histogram(),
+            requests: 0,
+            errors: 0,
+            sources: BTreeMap::new(),
+            unexpected_source: 0,
+            error_samples: Vec::new(),
+            elapsed: Duration::ZERO,
+            cpu_secs: BTreeMap::new(),
+        }
+    }
+
+    pub fn merge(&mut self, other: Raw) {
+        self.hist.add(&other.hist).expect("same histogram bounds");
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.unexpected_source += other.unexpected_source;
+        for (k, v) in other.sources {
+            *self.sources.entry(k).or_default() += v;
+        }
+        for s in other.error_samples {
+            if self.error_samples.len() < 5 {
+                self.error_samples.push(s);
+            }
+        }
+        self.elapsed += other.elapsed;
+        for (k, v) in other.cpu_secs {
+            *self.cpu_secs.entry(k).or_default() += v;
+        }
+    }
+
+    pub fn finish(self) -> PhaseStats {
+        let mut stats = PhaseStats::from_parts(
+            &self.hist,
+            self.requests,
+            self.errors,
+            self.elapsed,
+            self.sources,
+            self.unexpected_source,
+            self.error_samples,
+        );
+        let secs = self.elapsed.as_secs_f64().max(1e-3);
+        stats.cpu_cores = self
+            .cpu_secs
+            .into_iter()
+            .map(|(k, v)| (k, (v / secs * 100.0).round() / 100.0))
+            .filter(|(_, v)| *v >= 0.01)
+            .collect();
+        stats
+    }
+}
+
 /// Drives `workload` against `addr` with `concurrency` connections for `duration`.
 /// `stop` ends it early when set.
-pub async fn run(
+pub async fn run_raw(
     addr: SocketAddr,
     concurrency: usize,
     duration: Duration,
     workload: Workload,
     stop: Arc<AtomicBool>,
-) -> PhaseStats {
+) -> Raw {
     let started = Instant::now();
     let deadline = started + duration;
     let tasks: Vec<_> = (0..concurrency)
@@ -281,36 +348,27 @@ pub async fn run(
             ))
         })
         .collect();
-    let mut hist = new_histogram();
-    let (mut requests, mut errors, mut unexpected) = (0, 0, 0);
-    let mut sources = BTreeMap::new();
-    let mut samples = Vec::new();
+    let mut raw = Raw::new();
     for t in tasks {
         match t.await {
-            Ok(r) => {
-                hist.add(&r.hist).expect("same histogram bounds");
-                requests += r.requests;
-                errors += r.errors;
-                unexpected += r.unexpected_source;
-                for (k, v) in r.sources {
-                    *sources.entry(k).or_default() += v;
-                }
-                for s in r.error_samples {
-                    if samples.len() < 5 {
-                        samples.push(s);
-                    }
-                }
-            }
+            Ok(r) => raw.merge(Raw {
+                hist: r.hist,
+                requests: r.requests,
+                errors: r.errors,
+                sources: r.sources,
+                unexpected_source: r.unexpected_source,
+                error_samples: r.error_samples,
+                elapsed: Duration::ZERO,
+                cpu_secs: BTreeMap::new(),
+            }),
             Err(e) => {
-                errors += 1;
-                samples.push(format!("worker failed: {e}"));
+                raw.errors += 1;
+                raw.error_samples.push(format!("worker failed: {e}"));
             }
         }
     }
-    let elapsed = started.elapsed();
-    PhaseStats::from_parts(
-        &hist, requests, errors, elapsed, sources, unexpected, samples,
-    )
+    raw.elapsed = started.elapsed();
+    raw
 }
 
 pub fn bearer(token: &str) -> HeaderValue {

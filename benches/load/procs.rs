@@ -241,7 +241,6 @@ pub async fn start_ceiling(
 /// the load generator itself), to show where a phase's CPU went on a machine whose cores
 /// everything shares.
 pub struct CpuSnapshot {
-    at: Instant,
     ticks: std::collections::HashMap<u32, (String, u64)>,
 }
 
@@ -305,24 +304,16 @@ impl CpuSnapshot {
             };
             ticks.insert(pid, (label, t));
         }
-        Self {
-            at: Instant::now(),
-            ticks,
-        }
+        Self { ticks }
     }
 
-    /// Average cores used by each part since `earlier`.
-    pub fn cores_since(&self, earlier: &CpuSnapshot) -> std::collections::BTreeMap<String, f64> {
+    /// CPU seconds used by each part since `earlier`.
+    pub fn cpu_secs_since(&self, earlier: &CpuSnapshot) -> std::collections::BTreeMap<String, f64> {
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let secs = self.at.duration_since(earlier.at).as_secs_f64().max(1e-3);
         let mut out = std::collections::BTreeMap::new();
         for (pid, (label, t)) in &self.ticks {
             let before = earlier.ticks.get(pid).map_or(0, |(_, b)| *b);
-            *out.entry(label.clone()).or_insert(0.0) += t.saturating_sub(before) as f64 / hz / secs;
-        }
-        out.retain(|_, v: &mut f64| *v >= 0.005);
-        for v in out.values_mut() {
-            *v = (*v * 100.0).round() / 100.0;
+            *out.entry(label.clone()).or_insert(0.0) += t.saturating_sub(before) as f64 / hz;
         }
         out
     }

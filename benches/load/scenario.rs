@@ -772,18 +772,57 @@ fn done(r: &PhaseResult) {
     }
 }
 
+/// What one side of a measurement drives: an HTTP server, or PostgreSQL through sqlx.
+enum Driver {
+    Http(SocketAddr, Workload),
+    Db {
+        pool: PgPool,
+        ids: Arc<Vec<uuid::Uuid>>,
+        keys: Arc<Vec<String>>,
+    },
+}
+
+impl Driver {
+    async fn drive(&self, concurrency: usize, duration: Duration) -> client::Raw {
+        let before = procs::CpuSnapshot::take();
+        let mut raw = match self {
+            Driver::Http(addr, workload) => {
+                client::run_raw(
+                    *addr,
+                    concurrency,
+                    duration,
+                    workload.clone(),
+                    Arc::new(AtomicBool::new(false)),
+                )
+                .await
+            }
+            Driver::Db { pool, ids, keys } => db_load(pool, ids, keys, concurrency, duration).await,
+        };
+        raw.cpu_secs = procs::CpuSnapshot::take().cpu_secs_since(&before);
+        raw
+    }
+}
+
+/// Slices per side when a phase and its ceiling are measured in turns.
+const SLICES: u32 = 5;
+
+/// Measures two sides in alternating slices (a, b, a, b, ...), each side `duration` in all,
+/// so a burst of other work on the machine lands on both and their ratio holds.
+async fn paired(ctx: &Ctx, a: &Driver, b: &Driver) -> (PhaseStats, PhaseStats) {
+    let slice = ctx.args.duration / SLICES;
+    let (mut ra, mut rb) = (client::Raw::new(), client::Raw::new());
+    for _ in 0..SLICES {
+        ra.merge(a.drive(ctx.args.concurrency, slice).await);
+        rb.merge(b.drive(ctx.args.concurrency, slice).await);
+    }
+    (ra.finish(), rb.finish())
+}
+
 async fn load(ctx: &Ctx, addr: SocketAddr, duration: Duration, workload: Workload) -> PhaseStats {
-    let before = procs::CpuSnapshot::take();
-    let mut stats = client::run(
-        addr,
-        ctx.args.concurrency,
-        duration,
-        workload,
-        Arc::new(AtomicBool::new(false)),
-    )
-    .await;
-    stats.cpu_cores = procs::CpuSnapshot::take().cores_since(&before);
-    stats
+    Driver::Http(addr, workload)
+        .drive(ctx.args.concurrency, duration)
+        .await
+        .finish()
 }
 
 async fn run_point(
@@ -885,36 +924,104 @@ async fn point_phases(
         );
     }
 
-    if wants("http-ceiling") {
-        announce("http-ceiling");
-        let r = http_ceiling(ctx, dir, &data).await;
-        done(&r);
-        point.phases.push(r);
+    // Each phase runs in turns with its ceiling (see `paired`).
+    let hot_driver = Driver::Http(service.addr, random_gets(&data, Some("cache")));
+    match (wants("http-ceiling"), wants("hot")) {
+        (true, hot) => {
+            if hot {
+                println!("  http-ceiling and hot, in turns ({SLICES} slices each):");
+            }
+            announce("http-ceiling");
+            match start_http_ceiling(ctx, dir, &data).await {
+                Ok((guard, ceiling)) => {
+                    let (c, h) = if hot {
+                        let (c, h) = paired(ctx, &ceiling, &hot_driver).await;
+                        (c, Some(h))
+                    } else {
+                        (
+                            ceiling.drive(args.concurrency, duration).await.finish(),
+                            None,
+                        )
+                    };
+                    guard.stop().await;
+                    let c = PhaseResult::ok("http-ceiling", c);
+                    done(&c);
+                    point.phases.push(c);
+                    if let Some(h) = h {
+                        let h = PhaseResult::ok("hot", h);
+                        announce("hot");
+                        done(&h);
+                        point.phases.push(h);
+                    }
+                }
+                Err(e) => {
+                    let r = PhaseResult::failed("http-ceiling", e);
+                    done(&r);
+                    point.phases.push(r);
+                }
+            }
+        }
+        (false, true) => {
+            announce("hot");
+            let r = PhaseResult::ok(
+                "hot",
+                hot_driver.drive(args.concurrency, duration).await.finish(),
+            );
+            done(&r);
+            point.phases.push(r);
+        }
+        (false, false) => {}
     }
-    if wants("hot") {
-        announce("hot");
-        let s = load(
-            ctx,
-            service.addr,
-            duration,
-            random_gets(&data, Some("cache")),
-        )
-        .await;
-        let r = PhaseResult::ok("hot", s);
-        done(&r);
-        point.phases.push(r);
-    }
-    if wants("db-ceiling") {
-        announce("db-ceiling");
-        let r = db_ceiling(ctx, database_url, &data).await;
-        done(&r);
-        point.phases.push(r);
-    }
-    if wants("database") {
-        announce("database");
-        let r = database_phase(ctx, database_url, dir, &data).await;
-        done(&r);
-        point.phases.push(r);
+    if wants("db-ceiling") || wants("database") {
+        let (want_ceiling, want_db) = (wants("db-ceiling"), wants("database"));
+        if want_ceiling && want_db {
+            println!("  db-ceiling and database, in turns ({SLICES} slices each):");
+        }
+        let ceiling = if want_ceiling {
+            Some(start_db_ceiling(ctx, database_url, &data).await)
+        } else {
+            None
+        };
+        let nocache = if want_db {
+            Some(start_nocache_service(ctx, database_url, dir, &data).await)
+        } else {
+            None
+        };
+        let mut results = Vec::new();
+        match (ceiling, nocache) {
+            (Some(Ok(c)), Some(Ok((svc, d)))) => {
+                let (cs, ds) = paired(ctx, &c, &d).await;
+                results.push(PhaseResult::ok("db-ceiling", cs));
+                results.push(PhaseResult::ok("database", ds));
+                svc.guard.stop().await;
+            }
+            (c, d) => {
+                match c {
+                    Some(Ok(c)) => results.push(PhaseResult::ok(
+                        "db-ceiling",
+                        c.drive(args.concurrency, duration).await.finish(),
+                    )),
+                    Some(Err(e)) => results.push(PhaseResult::failed("db-ceiling", e)),
+                    None => {}
+                }
+                match d {
+                    Some(Ok((svc, d))) => {
+                        results.push(PhaseResult::ok(
+                            "database",
+                            d.drive(args.concurrency, duration).await.finish(),
+                        ));
+                        svc.guard.stop().await;
+                    }
+                    Some(Err(e)) => results.push(PhaseResult::failed("database", e)),
+                    None => {}
+                }
+            }
+        }
+        for r in results {
+            announce(&r.name);
+            done(&r);
+            point.phases.push(r);
+        }
     }
     if wants("infisical") {
         announce("infisical");
@@ -993,7 +1100,12 @@ async fn verify_sample(ctx: &Ctx, addr: SocketAddr, data: &Dataset) -> Result<()
     Ok(())
 }
 
-async fn http_ceiling(ctx: &Ctx, dir: &Path, data: &Arc<Dataset>) -> PhaseResult {
+/// Starts the http-ceiling process with every tenant's token and values, warmed up.
+async fn start_http_ceiling(
+    ctx: &Ctx,
+    dir: &Path,
+    data: &Arc<Dataset>,
+) -> Result<(procs::ChildGuard, Driver), String> {
     let mut map = CeilingMap::default();
     for t in &data.tenants {
         map.tokens.insert(t.token.clone(), t.slug.clone());
@@ -1007,48 +1119,39 @@ async fn http_ceiling(ctx: &Ctx, dir: &Path, data: &Arc<Dataset>) -> PhaseResult
         );
     }
     let file = dir.join("ceiling.json");
-    if let Err(e) = serde_json::to_vec(&map)
-        .map_err(|e| e.to_string())
-        .and_then(|b| std::fs::write(&file, b).map_err(|e| e.to_string()))
-    {
-        return PhaseResult::failed("http-ceiling", e);
-    }
-    let (guard, addr) = match procs::start_ceiling(&file, &dir.join("http-ceiling.log")).await {
-        Ok(x) => x,
-        Err(e) => return PhaseResult::failed("http-ceiling", e),
-    };
-    // Same warm-up as the service got: one pass over every tenant.
-    let _ = load(ctx, addr, Duration::from_secs(60), each_key_once(data, 1)).await;
-    let s = load(
+    let bytes = serde_json::to_vec(&map).map_err(|e| e.to_string())?;
+    std::fs::write(&file, bytes).map_err(|e| e.to_string())?;
+    let started = procs::start_ceiling(&file, &dir.join("http-ceiling.log")).await;
+    let _ = std::fs::remove_file(&file);
+    let (guard, addr) = started?;
+    // The same warm-up as the service got: one pass over every key.
+    let _ = load(
         ctx,
         addr,
-        ctx.args.duration,
-        random_gets(data, Some("cache")),
+        Duration::from_secs(60),
+        each_key_once(data, data.keys.len()),
     )
     .await;
-    let _ = std::fs::remove_file(&file);
-    guard.stop().await;
-    PhaseResult::ok("http-ceiling", s)
+    Ok((guard, Driver::Http(addr, random_gets(data, Some("cache")))))
 }
 
-async fn db_ceiling(ctx: &Ctx, database_url: &str, data: &Arc<Dataset>) -> PhaseResult {
+/// A sqlx pool of `concurrency` connections to the point's database, every connection warm.
+async fn start_db_ceiling(
+    ctx: &Ctx,
+    database_url: &str,
+    data: &Arc<Dataset>,
+) -> Result<Driver, String> {
     let conc = ctx.args.concurrency;
-    let pool = match PgPoolOptions::new()
+    let pool = PgPoolOptions::new()
         .max_connections(conc as u32)
         .min_connections(conc as u32)
         .connect(database_url)
         .await
-    {
-        Ok(p) => p,
-        Err(e) => return PhaseResult::failed("db-ceiling", e.to_string()),
-    };
-    let rows: Vec<(uuid::Uuid, String)> = match sqlx::query_as("select id, slug from tenants")
+        .map_err(|e| e.to_string())?;
+    let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as("select id, slug from tenants")
         .fetch_all(&pool)
         .await
-    {
-        Ok(r) => r,
-        Err(e) => return PhaseResult::failed("db-ceiling", e.to_string()),
-    };
+        .map_err(|e| e.to_string())?;
     let by_slug: std::collections::HashMap<String, uuid::Uuid> =
         rows.into_iter().map(|(id, s)| (s, id)).collect();
     let ids: Arc<Vec<uuid::Uuid>> = Arc::new(
@@ -1058,15 +1161,12 @@ async fn db_ceiling(ctx: &Ctx, database_url: &str, data: &Arc<Dataset>) -> Phase
             .collect(),
     );
     if ids.len() != data.tenants.len() {
-        return PhaseResult::failed("db-ceiling", "tenant ids missing from the database");
+        return Err("tenant ids missing from the database".into());
     }
+    let keys = Arc::new(data.keys.clone());
     // Warm every connection (and its prepared statement).
-    let _ = db_load(&pool, &ids, &data.keys, conc, Duration::from_millis(300)).await;
-    let before = procs::CpuSnapshot::take();
-    let mut s = db_load(&pool, &ids, &data.keys, conc, ctx.args.duration).await;
-    s.cpu_cores = procs::CpuSnapshot::take().cores_since(&before);
-    pool.close().await;
-    PhaseResult::ok("db-ceiling", s)
+    let _ = db_load(&pool, &ids, &keys, conc, Duration::from_millis(300)).await;
+    Ok(Driver::Db { pool, ids, keys })
 }
 
 /// The columns tenant-vault reads for one secret.
@@ -1081,13 +1181,12 @@ type SecretRow = (
 async fn db_load(
     pool: &PgPool,
     ids: &Arc<Vec<uuid::Uuid>>,
-    keys: &[String],
+    keys: &Arc<Vec<String>>,
     conc: usize,
     duration: Duration,
-) -> PhaseStats {
+) -> client::Raw {
     let started = Instant::now();
     let deadline = started + duration;
-    let keys = Arc::new(keys.to_vec());
     let tasks: Vec<_> = (0..conc)
         .map(|w| {
             let (pool, ids, keys) = (pool.clone(), ids.clone(), keys.clone());
@@ -1133,40 +1232,34 @@ async fn db_load(
             })
         })
         .collect();
-    let mut hist = client::new_histogram();
-    let (mut requests, mut errors) = (0, 0);
-    let mut samples = Vec::new();
+    let mut raw = client::Raw::new();
     for t in tasks {
         if let Ok((h, r, e, s)) = t.await {
-            hist.add(&h).expect("same bounds");
-            requests += r;
-            errors += e;
-            samples.extend(s.into_iter().take(2));
+            raw.merge(client::Raw {
+                hist: h,
+                requests: r,
+                errors: e,
+                error_samples: s,
+                ..client::Raw::new()
+            });
         } else {
-            errors += 1;
+            raw.errors += 1;
         }
     }
-    PhaseStats::from_parts(
-        &hist,
-        requests,
-        errors,
-        started.elapsed(),
-        Default::default(),
-        0,
-        samples,
-    )
+    raw.elapsed = started.elapsed();
+    raw
 }
 
 /// `database`: a second tenant-vault process on the same database with the cache off
 /// (TENANT_VAULT_CACHE_TTL_SECS=0), so every read selects and decrypts. Tokens and
-/// unwrapped data keys stay cached, as in production.
-async fn database_phase(
+/// unwrapped data keys stay cached, as in production; one read per tenant warms them.
+async fn start_nocache_service(
     ctx: &Ctx,
     database_url: &str,
     dir: &Path,
     data: &Arc<Dataset>,
-) -> PhaseResult {
-    let svc = match Service::start(ServiceSpec {
+) -> Result<(Service, Driver), String> {
+    let svc = Service::start(ServiceSpec {
         binary: &ctx.binary,
         name: "tenant-vault (cache off)",
         database_url,
@@ -1177,11 +1270,7 @@ async fn database_phase(
         db_max_connections: ctx.args.concurrency as u32,
         infisical: Vec::new(),
     })
-    .await
-    {
-        Ok(s) => s,
-        Err(e) => return PhaseResult::failed("database", e),
-    };
+    .await?;
     let warm = load(
         ctx,
         svc.addr,
@@ -1189,26 +1278,15 @@ async fn database_phase(
         each_key_once(data, 1),
     )
     .await;
-    let r = if warm.errors > 0 {
-        PhaseResult::failed(
-            "database",
-            format!(
-                "warming the cache-off service failed: {:?}",
-                warm.error_samples
-            ),
-        )
-    } else {
-        let s = load(
-            ctx,
-            svc.addr,
-            ctx.args.duration,
-            random_gets(data, Some("database")),
-        )
-        .await;
-        PhaseResult::ok("database", s)
-    };
-    svc.guard.stop().await;
-    r
+    if warm.errors > 0 {
+        svc.guard.stop().await;
+        return Err(format!(
+            "warming the cache-off service failed: {:?}",
+            warm.error_samples
+        ));
+    }
+    let driver = Driver::Http(svc.addr, random_gets(data, Some("database")));
+    Ok((svc, driver))
 }
 
 /// `infisical`: first-touch reads of keys that exist only in the emulator (20 ms latency),
@@ -1342,7 +1420,7 @@ async fn rotate_under_load(
 ) -> PhaseResult {
     let stop = Arc::new(AtomicBool::new(false));
     let before = procs::CpuSnapshot::take();
-    let load = tokio::spawn(client::run(
+    let load = tokio::spawn(client::run_raw(
         addr,
         ctx.args.concurrency,
         ctx.args.duration,
@@ -1354,9 +1432,9 @@ async fn rotate_under_load(
     if !matches!(rot, Ok(Some(_))) {
         stop.store(true, Ordering::Relaxed);
     }
-    let stats = load.await.map(|mut s| {
-        s.cpu_cores = procs::CpuSnapshot::take().cores_since(&before);
-        s
+    let stats = load.await.map(|mut raw| {
+        raw.cpu_secs = procs::CpuSnapshot::take().cpu_secs_since(&before);
+        raw.finish()
     });
     match (rot, stats) {
         (Ok(Some(rot)), Ok(s)) => PhaseResult {
