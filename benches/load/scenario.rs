@@ -402,13 +402,44 @@ fn service_binary() -> Result<PathBuf, String> {
     Ok(candidate)
 }
 
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `work-<pid>` dirs of earlier runs whose process is gone (killed with SIGKILL).
+fn remove_stale_work_dirs(out_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(out_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("work-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 pub async fn run(args: Args) -> Result<bool, String> {
     let started = Instant::now();
     let target = target_dir();
     let out_dir = args.out_dir.clone().unwrap_or_else(|| target.join("bench"));
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    remove_stale_work_dirs(&out_dir);
     let work = out_dir.join(format!("work-{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    // Removed however the run ends (error, panic, Ctrl-C), after everything else is dropped.
+    let _work_guard = RemoveOnDrop(work.clone());
     let binary = service_binary()?;
     let machine = report::machine_facts();
     println!(
