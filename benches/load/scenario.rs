@@ -1330,7 +1330,8 @@ async fn infisical_phase(ctx: &Ctx, addr: SocketAddr, data: &Arc<Dataset>) -> Ph
     let count = (args.concurrency * per_conn)
         .min(data.tenants.len() * 20)
         .max(2);
-    let mut seed = Seed::single(PROJECT_ID, CLIENT_ID, CLIENT_SECRET);
+    // Secrets only: re-seeding the identity would give it a new id under the service.
+    let mut seed = Seed::default();
     let mut items = Vec::with_capacity(count);
     let mut rng = StdRng::seed_from_u64(7);
     for i in 0..count {
@@ -1351,8 +1352,10 @@ async fn infisical_phase(ctx: &Ctx, addr: SocketAddr, data: &Arc<Dataset>) -> Ph
     }
     ctx.emulator.set_latency(INFISICAL_LATENCY_MS);
     let result = async {
-        // Probe with the first key: is the fallback there at all?
+        // The emulator must serve the first key (else this is the bench's fault)...
         let (t, key) = &items[0];
+        emulator_has(ctx, &data.tenants[*t].slug, key).await?;
+        // ...and the probe says whether tenant-vault's fallback is there at all.
         let tenant = &data.tenants[*t];
         let url = format!("http://{addr}/v1/tenants/{}/secrets/{key}", tenant.slug);
         let r = ctx
@@ -1398,6 +1401,43 @@ async fn infisical_phase(ctx: &Ctx, addr: SocketAddr, data: &Arc<Dataset>) -> Ph
     .await;
     ctx.emulator.set_latency(0);
     result.unwrap_or_else(|e| PhaseResult::failed("infisical", e))
+}
+
+/// Reads one secret from the emulator through Infisical's own API.
+async fn emulator_has(ctx: &Ctx, slug: &str, key: &str) -> Result<(), String> {
+    let base = format!("http://{}", ctx.emulator.addr);
+    let login: Value = ctx
+        .http
+        .post(format!("{base}/api/v1/auth/universal-auth/login"))
+        .json(&json!({"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET}))
+        .send()
+        .await
+        .map_err(|e| format!("emulator login: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("emulator login: {e}"))?;
+    let token = login["accessToken"]
+        .as_str()
+        .ok_or_else(|| format!("emulator login answered {login}"))?;
+    let r = ctx
+        .http
+        .get(format!("{base}/api/v3/secrets/raw/{key}"))
+        .query(&[
+            ("workspaceId", PROJECT_ID),
+            ("environment", INFISICAL_ENV),
+            ("secretPath", &format!("/tenants/{slug}")),
+        ])
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| format!("emulator read: {e}"))?;
+    if !r.status().is_success() {
+        return Err(format!(
+            "the emulator does not serve /tenants/{slug}/{key}: HTTP {}",
+            r.status()
+        ));
+    }
+    Ok(())
 }
 
 /// One master key rotation. Ok(None) when the route does not exist (404).
