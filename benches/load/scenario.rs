@@ -372,8 +372,21 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target"))
 }
 
-/// The release tenant-vault binary: the one cargo built for this bench, or built now.
+/// The release tenant-vault binary: `TENANT_VAULT_BENCH_BINARY`, else the one cargo built
+/// for this bench, else `target/release/tenant-vault`, built now if missing.
 fn service_binary() -> Result<PathBuf, String> {
+    // Another build to measure (e.g. a branch built elsewhere).
+    if let Some(p) = std::env::var_os("TENANT_VAULT_BENCH_BINARY") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!(
+                "TENANT_VAULT_BENCH_BINARY: {} is not a file",
+                p.display()
+            ))
+        };
+    }
     if let Some(p) = option_env!("CARGO_BIN_EXE_tenant-vault") {
         if Path::new(p).is_file() {
             return Ok(PathBuf::from(p));
