@@ -79,6 +79,7 @@ fn cache_hit(c: &mut Criterion) {
                             value: value_of(120),
                             version: 1,
                             updated_at: chrono::Utc::now(),
+                            loaded_from: tenant_vault::domain::SecretSource::Database,
                         }))
                     })
                     .await
