@@ -22,6 +22,16 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+/// The GET answer, serialised straight from borrowed data (the hot path's only allocation
+/// here is the body itself).
+#[derive(serde::Serialize)]
+struct SecretBody<'a> {
+    key: &'a str,
+    value: &'a str,
+    version: i32,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
 static SECRET_SOURCE: HeaderName = HeaderName::from_static("x-secret-source");
 
 async fn get_secret(
@@ -39,12 +49,12 @@ async fn get_secret(
         .vault()?
         .get_secret(&who.context(rid), &tenant, &key)
         .await?;
-    let body = Json(json!({
-        "key": key.as_str(),
-        "value": read.secret.value.expose(),
-        "version": read.secret.version,
-        "updated_at": read.secret.updated_at,
-    }));
+    let body = Json(SecretBody {
+        key: key.as_str(),
+        value: read.secret.value.expose(),
+        version: read.secret.version,
+        updated_at: read.secret.updated_at,
+    });
     let mut response = body.into_response();
     response.headers_mut().insert(
         SECRET_SOURCE.clone(),

@@ -95,21 +95,24 @@ impl Vault {
         key: &SecretKey,
     ) -> Result<SecretRead, ServiceError> {
         self.ensure_auditable()?;
-        let missing_key = (tenant.id, key.clone());
-        if let Some(missing) = &self.not_found {
-            if missing.contains_key(&missing_key) {
-                return self.audited(
-                    ctx,
-                    "secret.read",
-                    tenant,
-                    Some(key),
-                    Err(ServiceError::SecretNotFound),
-                );
+        // Runs only on a cache miss: a key remembered as missing answers 404 at once, and a
+        // key found nowhere is remembered (briefly) so it cannot hammer Infisical.
+        let load = async {
+            let missing_key = (tenant.id, key.clone());
+            if let Some(missing) = &self.not_found {
+                if missing.contains_key(&missing_key) {
+                    return Err(ServiceError::SecretNotFound);
+                }
             }
-        }
+            let loaded = self.load_secret(ctx, tenant, key).await;
+            if let (Err(ServiceError::SecretNotFound), Some(missing)) = (&loaded, &self.not_found) {
+                missing.insert(missing_key, ()).await;
+            }
+            loaded
+        };
         let result = self
             .cache
-            .get_or_load(tenant.id, key, self.load_secret(ctx, tenant, key))
+            .get_or_load(tenant.id, key, load)
             .await
             .map(|(secret, from_cache)| SecretRead {
                 source: if from_cache {
@@ -123,9 +126,6 @@ impl Vault {
         match &result {
             Ok(read) => metrics::counter!("tenant_vault_secret_reads_total", "source" => read.source.as_str()).increment(1),
             Err(e) => metrics::counter!("tenant_vault_secret_read_failures_total", "outcome" => outcome_of(e)).increment(1),
-        }
-        if let (Err(ServiceError::SecretNotFound), Some(missing)) = (&result, &self.not_found) {
-            missing.insert(missing_key, ()).await;
         }
         self.audited(ctx, "secret.read", tenant, Some(key), result)
     }

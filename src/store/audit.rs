@@ -36,25 +36,50 @@ pub async fn lock_chain_head(conn: &mut PgConnection) -> StoreResult<Option<Vec<
     )
 }
 
-/// One multi-row insert for the whole batch.
+/// The whole batch in one statement whose text never changes (arrays unnested server-side),
+/// so PostgreSQL parses and plans it once per connection, not once per batch size.
 pub async fn insert_batch(db: impl PgExecutor<'_>, rows: &[AuditRow]) -> StoreResult<()> {
-    let mut b = sqlx::QueryBuilder::new(
+    let mut at = Vec::with_capacity(rows.len());
+    let mut token = Vec::with_capacity(rows.len());
+    let mut tenant = Vec::with_capacity(rows.len());
+    let mut slug = Vec::with_capacity(rows.len());
+    let mut action = Vec::with_capacity(rows.len());
+    let mut key = Vec::with_capacity(rows.len());
+    let mut outcome = Vec::with_capacity(rows.len());
+    let mut request = Vec::with_capacity(rows.len());
+    let mut prev = Vec::with_capacity(rows.len());
+    let mut hash = Vec::with_capacity(rows.len());
+    for r in rows {
+        at.push(r.occurred_at);
+        token.push(r.token_id);
+        tenant.push(r.tenant_id);
+        slug.push(r.tenant_slug.clone());
+        action.push(r.action.clone());
+        key.push(r.secret_key.clone());
+        outcome.push(r.outcome.clone());
+        request.push(r.request_id.clone());
+        prev.push(r.prev_hash.clone());
+        hash.push(r.hash.clone());
+    }
+    sqlx::query(
         "insert into audit_events (occurred_at, token_id, tenant_id, tenant_slug, action, \
-         secret_key, outcome, request_id, prev_hash, hash) ",
-    );
-    b.push_values(rows, |mut row, r| {
-        row.push_bind(r.occurred_at)
-            .push_bind(r.token_id)
-            .push_bind(r.tenant_id)
-            .push_bind(&r.tenant_slug)
-            .push_bind(&r.action)
-            .push_bind(&r.secret_key)
-            .push_bind(&r.outcome)
-            .push_bind(&r.request_id)
-            .push_bind(&r.prev_hash)
-            .push_bind(&r.hash);
-    });
-    b.build().execute(db).await?;
+         secret_key, outcome, request_id, prev_hash, hash) \
+         select a, b, c, d, e, f, g, h, i, j from unnest($1::timestamptz[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
+                              $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[]) \
+         with ordinality as r(a, b, c, d, e, f, g, h, i, j, n) order by n",
+    )
+    .bind(at)
+    .bind(token)
+    .bind(tenant)
+    .bind(slug)
+    .bind(action)
+    .bind(key)
+    .bind(outcome)
+    .bind(request)
+    .bind(prev)
+    .bind(hash)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
