@@ -55,26 +55,9 @@ impl MasterKeyring {
                     tracing::info!(version = row.version, reason = %e.reason, "skipping retired master key version that no data key needs");
                     continue;
                 }
-                Err(e) => {
-                    return Err(KeyError::Source {
-                        version: row.version,
-                        source_desc: source.describe(),
-                        reason: e.reason,
-                        transient: e.transient,
-                    })
-                }
+                Err(e) => return Err(source_error(row.version, source, e)),
             };
-            let key = MasterKey::from_text(row.version, &text, row.argon2_salt.as_deref())
-                .map_err(|e| KeyError::Material {
-                    version: row.version,
-                    reason: e.to_string(),
-                })?;
-            if !key.matches(&row.check_value) {
-                return Err(KeyError::WrongMasterKey {
-                    version: row.version,
-                    source_desc: source.describe(),
-                });
-            }
+            let key = verified_key(row, &text, source)?;
             if row.state == "active" {
                 active = row.version;
             }
@@ -175,26 +158,9 @@ impl MasterKeyring {
             let text = match fetched {
                 Ok(text) => text,
                 Err(_) if row.state == "retired" => continue,
-                Err(e) => {
-                    return Err(KeyError::Source {
-                        version: row.version,
-                        source_desc: source.describe(),
-                        reason: e.reason,
-                        transient: e.transient,
-                    })
-                }
+                Err(e) => return Err(source_error(row.version, source.as_ref(), e)),
             };
-            let key = MasterKey::from_text(row.version, &text, row.argon2_salt.as_deref())
-                .map_err(|e| KeyError::Material {
-                    version: row.version,
-                    reason: e.to_string(),
-                })?;
-            if !key.matches(&row.check_value) {
-                return Err(KeyError::WrongMasterKey {
-                    version: row.version,
-                    source_desc: source.describe(),
-                });
-            }
+            let key = verified_key(row, &text, source.as_ref())?;
             self.insert_version(Arc::new(key))?;
             tracing::info!(
                 version = row.version,
@@ -231,12 +197,10 @@ impl MasterKeyring {
 /// Creates master key version 1 through the source and records it (with its key check
 /// value) in `master_keys`. Returns false if another process recorded one first.
 pub async fn initialise(pool: &PgPool, source: &dyn MasterKeySource) -> Result<bool, KeyError> {
-    let created = source.create(1).await.map_err(|e| KeyError::Source {
-        version: 1,
-        source_desc: source.describe(),
-        reason: e.reason,
-        transient: e.transient,
-    })?;
+    let created = source
+        .create(1)
+        .await
+        .map_err(|e| source_error(1, source, e))?;
     record_first(pool, source, created).await
 }
 
@@ -273,5 +237,35 @@ pub async fn record_first(
         // Another replica initialised it first; `load` re-reads and verifies theirs.
         Err(StoreError::Conflict(_)) => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Parses one version's key material and checks it against the recorded key check value.
+fn verified_key(
+    row: &crate::store::master_keys::MasterKeyRow,
+    text: &str,
+    source: &dyn MasterKeySource,
+) -> Result<MasterKey, KeyError> {
+    let key = MasterKey::from_text(row.version, text, row.argon2_salt.as_deref()).map_err(|e| {
+        KeyError::Material {
+            version: row.version,
+            reason: e.to_string(),
+        }
+    })?;
+    if !key.matches(&row.check_value) {
+        return Err(KeyError::WrongMasterKey {
+            version: row.version,
+            source_desc: source.describe(),
+        });
+    }
+    Ok(key)
+}
+
+fn source_error(version: i32, source: &dyn MasterKeySource, e: super::SourceError) -> KeyError {
+    KeyError::Source {
+        version,
+        source_desc: source.describe(),
+        reason: e.reason,
+        transient: e.transient,
     }
 }
