@@ -630,21 +630,31 @@ impl InfisicalClient {
         }
     }
 
-    /// Creates a secret in an existing folder. The server trims the value (see
-    /// [`trim_value`]); the returned [`Secret`] holds what was stored.
-    pub async fn create_secret(&self, path: &str, name: &str, value: &str) -> Result<Secret> {
+    /// Checks the arguments, then sends a create (POST) or update (PATCH) of one secret.
+    async fn write_secret(
+        &self,
+        method: Method,
+        path: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<Resp> {
         validate_folder_path(path)?;
         validate_secret_name(name)?;
         self.check_value_size(value)?;
-        let body = self.write_body(path, Some(value));
         let req = Req {
-            method: Method::POST,
+            method,
             url: self.url(&["api", "v3", "secrets", "raw", name]),
             query: Vec::new(),
-            body: Some(body),
+            body: Some(self.write_body(path, Some(value))),
             body_limit: self.value_body_limit(),
         };
-        let resp = self.execute_authed(req).await?;
+        self.execute_authed(req).await
+    }
+
+    /// Creates a secret in an existing folder. The server trims the value (see
+    /// [`trim_value`]); the returned [`Secret`] holds what was stored.
+    pub async fn create_secret(&self, path: &str, name: &str, value: &str) -> Result<Secret> {
+        let resp = self.write_secret(Method::POST, path, name, value).await?;
         match resp.status {
             StatusCode::OK => self.parse_written_secret(&resp.body),
             StatusCode::BAD_REQUEST if is_already_exists(&resp.body) => {
@@ -666,18 +676,7 @@ impl InfisicalClient {
 
     /// Replaces the value of an existing secret (new version).
     pub async fn update_secret(&self, path: &str, name: &str, value: &str) -> Result<Secret> {
-        validate_folder_path(path)?;
-        validate_secret_name(name)?;
-        self.check_value_size(value)?;
-        let body = self.write_body(path, Some(value));
-        let req = Req {
-            method: Method::PATCH,
-            url: self.url(&["api", "v3", "secrets", "raw", name]),
-            query: Vec::new(),
-            body: Some(body),
-            body_limit: self.value_body_limit(),
-        };
-        let resp = self.execute_authed(req).await?;
+        let resp = self.write_secret(Method::PATCH, path, name, value).await?;
         match resp.status {
             StatusCode::OK => self.parse_written_secret(&resp.body),
             StatusCode::NOT_FOUND => Err(write_not_found(path, &resp.body)),
