@@ -354,8 +354,3 @@ async fn init(cmd: InitCmd) -> anyhow::Result<()> {
     );
     Ok(())
 }
-
-/// The data dir default, shared with `dev`.
-pub fn default_dev_dir() -> PathBuf {
-    PathBuf::from("./.tenant-vault-dev")
-}
