@@ -3,7 +3,6 @@
 
 pub mod rotate;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
