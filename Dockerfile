@@ -6,7 +6,9 @@ RUN cargo build --release --locked
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* && useradd --system --home /var/lib/tenant-vault tenant-vault
+    && rm -rf /var/lib/apt/lists/* && useradd --system --home /var/lib/tenant-vault tenant-vault \
+    && install -d -o tenant-vault -g tenant-vault -m 0700 /var/lib/tenant-vault
+# The data dir (audit journal) must be writable by the service user, not root.
 COPY --from=build /src/target/release/tenant-vault /usr/local/bin/tenant-vault
 USER tenant-vault
 WORKDIR /var/lib/tenant-vault
