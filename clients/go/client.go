@@ -212,7 +212,7 @@ func New(baseURL, token string, opts ...Option) (*Client, error) {
 		streamCh:   make(chan struct{}),
 	}
 	if m := tokenIDRe.FindStringSubmatch(token); m != nil {
-		s.tokenID = m[1]
+		s.tokenID = normalizeID(m[1])
 	}
 	for _, o := range opts {
 		if err := o(s); err != nil {
@@ -628,6 +628,9 @@ func (s *state) dropAll() {
 	}
 	s.mu.Unlock()
 }
+
+// normalizeID: the token text holds the uuid without dashes; events may carry it with them.
+func normalizeID(id string) string { return strings.ToLower(strings.ReplaceAll(id, "-", "")) }
 
 func checkNames(tenant, key string) error {
 	if tenant == "" || key == "" {

@@ -289,6 +289,29 @@ func TestEventDropsEntryAndResetDropsAll(t *testing.T) {
 	if !waitFor(func() bool { return c.Stats().Entries == 0 }, 2*time.Second) {
 		t.Fatal("reset did not drop everything")
 	}
+	// Other tenants and other tokens leave the entry; its tenant or our own token drop it.
+	for _, tc := range []struct {
+		event, data string
+		drops       bool
+	}{
+		{"tenant.deleted", `{"tenant":"globex"}`, false},
+		{"token.revoked", `{"token_id":"99999999"}`, false},
+		{"token.revoked", `{"token_id":"0123-ABCD"}`, true},
+		{"tenant.deleted", `{"tenant":"acme"}`, true},
+	} {
+		if _, err := c.GetSecret(ctx, "acme", "STRIPE_KEY"); err != nil || c.Stats().Entries != 1 {
+			t.Fatalf("refill: %v", err)
+		}
+		f.push("event: " + tc.event + "\ndata: " + tc.data + "\n\n")
+		time.Sleep(100 * time.Millisecond)
+		want := 1
+		if tc.drops {
+			want = 0
+		}
+		if got := c.Stats().Entries; got != want {
+			t.Fatalf("%s %s: %d entries, want %d", tc.event, tc.data, got, want)
+		}
+	}
 	if strings.Contains(logs.text(), "v2_value") {
 		t.Fatal("a value in the log")
 	}

@@ -187,7 +187,7 @@ func (s *state) dispatch(kind, data string) bool {
 		}
 	case "token.revoked":
 		// Our own token: whatever we cached we may no longer read.
-		if d.TokenID != "" && d.TokenID == s.tokenID {
+		if s.tokenID != "" && normalizeID(d.TokenID) == s.tokenID {
 			s.dropAll()
 		}
 	case "reset":

@@ -227,6 +227,16 @@ def test_event_drops_entry_and_reset_drops_all(logs):
         assert (s.value, s.source, s.version) == ("v2_value", "server", 2)
         fake.push('id: 42\nevent: reset\ndata: {"reason":"lagged"}\n\n')
         assert wait_for(lambda: c.stats()["entries"] == 0)
+        # Other tenants and other tokens leave the entry; its tenant or our own token drop it.
+        for event, data, drops in [("tenant.deleted", '{"tenant":"globex"}', False),
+                                   ("token.revoked", '{"token_id":"99999999"}', False),
+                                   ("token.revoked", '{"token_id":"0123-ABCD"}', True),
+                                   ("tenant.deleted", '{"tenant":"acme"}', True)]:
+            c.get("acme", "STRIPE_KEY")
+            assert c.stats()["entries"] == 1
+            fake.push(f"event: {event}\ndata: {data}\n\n")
+            time.sleep(0.1)
+            assert c.stats()["entries"] == (0 if drops else 1), (event, data)
     finally:
         c.close()
         fake.close()

@@ -71,7 +71,14 @@ export class Secret {
 }
 
 function defaultLogger(level, message, fields) {
-  if (level === "warn" || level === "error") console.warn(`tenant-vault: ${message}`, fields ?? "");
+  if (level !== "warn" && level !== "error") return;
+  if (fields && Object.keys(fields).length > 0) console.warn(`tenant-vault: ${message}`, fields);
+  else console.warn(`tenant-vault: ${message}`);
+}
+
+// Token ids: the token text holds the uuid without dashes, events may carry it with them.
+function normalizeId(id) {
+  return typeof id === "string" && id ? id.replace(/-/g, "").toLowerCase() : null;
 }
 
 function checkName(what, s) {
@@ -122,7 +129,7 @@ export class TenantVault {
     if (!(maxStaleSeconds >= 0)) throw new InvalidRequestError("maxStaleSeconds must be 0 or more", { code: "invalid_option" });
     this.#url = url.replace(/\/+$/, "");
     this.#token = token;
-    this.#tokenId = /^tvt_([^_]+)_/.exec(token)?.[1] ?? null;
+    this.#tokenId = normalizeId(/^tvt_([^_]+)_/.exec(token)?.[1]);
     this.#ttlMs = cacheTtlSeconds * 1000;
     this.#maxStaleMs = maxStaleSeconds * 1000;
     this.#timeoutMs = timeoutMs;
@@ -557,7 +564,7 @@ export class TenantVault {
         break;
       case "token.revoked":
         // Our own token: whatever we cached we may no longer read.
-        if (d.token_id && d.token_id === this.#tokenId) this.#dropAll();
+        if (this.#tokenId && normalizeId(d.token_id) === this.#tokenId) this.#dropAll();
         break;
       case "reset":
         this.#dropAll();

@@ -172,6 +172,22 @@ test("an event drops the entry at once; reset drops everything", async () => {
     srv.push('id: 42\nevent: reset\ndata: {"reason":"lagged"}\n\n');
     for (let i = 0; i < 100 && c.stats().entries > 0; i++) await sleep(10);
     assert.equal(c.stats().entries, 0);
+    // Other tenants and other tokens leave the entry; its tenant or our own token drop it.
+    const refill = async () => {
+      await c.getSecret("acme", "STRIPE_KEY");
+      assert.equal(c.stats().entries, 1);
+    };
+    const dropsWith = async (event, data, drops) => {
+      srv.push(`event: ${event}\ndata: ${data}\n\nevent: secret.deleted\ndata: {"tenant":"zz","key":"MARK"}\n\n`);
+      await sleep(50);
+      assert.equal(c.stats().entries, drops ? 0 : 1, `${event} ${data}`);
+    };
+    await refill();
+    await dropsWith("tenant.deleted", '{"tenant":"globex"}', false);
+    await dropsWith("token.revoked", '{"token_id":"99999999"}', false);
+    await dropsWith("token.revoked", '{"token_id":"0123-ABCD"}', true);
+    await refill();
+    await dropsWith("tenant.deleted", '{"tenant":"acme"}', true);
   } finally {
     c.close();
     await srv.close();

@@ -105,6 +105,11 @@ class _Flight:
         self.invalidated = False
 
 
+def _normalize_id(token_id) -> Optional[str]:
+    """The token text holds the uuid without dashes; events may carry it with them."""
+    return token_id.replace("-", "").lower() if isinstance(token_id, str) and token_id else None
+
+
 def _check_name(what: str, s) -> None:
     if not isinstance(s, str) or not s:
         raise InvalidRequest(f"{what} must be a non-empty string", code=f"invalid_{what}")
@@ -159,7 +164,7 @@ class SecretsClient:
         self._base = parsed.path.rstrip("/")
         self._token = token
         m = re.match(r"^tvt_([^_]+)_", token)
-        self._token_id = m.group(1) if m else None
+        self._token_id = _normalize_id(m.group(1)) if m else None
         self._ttl = float(cache_ttl_seconds)
         self._max_stale = float(max_stale_seconds)
         self._timeout = timeout
@@ -622,7 +627,7 @@ class SecretsClient:
                 self._drop_tenant(d["tenant"])
         elif kind == "token.revoked":
             # Our own token: whatever we cached we may no longer read.
-            if d.get("token_id") and d.get("token_id") == self._token_id:
+            if self._token_id and _normalize_id(d.get("token_id")) == self._token_id:
                 self._drop_all()
         elif kind == "reset":
             self._drop_all()
