@@ -22,6 +22,8 @@ export interface TenantVaultOptions {
   /** Reconnect the stream after this much silence (default 45000; heartbeats come every 15 s). */
   streamIdleTimeoutMs?: number;
   logger?: Logger;
+  /** Called after each stream event was applied (names and versions only, never values). */
+  onEvent?: (type: string, data: Record<string, unknown>) => void;
   fetch?: typeof fetch;
 }
 

@@ -119,8 +119,9 @@ export class TenantVault {
   #wake = null;
   #lastEventId = null;
   #idleMs;
+  #onEvent;
 
-  constructor({ url, token, cacheTtlSeconds = 60, maxStaleSeconds = 300, events = true, timeoutMs = 10000, maxEntries = 100000, streamIdleTimeoutMs = 45000, logger, fetch: fetchImpl } = {}) {
+  constructor({ url, token, cacheTtlSeconds = 60, maxStaleSeconds = 300, events = true, timeoutMs = 10000, maxEntries = 100000, streamIdleTimeoutMs = 45000, logger, onEvent, fetch: fetchImpl } = {}) {
     if (typeof url !== "string" || !/^https?:\/\//.test(url)) throw new InvalidRequestError("url must be an http(s) URL", { code: "invalid_url" });
     if (typeof token !== "string" || token.length === 0) throw new InvalidRequestError("token must be a non-empty string", { code: "invalid_token" });
     if (!Number.isInteger(cacheTtlSeconds) || cacheTtlSeconds < 0 || cacheTtlSeconds > MAX_TTL_SECONDS) {
@@ -137,6 +138,7 @@ export class TenantVault {
     this.#idleMs = streamIdleTimeoutMs;
     this.#fetch = fetchImpl ?? globalThis.fetch;
     this.#log = logger ?? defaultLogger;
+    this.#onEvent = onEvent;
     // Without a cache there is nothing for the stream to keep fresh.
     if (events && this.#ttlMs > 0) {
       this.#stream = "connecting";
@@ -573,6 +575,13 @@ export class TenantVault {
         break;
     }
     this.#log("debug", "event", { type, tenant: d.tenant, key: d.key });
+    if (this.#onEvent) {
+      try {
+        this.#onEvent(type, d);
+      } catch {
+        /* a hook's failure must not stop the stream */
+      }
+    }
   }
 }
 

@@ -153,7 +153,8 @@ test("cacheTtlSeconds 0 disables the cache", async () => {
 test("an event drops the entry at once; reset drops everything", async () => {
   const srv = await fakeServer();
   const log = capture();
-  const c = new TenantVault({ url: srv.url, token: TOKEN, logger: log.logger });
+  const seen = [];
+  const c = new TenantVault({ url: srv.url, token: TOKEN, logger: log.logger, onEvent: (type, d) => seen.push([type, d]) });
   try {
     assert.equal(await c.waitForStream(2000), true);
     assert.equal(await c.getSecret("acme", "STRIPE_KEY"), VALUE);
@@ -165,6 +166,7 @@ test("an event drops the entry at once; reset drops everything", async () => {
     srv.push('"key":"STRIPE_KEY","version":2}\r\n\r\n');
     for (let i = 0; i < 100 && c.stats().entries > 0; i++) await sleep(10);
     assert.equal(c.stats().entries, 0);
+    assert.deepEqual(seen.at(-1), ["secret.written", { tenant: "acme", key: "STRIPE_KEY", version: 2 }]);
     const s = await c.getSecretEntry("acme", "STRIPE_KEY");
     assert.equal(s.value, "v2_value");
     assert.equal(s.source, "server");
