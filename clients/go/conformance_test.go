@@ -49,6 +49,7 @@ type step struct {
 	WithinMS        int            `json:"within_ms"`
 	MaxRequests     int            `json:"max_requests"`
 	MS              int            `json:"ms"`
+	Count           int            `json:"count"`
 	Step            *step          `json:"step"`
 	Expect          map[string]any `json:"expect"`
 }
@@ -446,6 +447,23 @@ func (r *runner) step(st step) error {
 			}
 			return nil
 		})
+	case "get_concurrent":
+		errs := make(chan error, st.Count)
+		for i := 0; i < st.Count; i++ {
+			go func() {
+				v, err := c.GetSecret(ctx, r.slug(st.Tenant), st.Key)
+				if err == nil && v != st.Expect["value"] {
+					err = errors.New("value differs")
+				}
+				errs <- err
+			}()
+		}
+		for i := 0; i < st.Count; i++ {
+			if err := <-errs; err != nil {
+				return err
+			}
+		}
+		return nil
 	case "get_many":
 		m, err := c.GetSecrets(ctx, r.slug(st.Tenant), st.Keys)
 		return r.outcome(st.Expect, err, func() error {

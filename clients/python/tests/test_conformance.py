@@ -1,5 +1,6 @@
 """Runs clients/conformance/*.json against a real `tenant-vault dev` (see ../../conformance/README.md)."""
 
+import concurrent.futures
 import glob
 import json
 import logging
@@ -136,6 +137,10 @@ class Runner:
                 if "source" in exp:
                     assert s.source == exp["source"], f"source {s.source}"
             self.outcome(exp, lambda: c.get_entry(self.slug(step["tenant"]), step["key"]), check)
+        elif op == "get_concurrent":
+            with concurrent.futures.ThreadPoolExecutor(step["count"]) as pool:
+                values = list(pool.map(lambda _: c.get(self.slug(step["tenant"]), step["key"]), range(step["count"])))
+            assert values == [step["expect"]["value"]] * step["count"], "values differ"
         elif op == "get_many":
             self.outcome(step["expect"], lambda: c.get_many(self.slug(step["tenant"]), step["keys"]),
                          lambda m: _eq(m, step["expect"]["values"]))

@@ -115,6 +115,11 @@ async function runStep(ctx, step) {
         if ("version" in step.expect) assert.equal(s.version, step.expect.version, "version");
         if ("source" in step.expect) assert.equal(s.source, step.expect.source, "source");
       });
+    case "get_concurrent": {
+      const values = await Promise.all(Array.from({ length: step.count }, () => client().getSecret(slug(step.tenant), step.key)));
+      assert.deepEqual(values, Array(step.count).fill(step.expect.value));
+      return;
+    }
     case "get_many":
       return expectOutcome(ctx, step.expect, () => client().getSecrets(slug(step.tenant), step.keys), (m) => {
         assert.deepEqual({ ...m }, step.expect.values);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import email.utils
 import http.client
 import json
@@ -294,21 +295,10 @@ class SecretsClient:
         if len(rest) == 1:
             self._get_into(tenant, rest[0], found)
         elif rest:
-            errors: List[BaseException] = []
-
-            def one(k):
-                try:
-                    self._get_into(tenant, k, found)
-                except BaseException as err:  # re-raised below, in the caller's thread
-                    errors.append(err)
-
-            threads = [threading.Thread(target=one, args=(k,), daemon=True) for k in rest]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            if errors:
-                raise errors[0]
+            # Parallel reads, a bounded number at a time; the first error is raised here.
+            with concurrent.futures.ThreadPoolExecutor(min(16, len(rest))) as pool:
+                for f in [pool.submit(self._get_into, tenant, k, found) for k in rest]:
+                    f.result()
         return {k: found[k] for k in keys if k in found}
 
     def _get_into(self, tenant, key, found) -> None:
