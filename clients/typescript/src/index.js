@@ -142,7 +142,7 @@ export class TenantVault {
     // Without a cache there is nothing for the stream to keep fresh.
     if (events && this.#ttlMs > 0) {
       this.#stream = "connecting";
-      this.#runStream();
+      this.#runStream().catch(() => this.#setStream("down"));
     }
   }
 
