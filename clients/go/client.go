@@ -113,7 +113,8 @@ func WithMaxStale(d time.Duration) Option {
 // WithoutEvents turns off the GET /v1/events subscription (entries then live for their TTL).
 func WithoutEvents() Option { return func(s *state) error { s.events = false; return nil } }
 
-// WithHTTPClient sets the HTTP client for requests and the event stream.
+// WithHTTPClient sets the HTTP client for requests and the event stream (a Timeout on it
+// also cuts the stream, which then reconnects and resumes with Last-Event-ID).
 func WithHTTPClient(hc *http.Client) Option { return func(s *state) error { s.hc = hc; return nil } }
 
 // WithTimeout sets the per-request timeout (default 10 s; not applied to the event stream).
