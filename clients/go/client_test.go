@@ -26,6 +26,8 @@ type fake struct {
 	secrets   map[string][2]interface{}
 	rateLimit bool
 	events    bool
+	batch     bool
+	batches   atomic.Int64
 	gets      atomic.Int64
 	gate      chan struct{}
 	streams   map[chan string]bool
@@ -86,6 +88,30 @@ func (f *fake) serve(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+	}
+	if r.Method == http.MethodPost && r.URL.Path == "/v1/secrets/batch-get" {
+		f.batches.Add(1)
+		if !f.batch {
+			sendJSON(w, 404, errBody("not_found", "no route"))
+			return
+		}
+		var in struct {
+			Items []struct{ Tenant, Key string } `json:"items"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&in)
+		var results []map[string]interface{}
+		for _, it := range in.Items {
+			f.mu.Lock()
+			s, ok := f.secrets[it.Tenant+"/"+it.Key]
+			f.mu.Unlock()
+			if ok {
+				results = append(results, map[string]interface{}{"tenant": it.Tenant, "key": it.Key, "value": s[0], "version": s[1], "updated_at": "2026-01-01T00:00:00Z", "source": "cache"})
+			} else {
+				results = append(results, map[string]interface{}{"tenant": it.Tenant, "key": it.Key, "error": map[string]string{"code": "secret_not_found", "message": "no such secret"}})
+			}
+		}
+		sendJSON(w, 200, map[string]interface{}{"results": results})
+		return
 	}
 	if f.rateLimit {
 		w.Header().Set("Retry-After", "7")
@@ -403,5 +429,36 @@ func TestNothingSecretInPrintedValues(t *testing.T) {
 	}
 	if !strings.Contains(shown, "[redacted]") || s.Value() != unitValue {
 		t.Fatal("value not reachable through Value() or not marked redacted")
+	}
+}
+
+func TestGetSecretsUsesBatchGetWhenTheServerHasIt(t *testing.T) {
+	for _, batch := range []bool{true, false} {
+		f := newFake(t, false, false)
+		f.batch = batch
+		f.secrets["acme/OTHER_KEY"] = [2]interface{}{"other_value", int64(4)}
+		c := mustNew(t, f.srv.URL, WithoutEvents())
+		ctx := context.Background()
+		got, err := c.GetSecrets(ctx, "acme", []string{"STRIPE_KEY", "MISSING", "OTHER_KEY"})
+		if err != nil || len(got) != 2 || got["STRIPE_KEY"] != unitValue || got["OTHER_KEY"] != "other_value" {
+			t.Fatalf("batch=%v: %d keys, %v", batch, len(got), err)
+		}
+		want := map[bool][2]int64{true: {1, 2}, false: {4, 6}}[batch]
+		if n := c.Stats().Requests; n != want[0] {
+			t.Fatalf("batch=%v: %d requests, want %d", batch, n, want[0])
+		}
+		if s, _ := c.GetSecretEntry(ctx, "acme", "OTHER_KEY"); s.Source != SourceCache {
+			t.Fatalf("batch=%v: OTHER_KEY not cached", batch)
+		}
+		// A server without batch-get is not asked again.
+		if _, err := c.GetSecrets(ctx, "acme", []string{"STRIPE_KEY", "MISSING", "ALSO_MISSING"}); err != nil {
+			t.Fatal(err)
+		}
+		if n := c.Stats().Requests; n != want[1] {
+			t.Fatalf("batch=%v: %d requests, want %d", batch, n, want[1])
+		}
+		if n, w := f.batches.Load(), map[bool]int64{true: 2, false: 1}[batch]; n != w {
+			t.Fatalf("batch=%v: %d batch-gets, want %d", batch, n, w)
+		}
 	}
 }

@@ -20,9 +20,9 @@ VALUE = "sk_live_unit_value_do_not_print"
 class Fake:
     """A fake tenant-vault: secrets in a dict, optional 429s, an SSE stream the test pushes into."""
 
-    def __init__(self, rate_limit=False, events=True):
+    def __init__(self, rate_limit=False, events=True, batch=False):
         self.secrets = {("acme", "STRIPE_KEY"): (VALUE, 1)}
-        self.rate_limit, self.events = rate_limit, events
+        self.rate_limit, self.events, self.batch = rate_limit, events, batch
         self.gets = 0
         self.seen = []
         self.gate = None
@@ -53,6 +53,18 @@ class Fake:
                 self.end_headers()
                 self.wfile.write(raw)
 
+            def do_POST(self):
+                fake.seen.append((self.path, self.headers.get("Authorization"), None))
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                if self.path != "/v1/secrets/batch-get" or not fake.batch:
+                    return self.send_json(404, {"error": {"code": "not_found", "message": "no route"}})
+                results = []
+                for item in body["items"]:
+                    s = fake.secrets.get((item["tenant"], item["key"]))
+                    results.append(dict(item, value=s[0], version=s[1], updated_at="2026-01-01T00:00:00Z", source="cache")
+                                   if s else dict(item, error={"code": "secret_not_found", "message": "no such secret"}))
+                self.send_json(200, {"results": results})
+
             def do_GET(self):
                 fake.seen.append((self.path, self.headers.get("Authorization"), self.headers.get("Last-Event-ID")))
                 if self.path == "/v1/events":
@@ -61,11 +73,11 @@ class Fake:
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")
                     self.end_headers()
-                    self.wfile.write(b"event: ready\ndata: {}\n\n")
-                    self.wfile.flush()
                     ev = threading.Event()
-                    with fake.lock:
+                    with fake.lock:  # registered before "ready", so a push after it reaches us
                         fake.streams.append((self, ev))
+                        self.wfile.write(b"event: ready\ndata: {}\n\n")
+                        self.wfile.flush()
                     ev.wait(30)
                     self.close_connection = True
                     return
@@ -253,7 +265,7 @@ def test_reconnects_with_last_event_id():
         n = len([s for s in fake.seen if s[0] == "/v1/events"])
         fake.drop_streams()
         assert wait_for(lambda: len([s for s in fake.seen if s[0] == "/v1/events"]) > n, 5)
-        assert [s for s in fake.seen if s[0] == "/v1/events"][-1][2] == "77"
+        assert [s for s in fake.seen if s[0] == "/v1/events"][-1][2] == "77", fake.seen
         assert c.wait_for_stream(2)
     finally:
         c.close()
@@ -332,4 +344,22 @@ def test_async_variant():
         stats = asyncio.run(main())
         assert stats["hits"] == 1 and fake.gets == 2
     finally:
+        fake.close()
+
+
+@pytest.mark.parametrize("batch", [True, False])
+def test_get_many_uses_batch_get_when_the_server_has_it(batch):
+    fake = Fake(events=False, batch=batch)
+    fake.secrets[("acme", "OTHER_KEY")] = ("other_value", 4)
+    c = SecretsClient(fake.url, TOKEN, events=False)
+    try:
+        assert c.get_many("acme", ["STRIPE_KEY", "MISSING", "OTHER_KEY"]) == {"STRIPE_KEY": VALUE, "OTHER_KEY": "other_value"}
+        assert c.stats()["requests"] == (1 if batch else 4)
+        assert c.get_entry("acme", "OTHER_KEY").source == "cache"
+        # A server without batch-get is not asked again.
+        c.get_many("acme", ["STRIPE_KEY", "MISSING", "ALSO_MISSING"])
+        assert c.stats()["requests"] == (2 if batch else 6)
+        assert len([s for s in fake.seen if s[0] == "/v1/secrets/batch-get"]) == (2 if batch else 1)
+    finally:
+        c.close()
         fake.close()

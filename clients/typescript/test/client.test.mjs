@@ -11,7 +11,7 @@ const TOKEN = "tvt_0123abcd_SUPERSECRETTOKENTEXT";
 const VALUE = "sk_live_unit_value_do_not_print";
 
 // A fake tenant-vault: secrets in a map, optional 429s, an SSE stream the test pushes into.
-async function fakeServer({ rateLimit = false, events = true } = {}) {
+async function fakeServer({ rateLimit = false, events = true, batch = false } = {}) {
   const secrets = new Map([["acme/STRIPE_KEY", { value: VALUE, version: 1 }]]);
   const streams = new Set();
   const seen = [];
@@ -26,6 +26,16 @@ async function fakeServer({ rateLimit = false, events = true } = {}) {
       streams.add(res);
       req.on("close", () => streams.delete(res));
       return;
+    }
+    if (req.url === "/v1/secrets/batch-get" && req.method === "POST") {
+      if (!batch) return send(res, 404, { error: { code: "not_found", message: "no route" } });
+      let raw = "";
+      for await (const chunk of req) raw += chunk;
+      const results = JSON.parse(raw).items.map(({ tenant, key }) => {
+        const s = secrets.get(`${tenant}/${key}`);
+        return s ? { tenant, key, value: s.value, version: s.version, updated_at: "2026-01-01T00:00:00Z", source: "cache" } : { tenant, key, error: { code: "secret_not_found", message: "no such secret" } };
+      });
+      return send(res, 200, { results });
     }
     const m = /^\/v1\/tenants\/([^/]+)\/secrets\/([^/]+)$/.exec(req.url);
     if (!m) return send(res, 404, { error: { code: "not_found", message: "no route" } });
@@ -272,5 +282,26 @@ test("no value or token in printed objects and errors", async () => {
   } finally {
     c.close();
     await srv.close();
+  }
+});
+
+test("getSecrets: one batch-get for the misses when the server has it, else key by key", async () => {
+  for (const batch of [true, false]) {
+    const srv = await fakeServer({ events: false, batch });
+    srv.secrets.set("acme/OTHER_KEY", { value: "other_value", version: 4 });
+    const c = new TenantVault({ url: srv.url, token: TOKEN, events: false });
+    try {
+      const got = await c.getSecrets("acme", ["STRIPE_KEY", "MISSING", "OTHER_KEY"]);
+      assert.deepEqual({ ...got }, { STRIPE_KEY: VALUE, OTHER_KEY: "other_value" });
+      assert.equal(c.stats().requests, batch ? 1 : 4, `batch=${batch}`);
+      assert.equal((await c.getSecretEntry("acme", "OTHER_KEY")).source, "cache");
+      // A server without batch-get is not asked again.
+      await c.getSecrets("acme", ["STRIPE_KEY", "MISSING", "ALSO_MISSING"]);
+      assert.equal(c.stats().requests, batch ? 2 : 6, `batch=${batch}`);
+      assert.equal(srv.seen.filter((r) => r.url === "/v1/secrets/batch-get").length, batch ? 2 : 1);
+    } finally {
+      c.close();
+      await srv.close();
+    }
   }
 });
