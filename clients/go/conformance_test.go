@@ -351,9 +351,15 @@ func (r *runner) secrets() []string {
 
 func (r *runner) checkLogs() error {
 	text := r.logs.text()
+	r.srv.mu.Lock()
+	serverText := r.srv.output.String()
+	r.srv.mu.Unlock()
 	for _, s := range r.secrets() {
 		if strings.Contains(text, s) {
 			return errors.New("a value or token appears in the captured client log")
+		}
+		if strings.Contains(serverText, s) {
+			return errors.New("a value or token appears in the server's output")
 		}
 	}
 	return nil

@@ -82,6 +82,9 @@ class DevServer:
                     pass
             time.sleep(0.1)
 
+    def output_text(self):
+        return b"".join(list(self.output)).decode("utf-8", "replace")
+
     def _tail(self):
         return b"".join(self.output).decode("utf-8", "replace")[-3000:]
 

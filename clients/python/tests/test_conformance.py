@@ -89,6 +89,9 @@ class Runner:
         text = "\n".join(self.capture.lines)
         for s in self.secrets():
             assert s not in text, "a value or token appears in the captured client log"
+        server_text = self.server.output_text()
+        for s in self.secrets():
+            assert s not in server_text, "a value or token appears in the server's output"
 
     def slug(self, name):
         return self.slugs.get(name, name)

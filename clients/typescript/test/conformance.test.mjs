@@ -76,6 +76,7 @@ function secretsOf(ctx) {
 function checkLogs(ctx) {
   const text = ctx.logs.join("\n");
   for (const s of secretsOf(ctx)) assert.ok(!text.includes(s), "a value or token appears in the captured client log");
+  for (const s of secretsOf(ctx)) assert.ok(!server.output.includes(s), "a value or token appears in the server's output");
 }
 
 async function runStep(ctx, step) {
