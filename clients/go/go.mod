@@ -1,0 +1,3 @@
+module github.com/tenant-vault/tenant-vault/clients/go
+
+go 1.19
