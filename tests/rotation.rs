@@ -13,7 +13,6 @@ use tenant_vault::keys::EnvSource;
 use tenant_vault::store::rotation::MASTER_ROTATION_LOCK;
 use zeroize::Zeroizing;
 
-
 /// Creates tenants with `per_tenant` secrets each; returns (slug, token, key, value).
 async fn seed(
     app: &TestApp,
