@@ -17,7 +17,8 @@ use crate::config::{
     DatabaseArgs, HttpArgs, InfisicalArgs, KeyArgs, MasterKeySourceKind, ServiceArgs,
 };
 use crate::infisical::{InfisicalClient, InfisicalConfig};
-use crate::keys::master::{self, Initialised};
+use crate::keys::master;
+pub use crate::keys::master::Initialised;
 use crate::keys::{
     DevFileSource, EnvSource, InfisicalSource, KeyError, MasterKeySource, MasterKeyring,
     SourceError,

@@ -11,6 +11,9 @@
 //! terminal Ctrl-C does not reach it. When running as root, `initdb`/`postgres` run as the
 //! `postgres` user and `D` is chowned to it; every ancestor of `D` must be searchable by that
 //! user (a fresh temp dir directly under /tmp or /var/tmp is fine).
+//!
+//! Longer than most files because that supervision (threads, signals, process groups, the
+//! switch to the `postgres` user) and the tests that kill processes to check it belong together.
 
 use std::fs::{self, OpenOptions};
 use std::io;

@@ -9,11 +9,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::api::HttpSettings;
-use crate::app::{self, App};
+use crate::app::{self, App, Initialised};
 use crate::config::{HttpArgs, InfisicalArgs, KeyArgs, MasterKeySourceKind};
 use crate::config::{SecretString, ServiceArgs};
 use crate::infisical::{Emulator, EmulatorConfig, EmulatorHandle, Seed};
-use crate::keys::master::Initialised;
 use crate::pg::{self, ClusterOptions, PgBinaries, PostgresCluster};
 use crate::service::RequestContext;
 

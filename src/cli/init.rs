@@ -1,9 +1,8 @@
 //! `tenant-vault init`: creates (or adopts) master key version 1 and records it.
 
 use super::connect;
-use crate::app;
+use crate::app::{self, Initialised};
 use crate::config::{DatabaseArgs, InfisicalArgs, KeyArgs};
-use crate::keys::master::Initialised;
 
 #[derive(clap::Args, Debug)]
 pub struct InitCmd {
