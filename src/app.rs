@@ -1,5 +1,6 @@
 //! Composition root: turns settings into a running vault (pool, master keys, caches, audit
-//! writer, Infisical) and serves it until shutdown.
+//! writer, Infisical) and serves it until shutdown. The commands in `cli` call this module;
+//! it is the only one that builds the HTTP router for serving.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,14 +13,19 @@ use tokio::net::TcpListener;
 use crate::api::{self, AppState, HttpSettings};
 use crate::audit;
 use crate::cache::SecretCache;
-use crate::config::{InfisicalArgs, KeyArgs, MasterKeySourceKind, ServiceArgs};
+use crate::config::{
+    DatabaseArgs, HttpArgs, InfisicalArgs, KeyArgs, MasterKeySourceKind, ServiceArgs,
+};
 use crate::infisical::{InfisicalClient, InfisicalConfig};
+use crate::keys::master;
+pub use crate::keys::master::Initialised;
 use crate::keys::{
     DevFileSource, EnvSource, InfisicalSource, KeyError, MasterKeySource, MasterKeyring,
+    SourceError,
 };
 use crate::service::fallback::{InfisicalFallback, SecretFallback};
 use crate::service::{Limits, Vault};
-use crate::store::StoreError;
+use crate::store::{self, StoreError};
 
 /// A built vault and its background audit writer.
 pub struct App {
@@ -89,6 +95,12 @@ impl App {
         Ok(app)
     }
 
+    /// A vault without master keys, for commands that wrap no key (issuing a token).
+    pub fn without_master_key(pool: PgPool, service: &ServiceArgs) -> App {
+        let keyring = Arc::new(MasterKeyring::from_keys(Vec::new()));
+        Self::with_keyring(pool, keyring, None, Path::new("."), service)
+    }
+
     /// Wires the service around an already loaded keyring.
     pub fn with_keyring(
         pool: PgPool,
@@ -147,13 +159,17 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         self.start_background();
-        let router = api::router(self.vault.clone(), &http);
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("HTTP server failed")?;
+        let max_value_bytes = self.vault.limits().max_value_bytes;
+        let server = Server::start(
+            listener,
+            AppState::ready(self.vault.clone()),
+            &http,
+            max_value_bytes,
+        );
+        shutdown.await;
+        let served = server.stop().await;
         self.shutdown().await;
-        Ok(())
+        served
     }
 
     /// Flushes audit events and stops the writer.
@@ -169,6 +185,180 @@ impl App {
         // The writer exits once every sink is gone; don't hang if a clone lingers.
         let _ = tokio::time::timeout(Duration::from_secs(5), audit_task).await;
     }
+}
+
+/// The HTTP server: the router, built once around `state`, served until `stop`.
+struct Server {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    fn start(
+        listener: TcpListener,
+        state: AppState,
+        http: &HttpSettings,
+        max_value_bytes: usize,
+    ) -> Self {
+        let router = api::router_with_state(state, http, max_value_bytes);
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        Self { stop, task }
+    }
+
+    /// Stops accepting, drains the requests in flight, and says how serving ended.
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task
+            .await
+            .context("HTTP server task failed")?
+            .context("HTTP server failed")
+    }
+}
+
+/// What `tenant-vault serve` runs with.
+pub struct ServeSettings {
+    pub http: HttpArgs,
+    pub db: DatabaseArgs,
+    pub keys: KeyArgs,
+    pub infisical: InfisicalArgs,
+    pub service: ServiceArgs,
+    /// Apply pending migrations at start-up.
+    pub migrate: bool,
+}
+
+/// Serves at once (`/healthz`, and `/readyz` saying why it is not ready yet), then loads and
+/// verifies the master key, retrying while PostgreSQL or Infisical is unreachable. A wrong
+/// master key stops the process. Runs until SIGINT or SIGTERM.
+pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
+    let ServeSettings {
+        http,
+        db,
+        keys,
+        infisical,
+        service,
+        migrate,
+    } = settings;
+    // Settings errors are permanent: report them before listening.
+    parts(&keys, &infisical)?;
+    let pool = store::connect_lazy(&db.database_url.0, db.db_max_connections)
+        .context("invalid DATABASE_URL")?;
+    let listener = TcpListener::bind(http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", http.listen))?;
+    let state = AppState::starting("loading and verifying the master key");
+    let server = Server::start(
+        listener,
+        state.clone(),
+        &HttpSettings {
+            request_timeout: Duration::from_secs(http.request_timeout_secs),
+        },
+        service.max_value_bytes as usize,
+    );
+    tracing::info!(addr = %http.listen, "tenant-vault listening (not ready until the master key is verified)");
+
+    let build = build_with_retry(&state, || async {
+        store::ping(&pool)
+            .await
+            .map_err(|e| anyhow::Error::new(KeyError::Store(e)))?;
+        if migrate {
+            self::migrate(&pool).await?;
+        }
+        let parts = parts(&keys, &infisical)?;
+        App::build_with(pool.clone(), parts, &keys.data_dir, &service).await
+    });
+    let built = tokio::select! {
+        built = build => Some(built),
+        _ = shutdown_signal() => None,
+    };
+    let mut app = match built {
+        Some(Ok(app)) => app,
+        Some(Err(err)) => {
+            let _ = server.stop().await;
+            return Err(err);
+        }
+        None => {
+            let _ = server.stop().await;
+            return Ok(());
+        }
+    };
+    // The change listener and the re-encryption worker.
+    app.start_background();
+    state.set_vault(app.vault.clone());
+    tracing::info!("tenant-vault ready");
+    shutdown_signal().await;
+    server.stop().await?;
+    app.shutdown().await;
+    Ok(())
+}
+
+/// A pool for `url`, connected now (one-shot commands and dev mode).
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    store::connect(url, max_connections).await
+}
+
+/// Applies pending migrations.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    store::migrate(pool).await.context("migration failed")
+}
+
+/// `create database` if it does not exist (the name is a constant, never user input).
+pub async fn create_database_if_missing(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let pool = store::connect(admin_url, 1).await?;
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(name)
+            .fetch_one(&pool)
+            .await?;
+    if !exists {
+        sqlx::query(&format!("create database \"{name}\""))
+            .execute(&pool)
+            .await?;
+    }
+    pool.close().await;
+    Ok(())
+}
+
+/// Master key version 1 for a database that has none (`init`, first `dev` run): created by
+/// the configured source, or, with `adopt`, an existing secret in the Infisical master key
+/// folder. `infisical` must be the settings `parts` was built from.
+pub async fn initialise_master_key(
+    pool: &PgPool,
+    parts: &Parts,
+    infisical: &InfisicalArgs,
+    adopt: Option<&str>,
+) -> anyhow::Result<Initialised> {
+    let source = parts.source.as_ref();
+    let first = async {
+        let Some(name) = adopt else {
+            return source.create(1).await;
+        };
+        if source.kind() != "infisical" {
+            return Err(SourceError::permanent(
+                "--adopt needs --master-key-source infisical",
+            ));
+        }
+        let client = infisical_client(infisical)
+            .map_err(|e| SourceError::permanent(format!("{e:#}")))?
+            .expect("an Infisical source has a client");
+        InfisicalSource::new(client, &infisical.master_key_folder)
+            .map_err(|e| SourceError::permanent(e.to_string()))?
+            .adopt(name)
+            .await
+    };
+    Ok(master::initialise_with(pool, source, first).await?)
+}
+
+/// Loads and verifies every recorded master key version, as start-up does.
+pub async fn verify_master_keys(pool: &PgPool, parts: &Parts) -> anyhow::Result<()> {
+    MasterKeyring::load(pool, parts.source.as_ref()).await?;
+    Ok(())
 }
 
 /// True for start-up failures that may clear by themselves (a dependency still coming up).

@@ -1,7 +1,20 @@
 //! tenant-vault: per-tenant encrypted secrets in PostgreSQL, served over HTTP.
 //!
-//! Dependencies point one way: `cli/dev -> app -> api -> service -> {keys, cache, audit,
-//! store}`, `keys -> {crypto, store}`; `domain` and `config` are leaves anyone may use.
+//! Dependencies point one way; no module imports one above it:
+//!
+//! ```text
+//! cli (with cli::dev)                     the commands
+//!  -> app                                 composition root, the one place that serves
+//!   -> api                                HTTP routes
+//!    -> service                           the vault's operations
+//!     -> keys, cache, infisical, audit    key rings, caches, Infisical client, audit trail
+//!      -> store                           SQL
+//!       -> crypto, domain                 pure
+//! ```
+//!
+//! Beside the chain: `config` (settings, a leaf anyone may read), `telemetry` (logging and
+//! metrics set-up, used by `cli` and `api`), and `pg` (a private PostgreSQL for `cli::dev`
+//! and the tests).
 
 /// The HTTP API: routes, extractors, the one error-to-HTTP mapping.
 pub mod api;
@@ -11,20 +24,14 @@ pub mod app;
 pub mod audit;
 /// The in-memory secret cache (moka): bounded, TTL, single-flight loads.
 pub mod cache;
-/// The command line.
+/// The command line: one module per command under `cli/`, including `tenant-vault dev`.
 pub mod cli;
 /// Settings: flags, environment variables, redacted secrets.
 pub mod config;
 /// Pure cryptography: envelopes, key derivation, zeroizing types.
 pub mod crypto;
-/// `tenant-vault dev`, the one-command local vault.
-pub mod dev;
 /// Validated names and ids.
 pub mod domain;
-/// `tenant-vault infisical-emulator`.
-pub mod emulator_cmd;
-/// `tenant-vault import infisical`.
-pub mod import_cmd;
 /// Infisical: the API client (Universal Auth, retries, circuit breaker) and a faithful emulator.
 pub mod infisical;
 /// Master key sources and keyrings; the only module that wraps and unwraps keys.
@@ -35,5 +42,5 @@ pub mod pg;
 pub mod service;
 /// PostgreSQL queries.
 pub mod store;
-/// Logging set-up.
+/// Logging and metrics set-up.
 pub mod telemetry;

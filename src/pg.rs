@@ -11,6 +11,9 @@
 //! terminal Ctrl-C does not reach it. When running as root, `initdb`/`postgres` run as the
 //! `postgres` user and `D` is chowned to it; every ancestor of `D` must be searchable by that
 //! user (a fresh temp dir directly under /tmp or /var/tmp is fine).
+//!
+//! Longer than most files because that supervision (threads, signals, process groups, the
+//! switch to the `postgres` user) and the tests that kill processes to check it belong together.
 
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -696,10 +699,10 @@ mod tests {
 
     /// Run by `postmaster_dies_with_killed_parent` in a child process: start, report, sleep.
     #[test]
+    #[ignore = "a child process of postmaster_dies_with_killed_parent, which runs it"]
     fn child_helper_process() {
-        let Some(dir) = std::env::var_os(CHILD_ENV) else {
-            return;
-        };
+        let dir = std::env::var_os(CHILD_ENV)
+            .expect("run by postmaster_dies_with_killed_parent, which sets the cluster dir");
         let rt = tokio::runtime::Runtime::new().unwrap();
         let c = rt.block_on(start(Path::new(&dir), None)).unwrap();
         println!("\nREADY {} {}", c.pid(), c.port());
@@ -710,7 +713,13 @@ mod tests {
     async fn postmaster_dies_with_killed_parent() {
         let tmp = tempfile::tempdir().unwrap();
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["child_helper_process", "--nocapture", "--test-threads=1"])
+            .args([
+                "pg::tests::child_helper_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, tmp.path())
             .stdout(Stdio::piped())
             .spawn()

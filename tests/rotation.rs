@@ -10,10 +10,8 @@ use common::{eventually, service_args, TestApp};
 use serde_json::json;
 use tenant_vault::keys::rotation::FailPoint;
 use tenant_vault::keys::EnvSource;
+use tenant_vault::store::rotation::MASTER_ROTATION_LOCK;
 use zeroize::Zeroizing;
-
-/// Same constant as `store::rotation::MASTER_ROTATION_LOCK`.
-const MASTER_ROTATION_LOCK: i64 = 0x7476_726f_7461_7401;
 
 /// Creates tenants with `per_tenant` secrets each; returns (slug, token, key, value).
 async fn seed(

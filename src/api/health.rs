@@ -42,20 +42,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
         });
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     };
-    let db = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        crate::store::ping(vault.pool()),
-    )
-    .await;
-    let database_ok = matches!(db, Ok(Ok(())));
-    let audit_ok = !vault.audit().is_failing();
-    let master = vault.masters().active_version();
-    let ready = database_ok && audit_ok && master > 0;
+    let check = vault.readiness(std::time::Duration::from_secs(2)).await;
+    let ready = check.is_ready();
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
-        "database": if database_ok { "ok" } else { "unreachable" },
-        "audit": if audit_ok { "ok" } else { "failing" },
-        "master_key_version": master,
+        "database": if check.database { "ok" } else { "unreachable" },
+        "audit": if check.audit { "ok" } else { "failing" },
+        "master_key_version": check.master_key_version,
     });
     let status = if ready {
         StatusCode::OK

@@ -9,7 +9,6 @@ use crate::app::{self, App};
 use crate::config::{DatabaseArgs, InfisicalArgs, KeyArgs};
 use crate::domain::{TenantId, TenantSlug};
 use crate::service::RequestContext;
-use crate::store;
 
 #[derive(Subcommand, Debug)]
 pub enum RotateCmd {
@@ -82,32 +81,40 @@ pub async fn run(cmd: RotateCmd) -> anyhow::Result<()> {
             infisical,
         } => {
             let pool = connect(&db).await?;
-            let slugs: Vec<TenantSlug> = match tenant {
+            let only = match tenant {
                 Some(s) => {
-                    vec![TenantSlug::parse(&s).map_err(|e| anyhow::anyhow!("invalid slug: {e}"))?]
+                    Some(TenantSlug::parse(&s).map_err(|e| anyhow::anyhow!("invalid slug: {e}"))?)
                 }
                 None => {
                     debug_assert!(all);
-                    store::rotation::live_tenants(&pool)
-                        .await
-                        .context("cannot list tenants")?
-                        .into_iter()
-                        .filter_map(|(_, slug)| TenantSlug::parse(&slug).ok())
-                        .collect()
+                    None
                 }
             };
             let parts = app::parts(&keys, &infisical)?;
             let app = App::build(pool, parts.source, &keys.data_dir, &default_service()).await?;
-            let result = rotate_data_keys(&app, &slugs, no_wait).await;
+            let result = rotate_data_keys(&app, only, no_wait).await;
             app.shutdown().await;
             result
         }
     }
 }
 
-async fn rotate_data_keys(app: &App, slugs: &[TenantSlug], no_wait: bool) -> anyhow::Result<()> {
+/// Rotates `only` (or every live tenant's) data key, then, unless `no_wait`, re-encrypts.
+async fn rotate_data_keys(
+    app: &App,
+    only: Option<TenantSlug>,
+    no_wait: bool,
+) -> anyhow::Result<()> {
+    let slugs = match only {
+        Some(slug) => vec![slug],
+        None => app
+            .vault
+            .live_tenants()
+            .await
+            .context("cannot list tenants")?,
+    };
     let ctx = RequestContext::default();
-    for slug in slugs {
+    for slug in &slugs {
         let r = app
             .vault
             .rotate_data_key(&ctx, slug)
@@ -129,10 +136,12 @@ async fn rotate_data_keys(app: &App, slugs: &[TenantSlug], no_wait: bool) -> any
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     if slugs.len() == 1 {
-        let only = store::tenants::by_slug(app.vault.pool(), slugs[0].as_str())
+        let only = app
+            .vault
+            .tenant_by_slug(&slugs[0])
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?
-            .map(|t| TenantId(t.id));
+            .map(|t| t.id);
         tenants.retain(|t| Some(*t) == only);
     }
     let total = app

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use sqlx::PgPool;
 
-use super::source::{CreatedMasterKey, MasterKeySource};
+use super::source::{CreatedMasterKey, MasterKeySource, SourceError};
 use super::KeyError;
 use crate::crypto::{kdf, MasterKey};
 use crate::store::{self, master_keys::NewMasterKey, StoreError};
@@ -36,7 +36,11 @@ impl MasterKeyring {
             if !source.auto_initialise() {
                 return Err(KeyError::NotInitialised(source.describe()));
             }
-            initialise(pool, source).await?;
+            match initialise(pool, source).await {
+                Ok(_) => {}
+                Err(InitialiseError::Source(e)) => return Err(source_error(1, source, e)),
+                Err(InitialiseError::Key(e)) => return Err(e),
+            }
             rows = store::master_keys::all(pool).await?;
         }
         let mut keys = BTreeMap::new();
@@ -194,22 +198,59 @@ impl MasterKeyring {
     }
 }
 
-/// Creates master key version 1 through the source and records it (with its key check
-/// value) in `master_keys`. Returns false if another process recorded one first.
-pub async fn initialise(pool: &PgPool, source: &dyn MasterKeySource) -> Result<bool, KeyError> {
-    let created = source
-        .create(1)
-        .await
-        .map_err(|e| source_error(1, source, e))?;
-    record_first(pool, source, created).await
+/// What `initialise` found or did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Initialised {
+    /// Version 1 was recorded; the name of the secret holding it, for sources with names.
+    Created { secret_name: Option<String> },
+    /// A version was already recorded, so nothing was created.
+    Already { version: i32, source: String },
+    /// Another process recorded version 1 between the check and the insert.
+    Raced,
 }
 
-/// Records an existing key (already in the source, e.g. adopted) as version 1.
-pub async fn record_first(
+/// Why `initialise` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitialiseError {
+    /// The source could not create (or hand over) the key; the reason as the source gave it.
+    #[error("{0}")]
+    Source(SourceError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+impl From<StoreError> for InitialiseError {
+    fn from(e: StoreError) -> Self {
+        Self::Key(e.into())
+    }
+}
+
+/// Creates master key version 1 through the source and records it, unless a version is
+/// recorded already.
+pub async fn initialise(
     pool: &PgPool,
     source: &dyn MasterKeySource,
-    created: CreatedMasterKey,
-) -> Result<bool, KeyError> {
+) -> Result<Initialised, InitialiseError> {
+    initialise_with(pool, source, source.create(1)).await
+}
+
+/// The one way master key version 1 comes to be (`serve` on an empty database, `init`,
+/// `dev`): unless a version is recorded already, awaits `first` (the source creating the key,
+/// or an existing secret being adopted) and records it with its key check value. `first` is
+/// not awaited when there is nothing to do.
+pub async fn initialise_with(
+    pool: &PgPool,
+    source: &dyn MasterKeySource,
+    first: impl std::future::Future<Output = Result<CreatedMasterKey, SourceError>>,
+) -> Result<Initialised, InitialiseError> {
+    if let Some(last) = store::master_keys::all(pool).await?.last() {
+        return Ok(Initialised::Already {
+            version: last.version,
+            source: last.source.clone(),
+        });
+    }
+    let created = first.await.map_err(InitialiseError::Source)?;
+    let secret_name = created.secret_name.clone();
     let salt = kdf::is_passphrase(&created.text).then(kdf::new_salt);
     let key = MasterKey::from_text(1, &created.text, salt.as_ref().map(|s| s.as_slice())).map_err(
         |e| KeyError::Material {
@@ -232,10 +273,10 @@ pub async fn record_first(
     match inserted {
         Ok(()) => {
             tracing::info!(source = %source.describe(), "initialised master key version 1");
-            Ok(true)
+            Ok(Initialised::Created { secret_name })
         }
         // Another replica initialised it first; `load` re-reads and verifies theirs.
-        Err(StoreError::Conflict(_)) => Ok(false),
+        Err(StoreError::Conflict(_)) => Ok(Initialised::Raced),
         Err(e) => Err(e.into()),
     }
 }
@@ -261,7 +302,7 @@ fn verified_key(
     Ok(key)
 }
 
-fn source_error(version: i32, source: &dyn MasterKeySource, e: super::SourceError) -> KeyError {
+fn source_error(version: i32, source: &dyn MasterKeySource, e: SourceError) -> KeyError {
     KeyError::Source {
         version,
         source_desc: source.describe(),

@@ -6,6 +6,7 @@ pub mod fallback;
 pub mod import;
 pub mod key_status;
 pub mod notify;
+pub mod readiness;
 pub mod reencrypt;
 pub mod rotation;
 pub mod secrets;

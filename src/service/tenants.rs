@@ -86,3 +86,26 @@ impl Vault {
         Ok(ids.len())
     }
 }
+
+impl Vault {
+    /// A live tenant by its slug, if there is one (no audit event: a lookup for tools).
+    pub async fn tenant_by_slug(&self, slug: &TenantSlug) -> Result<Option<Tenant>, ServiceError> {
+        let row = store::tenants::by_slug(&self.pool, slug.as_str()).await?;
+        Ok(row.map(|row| Tenant {
+            id: TenantId(row.id),
+            slug: row.slug,
+            name: row.name,
+            created_at: row.created_at,
+        }))
+    }
+
+    /// The slugs of every live tenant.
+    pub async fn live_tenants(&self) -> Result<Vec<TenantSlug>, ServiceError> {
+        let rows = store::rotation::live_tenants(&self.pool).await?;
+        // Slugs are checked by the database too, so none is skipped in practice.
+        Ok(rows
+            .into_iter()
+            .filter_map(|(_, slug)| TenantSlug::parse(&slug).ok())
+            .collect())
+    }
+}

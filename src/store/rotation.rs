@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::StoreResult;
 
 /// Session lock held by the one replica that rotates the master key.
-const MASTER_ROTATION_LOCK: i64 = 0x7476_726f_7461_7401;
+pub const MASTER_ROTATION_LOCK: i64 = 0x7476_726f_7461_7401;
 /// Transaction lock: exclusive while data keys are re-wrapped, shared while a data key is
 /// wrapped, so no key is ever wrapped under a master version that is being retired.
 const MASTER_WRAP_LOCK: i64 = 0x7476_7772_6170_7401;

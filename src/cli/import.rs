@@ -7,6 +7,9 @@ use std::io::IsTerminal;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use clap::Subcommand;
+
+use super::{connect, default_service};
 use crate::app::{self, App};
 use crate::config::{DatabaseArgs, InfisicalArgs, KeyArgs};
 use crate::crypto::SecretValue;
@@ -14,7 +17,13 @@ use crate::domain::TenantSlug;
 use crate::infisical::{tenant_folder, InfisicalClient};
 use crate::service::import::TenantImport;
 use crate::service::RequestContext;
-use crate::store;
+
+#[derive(Subcommand, Debug)]
+pub enum ImportCmd {
+    /// Copy every secret under /tenants/* in Infisical into the database, creating missing
+    /// tenants, then verify counts and values. Safe to re-run; never deletes from Infisical.
+    Infisical(ImportArgs),
+}
 
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
@@ -32,20 +41,15 @@ pub struct ImportArgs {
     pub infisical: InfisicalArgs,
 }
 
-pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
+pub async fn run(cmd: ImportCmd) -> anyhow::Result<()> {
+    let ImportCmd::Infisical(args) = cmd;
     let client = app::infisical_client(&args.infisical)?.context(
         "import needs Infisical: set INFISICAL_SITE_URL and the other INFISICAL_* variables",
     )?;
-    let pool = crate::cli::connect(&args.db).await?;
-    store::migrate(&pool).await.context("migration failed")?;
+    let pool = connect(&args.db).await?;
+    app::migrate(&pool).await?;
     let parts = app::parts(&args.keys, &args.infisical)?;
-    let app = App::build(
-        pool,
-        parts.source,
-        &args.keys.data_dir,
-        &crate::cli::default_service(),
-    )
-    .await?;
+    let app = App::build(pool, parts.source, &args.keys.data_dir, &default_service()).await?;
     let result = import_all(&app, &client, args.tenant.as_deref(), args.dry_run).await;
     app.shutdown().await;
     let reports = result?;

@@ -4,21 +4,17 @@
 //! how-to, and on Ctrl-C stops everything it started. A second run reuses the same data.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 
 use crate::api::HttpSettings;
-use crate::app::{self, App};
-use crate::config::{HttpArgs, InfisicalArgs};
+use crate::app::{self, App, Initialised};
+use crate::config::{HttpArgs, InfisicalArgs, KeyArgs, MasterKeySourceKind};
 use crate::config::{SecretString, ServiceArgs};
 use crate::infisical::{Emulator, EmulatorConfig, EmulatorHandle, Seed};
-use crate::keys::{InfisicalSource, MasterKeySource};
 use crate::pg::{self, ClusterOptions, PgBinaries, PostgresCluster};
-use crate::service::fallback::InfisicalFallback;
 use crate::service::RequestContext;
-use crate::store;
 
 const DEV_DATABASE: &str = "tenant_vault";
 
@@ -97,7 +93,7 @@ async fn start_private_postgres(data_dir: &Path) -> anyhow::Result<PostgresClust
         },
     )
     .await?;
-    create_database_if_missing(&cluster.url("postgres"), DEV_DATABASE).await?;
+    app::create_database_if_missing(&cluster.url("postgres"), DEV_DATABASE).await?;
     Ok(cluster)
 }
 
@@ -107,48 +103,34 @@ fn path_hash(p: &Path) -> u64 {
     u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
-/// `create database` if it does not exist (the name is a constant, never user input).
-pub async fn create_database_if_missing(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    let pool = store::connect(admin_url, 1).await?;
-    let exists: bool =
-        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-            .bind(name)
-            .fetch_one(&pool)
-            .await?;
-    if !exists {
-        sqlx::query(&format!("create database \"{name}\""))
-            .execute(&pool)
-            .await?;
-    }
-    pool.close().await;
-    Ok(())
-}
-
 async fn run_with_database(
     args: &DevArgs,
     data_dir: &Path,
     database_url: &str,
     private_pg: bool,
 ) -> anyhow::Result<()> {
-    let pool = store::connect(database_url, 16)
+    let pool = app::connect(database_url, 16)
         .await
         .context("cannot connect to PostgreSQL")?;
-    store::migrate(&pool).await.context("migration failed")?;
-    let infisical = start_infisical(&args.infisical, data_dir).await?;
-    let client = app::infisical_client(&infisical.args)?.expect("dev always has Infisical");
-    let source = InfisicalSource::new(client.clone(), &infisical.args.master_key_folder)
-        .map_err(|e| anyhow::anyhow!(e))?;
-    if store::master_keys::all(&pool).await?.is_empty() {
-        // First run: create the master key in Infisical, like `tenant-vault init`.
-        let created = source.create(1).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        crate::keys::master::record_first(&pool, &source, created).await?;
-        infisical.save_snapshot();
-        eprintln!("created master key version 1 in {}", source.describe());
-    }
-    let parts = app::Parts {
-        source: Arc::new(source),
-        fallback: Some(Arc::new(InfisicalFallback::new(client))),
+    app::migrate(&pool).await?;
+    let mut infisical = start_infisical(&args.infisical, data_dir).await?;
+    // Dev mode always looks secrets up in Infisical after the database.
+    infisical.args.infisical_fallback = true;
+    let keys = KeyArgs {
+        master_key_source: MasterKeySourceKind::Infisical,
+        master_key: None,
+        data_dir: data_dir.to_path_buf(),
     };
+    let parts = app::parts(&keys, &infisical.args)?;
+    // First run: create the master key in Infisical, like `tenant-vault init`.
+    let initialised = app::initialise_master_key(&pool, &parts, &infisical.args, None).await?;
+    if !matches!(initialised, Initialised::Already { .. }) {
+        infisical.save_snapshot();
+        eprintln!(
+            "created master key version 1 in {}",
+            parts.source.describe()
+        );
+    }
     let app = App::build_with(pool, parts, data_dir, &args.service).await?;
 
     let env_path = data_dir.join("dev.env");
@@ -286,7 +268,7 @@ async fn start_infisical(args: &InfisicalArgs, data_dir: &Path) -> anyhow::Resul
         Seed::single(
             &project,
             EMULATOR_CLIENT_ID,
-            &crate::emulator_cmd::random_secret(),
+            &super::emulator::random_secret(),
         )
     };
     let identity = seed

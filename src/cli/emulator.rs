@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
+use crate::app;
 use crate::infisical::{Emulator, EmulatorConfig, Seed};
 
 #[derive(clap::Args, Debug)]
@@ -74,7 +75,7 @@ pub async fn run(cmd: EmulatorCmd) -> anyhow::Result<()> {
         println!("INFISICAL_PROJECT_ID={project}");
     }
     println!("Fault switches: PUT http://{addr}/_emulator/faults. Ctrl-C stops it.");
-    crate::app::shutdown_signal().await;
+    app::shutdown_signal().await;
     handle.shutdown().await;
     Ok(())
 }

@@ -1,0 +1,103 @@
+//! The command line: `serve`, `migrate`, `init`, `dev`, `tenant create`, `token create`,
+//! `import infisical`, `infisical-emulator`, `rotate`. A thin layer: each command parses its
+//! flags, builds what it needs through `app`, calls the vault's operations, and prints.
+
+pub mod dev;
+pub mod emulator;
+pub mod import;
+pub mod init;
+pub mod rotate;
+pub mod serve;
+pub mod tenant;
+pub mod token;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::app;
+use crate::config::{DatabaseArgs, LogArgs, ServiceArgs};
+use crate::telemetry;
+
+/// Per-tenant encrypted secrets in PostgreSQL, served over HTTP.
+///
+/// Start here: `tenant-vault dev` runs everything on this machine with one command.
+#[derive(Parser, Debug)]
+#[command(name = "tenant-vault", version, about, long_about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the HTTP API (production).
+    Serve(serve::ServeCmd),
+    /// Apply database migrations and exit.
+    Migrate(MigrateCmd),
+    /// Create the first master key (in Infisical by default) and record it. Run once.
+    Init(init::InitCmd),
+    /// One-command local vault: private PostgreSQL, dev master key, admin token, dev.env.
+    Dev(dev::DevArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCmd),
+    /// Issue access tokens.
+    #[command(subcommand)]
+    Token(token::TokenCmd),
+    /// Rotate the master key or tenants' data keys.
+    #[command(subcommand)]
+    Rotate(rotate::RotateCmd),
+    /// Import secrets from elsewhere into the database.
+    #[command(subcommand)]
+    Import(import::ImportCmd),
+    /// Run the built-in Infisical emulator (for development and tests; in memory).
+    InfisicalEmulator(emulator::EmulatorCmd),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MigrateCmd {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    telemetry::init(&cli.log);
+    match cli.command {
+        Command::Serve(cmd) => serve::run(cmd).await,
+        Command::Migrate(cmd) => {
+            let pool = connect(&cmd.db).await?;
+            app::migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Dev(args) => dev::run(args).await,
+        Command::Rotate(cmd) => rotate::run(cmd).await,
+        Command::Init(cmd) => init::run(cmd).await,
+        Command::Import(cmd) => import::run(cmd).await,
+        Command::InfisicalEmulator(cmd) => emulator::run(cmd).await,
+        Command::Tenant(cmd) => tenant::run(cmd).await,
+        Command::Token(cmd) => token::run(cmd).await,
+    }
+}
+
+/// Settings for one-shot commands: no cache worth keeping.
+pub fn default_service() -> ServiceArgs {
+    ServiceArgs {
+        cache_ttl_secs: 0,
+        cache_max_entries: 1000,
+        not_found_cache_secs: 0,
+        max_value_bytes: 65_536,
+        data_key_max_encryptions: 1 << 31,
+        version_retention: 10,
+    }
+}
+
+/// The database of a one-shot command, connected now.
+pub async fn connect(db: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
+    app::connect(&db.database_url.0, db.db_max_connections)
+        .await
+        .context("cannot connect to the database (check DATABASE_URL)")
+}
