@@ -235,7 +235,7 @@ pub fn default_service() -> ServiceArgs {
 }
 
 pub async fn connect(db: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
-    store::connect(&db.database_url.0, db.db_max_connections)
+    store::connect(db.database_url.expose(), db.db_max_connections)
         .await
         .context("cannot connect to the database (check DATABASE_URL)")
 }
@@ -246,7 +246,7 @@ pub async fn connect(db: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
 async fn serve(cmd: ServeCmd) -> anyhow::Result<()> {
     // Settings errors are permanent: report them before listening.
     app::parts(&cmd.keys, &cmd.infisical)?;
-    let pool = store::connect_lazy(&cmd.db.database_url.0, cmd.db.db_max_connections)
+    let pool = store::connect_lazy(cmd.db.database_url.expose(), cmd.db.db_max_connections)
         .context("invalid DATABASE_URL")?;
     let listener = tokio::net::TcpListener::bind(cmd.http.listen)
         .await
