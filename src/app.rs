@@ -247,7 +247,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     } = settings;
     // Settings errors are permanent: report them before listening.
     parts(&keys, &infisical)?;
-    let pool = store::connect_lazy(&db.database_url.0, db.db_max_connections)
+    let pool = store::connect_lazy(db.database_url.expose(), db.db_max_connections)
         .context("invalid DATABASE_URL")?;
     let listener = TcpListener::bind(http.listen)
         .await
@@ -419,7 +419,7 @@ pub fn infisical_client(args: &InfisicalArgs) -> anyhow::Result<Option<Infisical
     let mut config = InfisicalConfig::new(
         site,
         client_id,
-        secret.0.to_string(),
+        secret.expose().to_owned(),
         project,
         &args.infisical_environment,
     );
@@ -450,7 +450,7 @@ pub fn parts(keys: &KeyArgs, infisical: &InfisicalArgs) -> anyhow::Result<Parts>
                  or a passphrase of 16+ characters); `tenant-vault dev` makes one for you",
             )?;
             tracing::warn!("master key source: the TENANT_VAULT_MASTER_KEY variable (explicitly configured fallback; it cannot rotate)");
-            Arc::new(EnvSource::new(key.0))
+            Arc::new(EnvSource::new(key.into_zeroizing()))
         }
         MasterKeySourceKind::DevFile => {
             tracing::warn!(dir = %keys.data_dir.display(), "master key source: dev key files (not for production)");

@@ -1,36 +1,18 @@
 //! Settings shared by the commands. Every setting is a `--flag` with an environment variable
 //! (`TENANT_VAULT_*`, or Infisical's and PostgreSQL's own names); the doc comments below are
-//! the `--help` text. Secrets are held in `SecretString`, which prints as `[redacted]`.
+//! the `--help` text. Secrets are held in [`SecretValue`], which prints as `[redacted]` and
+//! is wiped on drop.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 
-use zeroize::Zeroizing;
-
-/// A setting that is a secret: redacted in `Debug`, wiped on drop.
-#[derive(Clone)]
-pub struct SecretString(pub Zeroizing<String>);
-
-impl FromStr for SecretString {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(Zeroizing::new(s.to_owned())))
-    }
-}
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+use crate::crypto::SecretValue;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct DatabaseArgs {
     /// PostgreSQL connection URL, e.g. postgres://user:pass@host:5432/tenant_vault
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
-    pub database_url: SecretString,
+    pub database_url: SecretValue,
 
     /// Most connections the pool opens.
     #[arg(
@@ -72,7 +54,7 @@ pub struct KeyArgs {
         hide_env_values = true,
         value_name = "KEY"
     )]
-    pub master_key: Option<SecretString>,
+    pub master_key: Option<SecretValue>,
 
     /// Directory for the audit journal (used while the database is unreachable) and, with
     /// --master-key-source dev-file, the dev master key files.
@@ -185,7 +167,7 @@ pub struct InfisicalArgs {
         hide_env_values = true,
         value_name = "SECRET"
     )]
-    pub infisical_client_secret: Option<SecretString>,
+    pub infisical_client_secret: Option<SecretValue>,
 
     /// Project (workspace) id holding the master key folder and /tenants.
     #[arg(long, env = "INFISICAL_PROJECT_ID", value_name = "ID")]

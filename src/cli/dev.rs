@@ -10,8 +10,9 @@ use anyhow::Context as _;
 
 use crate::api::HttpSettings;
 use crate::app::{self, App, Initialised};
+use crate::config::ServiceArgs;
 use crate::config::{HttpArgs, InfisicalArgs, KeyArgs, MasterKeySourceKind};
-use crate::config::{SecretString, ServiceArgs};
+use crate::crypto::SecretValue;
 use crate::infisical::{Emulator, EmulatorConfig, EmulatorHandle, Seed};
 use crate::pg::{self, ClusterOptions, PgBinaries, PostgresCluster};
 use crate::service::RequestContext;
@@ -34,7 +35,7 @@ pub struct DevArgs {
 
     /// Use this PostgreSQL instead of starting a private one.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
-    pub database_url: Option<SecretString>,
+    pub database_url: Option<SecretValue>,
 
     /// Infisical to use. Without INFISICAL_SITE_URL, dev mode starts the built-in emulator
     /// (its data is saved in the data dir between runs).
@@ -51,7 +52,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.canonicalize()?;
 
     let (cluster, database_url) = match &args.database_url {
-        Some(url) => (None, url.0.to_string()),
+        Some(url) => (None, url.expose().to_owned()),
         None => {
             let cluster = start_private_postgres(&data_dir).await?;
             let url = cluster.url(DEV_DATABASE);
@@ -171,7 +172,7 @@ async fn run_with_database(
                     .args
                     .infisical_client_secret
                     .as_ref()
-                    .map(|s| s.0.as_str())
+                    .map(|s| s.expose())
                     .unwrap_or(""),
             ),
             (
@@ -281,9 +282,7 @@ async fn start_infisical(args: &InfisicalArgs, data_dir: &Path) -> anyhow::Resul
         .context("the emulator seed has no project")?;
     let mut resolved = args.clone();
     resolved.infisical_client_id = Some(identity.client_id.clone());
-    resolved.infisical_client_secret = Some(SecretString(zeroize::Zeroizing::new(
-        identity.client_secret.clone(),
-    )));
+    resolved.infisical_client_secret = Some(SecretValue::new(identity.client_secret.clone()));
     resolved.infisical_project_id = Some(project.id.clone());
     let emulator = Emulator::try_new(EmulatorConfig {
         seed: seed.clone(),

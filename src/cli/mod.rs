@@ -97,7 +97,7 @@ pub fn default_service() -> ServiceArgs {
 
 /// The database of a one-shot command, connected now.
 pub async fn connect(db: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
-    app::connect(&db.database_url.0, db.db_max_connections)
+    app::connect(db.database_url.expose(), db.db_max_connections)
         .await
         .context("cannot connect to the database (check DATABASE_URL)")
 }

@@ -7,7 +7,8 @@ use zeroize::Zeroizing;
 
 use crate::domain::DataKeyId;
 
-/// A secret's plaintext value.
+/// A secret string: a secret's plaintext, a value read from Infisical, or a setting such as
+/// a database URL or client secret. The one redacted, zeroizing string type of the crate.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretValue(Zeroizing<String>);
 
@@ -16,9 +17,15 @@ impl SecretValue {
         Self(Zeroizing::new(value))
     }
 
-    /// The plaintext. Call sites are few and easy to audit: the JSON response, the cipher.
+    /// The plaintext. Call sites are few and easy to audit: the JSON response, the cipher,
+    /// the master key parser, the connection string.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// The plaintext as a zeroizing string, for holders that keep one (the env key source).
+    pub fn into_zeroizing(self) -> Zeroizing<String> {
+        self.0
     }
 
     pub fn len(&self) -> usize {
@@ -33,6 +40,20 @@ impl SecretValue {
 impl fmt::Debug for SecretValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretValue([redacted])")
+    }
+}
+
+impl fmt::Display for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Lets clap parse a secret setting (`--database-url`, `--master-key`, ...) straight into it.
+impl std::str::FromStr for SecretValue {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self::new(s.to_owned()))
     }
 }
 
@@ -63,5 +84,19 @@ impl DataKey {
 impl fmt::Debug for DataKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DataKey({}, [redacted])", self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SecretValue;
+
+    #[test]
+    fn debug_and_display_redact() {
+        let v: SecretValue = "sk_live_123".parse().unwrap();
+        assert_eq!(format!("{v:?}"), "SecretValue([redacted])");
+        assert_eq!(format!("{v}"), "[redacted]");
+        assert_eq!(v.expose(), "sk_live_123");
+        assert_eq!(v.into_zeroizing().as_str(), "sk_live_123");
     }
 }

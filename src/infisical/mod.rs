@@ -19,9 +19,7 @@ pub mod emulator;
 pub mod paths;
 
 pub use breaker::BreakerState;
-pub use client::{
-    Folder, InfisicalClient, InfisicalConfig, InfisicalError, InfisicalValue, Secret,
-};
+pub use client::{ConfigError, Folder, InfisicalClient, InfisicalConfig, InfisicalError, Secret};
 pub use emulator::{Emulator, EmulatorConfig, EmulatorHandle, Faults, Seed};
 pub use paths::{tenant_folder, validate_folder_path, validate_secret_name, validate_tenant_slug};
 

@@ -19,6 +19,20 @@ pub fn master_key_secret_name(version: i32) -> String {
     format!("MASTER_ENCRYPTION_KEY_V{version}")
 }
 
+/// Why a folder cannot hold the master key.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterFolderError {
+    /// Not a valid Infisical folder path.
+    #[error(transparent)]
+    Invalid(#[from] InfisicalError),
+    /// Under `/tenants` (or the root), where a tenant lookup could read the master key.
+    #[error(
+        "the master key folder {0} would be reachable by tenant lookups; \
+         use a folder outside /tenants such as /tenant-vault"
+    )]
+    ReachableByTenants(String),
+}
+
 fn source_error(what: &str, err: InfisicalError) -> SourceError {
     let reason = format!("{what}: {err}");
     if err.is_unavailable() || matches!(err, InfisicalError::RateLimited { .. }) {
@@ -30,15 +44,12 @@ fn source_error(what: &str, err: InfisicalError) -> SourceError {
 
 impl InfisicalSource {
     /// `folder` must not be under `/tenants`, where tenant lookups read.
-    pub fn new(client: InfisicalClient, folder: &str) -> Result<Self, String> {
+    pub fn new(client: InfisicalClient, folder: &str) -> Result<Self, MasterFolderError> {
         let folder = folder.trim_end_matches('/');
         let folder = if folder.is_empty() { "/" } else { folder };
-        crate::infisical::validate_folder_path(folder).map_err(|e| e.to_string())?;
+        crate::infisical::validate_folder_path(folder)?;
         if folder == "/tenants" || folder.starts_with("/tenants/") || folder == "/" {
-            return Err(format!(
-                "the master key folder {folder} would be reachable by tenant lookups; \
-                 use a folder outside /tenants such as /tenant-vault"
-            ));
+            return Err(MasterFolderError::ReachableByTenants(folder.to_owned()));
         }
         Ok(Self {
             client,

@@ -9,7 +9,7 @@ pub mod rotation;
 pub mod source;
 
 pub use data_keys::DataKeyring;
-pub use infisical::InfisicalSource;
+pub use infisical::{InfisicalSource, MasterFolderError};
 pub use master::MasterKeyring;
 pub use source::{CreatedMasterKey, DevFileSource, EnvSource, MasterKeySource, SourceError};
 
