@@ -14,9 +14,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{ServiceError, Vault};
-use crate::crypto::{envelope, open_secret, seal_secret, DataKey, SecretPlace};
+use crate::crypto::DataKey;
 use crate::domain::{DataKeyId, SecretKey, TenantId};
-use crate::keys::KeyError;
+use crate::keys::{KeyError, SecretPlace};
 use crate::store::{self, notify::Event, StoreError};
 
 /// Ciphertexts moved per transaction (of each kind: current values, kept versions).
@@ -237,27 +237,28 @@ impl Vault {
         data_key_id: Uuid,
     ) -> Result<Vec<u8>, ServiceError> {
         let key = SecretKey::parse(secret_key).map_err(|_| ServiceError::Integrity)?;
-        let header_key =
-            envelope::secret_data_key_id(sealed).map_err(|_| ServiceError::Integrity)?;
-        if header_key.0 != data_key_id {
-            return Err(ServiceError::Integrity);
-        }
-        let old = self.data_keys.get(tenant, header_key).await.map_err(|e| {
-            if let KeyError::Integrity(id) | KeyError::Destroyed(id) = &e {
-                tracing::error!(tenant = %tenant.0, data_key = %id, "a ciphertext under an old data key cannot be opened; its key is kept");
-            }
-            ServiceError::from(e)
-        })?;
         let place = SecretPlace {
             tenant,
             key: &key,
             version,
         };
-        let value = open_secret(&old, place, sealed).map_err(|_| {
-            tracing::error!(tenant = %tenant.0, key = %key, version, "a ciphertext failed its integrity check during re-encryption");
-            ServiceError::Integrity
-        })?;
-        Ok(seal_secret(active, place, &value))
+        let value = self
+            .data_keys
+            .open_secret(place, DataKeyId(data_key_id), sealed)
+            .await
+            .map_err(|e| {
+                match &e {
+                    KeyError::Integrity(id) | KeyError::Destroyed(id) => {
+                        tracing::error!(tenant = %tenant.0, data_key = %id, "a ciphertext under an old data key cannot be opened; its key is kept");
+                    }
+                    KeyError::SecretIntegrity => {
+                        tracing::error!(tenant = %tenant.0, key = %key, version, "a ciphertext failed its integrity check during re-encryption");
+                    }
+                    _ => {}
+                }
+                ServiceError::from(e)
+            })?;
+        Ok(self.data_keys.seal_secret(active, place, &value))
     }
 }
 
