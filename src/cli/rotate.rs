@@ -88,7 +88,7 @@ pub async fn run(cmd: RotateCmd) -> anyhow::Result<()> {
                 }
                 None => {
                     debug_assert!(all);
-                    store::rotation::live_tenants(&pool)
+                    store::tenants::live(&pool)
                         .await
                         .context("cannot list tenants")?
                         .into_iter()
@@ -129,7 +129,7 @@ async fn rotate_data_keys(app: &App, slugs: &[TenantSlug], no_wait: bool) -> any
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     if slugs.len() == 1 {
-        let only = store::tenants::by_slug(app.vault.pool(), slugs[0].as_str())
+        let only = store::tenants::by_slug(app.vault.pool(), &slugs[0])
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .map(|t| TenantId(t.id));

@@ -48,14 +48,14 @@ impl Vault {
         &self,
         tx: &mut PgConnection,
         tenant: TenantId,
-        destroyed: &[uuid::Uuid],
+        destroyed: &[DataKeyId],
     ) -> Result<(), StoreError> {
         store::notify::event(
             tx,
             self.rotation.origin,
             &Event::Tenant {
                 tenant: tenant.0,
-                destroyed_keys: destroyed.to_vec(),
+                destroyed_keys: destroyed.iter().map(|id| id.0).collect(),
             },
         )
         .await

@@ -187,7 +187,7 @@ impl Vault {
         key: &SecretKey,
     ) -> Result<Option<Arc<CachedSecret>>, ServiceError> {
         let read = || async move {
-            let row = store::secrets::get(&self.pool, tenant.0, key.as_str()).await?;
+            let row = store::secrets::get(&self.pool, tenant, key).await?;
             Ok::<_, ServiceError>(row.map(|row| {
                 let stored = StoredSecret {
                     version: row.version,
@@ -252,7 +252,7 @@ impl Vault {
         for _ in 0..WRITE_ATTEMPTS {
             let data_key = self.data_keys.active(tenant.id).await?;
             let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-            let current = store::secrets::lock(&mut *tx, tenant.id.0, key.as_str()).await?;
+            let current = store::secrets::lock(&mut *tx, tenant.id, key).await?;
             let current_version = current.as_ref().map_or(0, |r| r.version);
             if let Some(expected) = cas {
                 if expected != current_version {
@@ -262,7 +262,7 @@ impl Vault {
                     });
                 }
             }
-            let Some(count) = store::data_keys::count_encryption(&mut *tx, data_key.id.0).await?
+            let Some(count) = store::data_keys::count_encryptions(&mut *tx, data_key.id, 1).await?
             else {
                 // Rotated or destroyed since we cached it: look it up again.
                 self.data_keys.forget_active(tenant.id).await;
@@ -285,10 +285,10 @@ impl Vault {
             let envelope = self.data_keys.seal_secret(&data_key, place, value);
             let new = NewSecret {
                 id: current.as_ref().map_or_else(Uuid::new_v4, |r| r.id),
-                company_id: tenant.id.0,
-                key: key.as_str(),
+                tenant: tenant.id,
+                key,
                 envelope: &envelope,
-                data_key_id: data_key.id.0,
+                data_key_id: data_key.id,
                 version,
             };
             let updated_at = match current {
@@ -297,8 +297,7 @@ impl Vault {
                     let Some(at) = inserted else {
                         // Another writer created it first. Without cas, try again as an update.
                         if let Some(expected) = cas {
-                            let now =
-                                store::secrets::get(&mut *tx, tenant.id.0, key.as_str()).await?;
+                            let now = store::secrets::get(&mut *tx, tenant.id, key).await?;
                             return Err(ServiceError::CasConflict {
                                 expected,
                                 current: now.map_or(0, |r| r.version),
@@ -340,7 +339,7 @@ impl Vault {
         self.ensure_auditable()?;
         let result = async {
             let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-            let version = store::secrets::delete(&mut *tx, tenant.id.0, key.as_str())
+            let version = store::secrets::delete(&mut *tx, tenant.id, key)
                 .await?
                 .ok_or(ServiceError::SecretNotFound)?;
             self.notify_secret(&mut tx, tenant.id, key).await?;
@@ -359,7 +358,7 @@ impl Vault {
     ) -> Result<Vec<SecretSummary>, ServiceError> {
         self.ensure_auditable()?;
         let result = async {
-            Ok(store::secrets::list(&self.pool, tenant.id.0)
+            Ok(store::secrets::list(&self.pool, tenant.id)
                 .await?
                 .into_iter()
                 .map(|r| SecretSummary {

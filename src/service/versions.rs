@@ -30,7 +30,7 @@ impl Vault {
     ) -> Result<Vec<VersionInfo>, ServiceError> {
         self.ensure_auditable()?;
         let result = async {
-            let current = store::secrets::get(&self.pool, tenant.id.0, key.as_str())
+            let current = store::secrets::get(&self.pool, tenant.id, key)
                 .await?
                 .ok_or(ServiceError::SecretNotFound)?;
             let mut out = vec![VersionInfo {
@@ -39,7 +39,7 @@ impl Vault {
                 current: true,
             }];
             out.extend(
-                store::versions::list(&self.pool, tenant.id.0, key.as_str())
+                store::versions::list(&self.pool, tenant.id, key)
                     .await?
                     .into_iter()
                     .filter(|v| v.version != current.version)
@@ -101,8 +101,7 @@ impl Vault {
         }
         // The current row holds the newest version, the history the earlier ones.
         let read = || async move {
-            let Some(current) = store::secrets::get(&self.pool, tenant.0, key.as_str()).await?
-            else {
+            let Some(current) = store::secrets::get(&self.pool, tenant, key).await? else {
                 return Ok::<_, ServiceError>(None);
             };
             let (envelope, data_key_id, at) = if current.version == version {
@@ -112,7 +111,7 @@ impl Vault {
                     current.updated_at,
                 )
             } else {
-                let kept = store::versions::get(&self.pool, tenant.0, key.as_str(), version)
+                let kept = store::versions::get(&self.pool, tenant, key, version)
                     .await?
                     .ok_or(ServiceError::VersionNotFound(version))?;
                 (
