@@ -1,6 +1,7 @@
 //! The secret cache: moka, bounded, with a TTL (0 turns it off). Values are `SecretValue`s,
 //! which wipe their memory when the last reference is dropped, so eviction wipes them.
-//! Concurrent misses of one key share a single load.
+//! Concurrent misses of one key share a single load. Beside it, the not-found cache: keys
+//! found nowhere, remembered briefly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,6 +134,54 @@ impl SecretCache {
 
     pub fn entry_count(&self) -> u64 {
         self.inner.as_ref().map_or(0, |c| c.entry_count())
+    }
+}
+
+/// Keys found nowhere (neither in the database nor in Infisical), remembered for a short
+/// time so a client asking for a missing key again and again cannot hammer Infisical.
+/// Disabled (remembers nothing) unless built with a non-zero TTL.
+#[derive(Clone, Default)]
+pub struct NotFoundCache {
+    inner: Option<Cache<Key, ()>>,
+}
+
+impl NotFoundCache {
+    const MAX_ENTRIES: u64 = 100_000;
+
+    /// `ttl` zero: remembers nothing.
+    pub fn new(ttl: Duration) -> Self {
+        let inner = (!ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(Self::MAX_ENTRIES)
+                .time_to_live(ttl)
+                .build()
+        });
+        Self { inner }
+    }
+
+    pub fn contains(&self, tenant: TenantId, key: &SecretKey) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|c| c.contains_key(&(tenant, key.clone())))
+    }
+
+    pub async fn remember(&self, tenant: TenantId, key: &SecretKey) {
+        if let Some(cache) = &self.inner {
+            cache.insert((tenant, key.clone()), ()).await;
+        }
+    }
+
+    /// The key exists now (written, or changed on another replica).
+    pub async fn forget(&self, tenant: TenantId, key: &SecretKey) {
+        if let Some(cache) = &self.inner {
+            cache.invalidate(&(tenant, key.clone())).await;
+        }
+    }
+
+    pub fn forget_all(&self) {
+        if let Some(cache) = &self.inner {
+            cache.invalidate_all();
+        }
     }
 }
 

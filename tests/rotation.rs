@@ -10,7 +10,7 @@ use common::{eventually, service_args, TestApp};
 use serde_json::json;
 use tenant_vault::keys::rotation::FailPoint;
 use tenant_vault::keys::EnvSource;
-use tenant_vault::store::rotation::MASTER_ROTATION_LOCK;
+use tenant_vault::store::master_keys::MASTER_ROTATION_LOCK;
 use zeroize::Zeroizing;
 
 /// Creates tenants with `per_tenant` secrets each; returns (slug, token, key, value).

@@ -57,15 +57,15 @@ impl DataKeyring {
         let key = DataKey::generate(id);
         // Wrap under the version the database says is active, and keep a rotation from
         // retiring it until this transaction ends.
-        store::rotation::lock_wrap_shared(conn).await?;
-        let master = match store::rotation::active_master_version(&mut *conn).await? {
+        store::master_keys::lock_wrap_shared(conn).await?;
+        let master = match store::master_keys::active_master_version(&mut *conn).await? {
             Some(v) => self.masters.get_or_refresh(&self.pool, v).await?,
             None => self.masters.active().ok_or(KeyError::MasterVersionMissing(
                 self.masters.active_version(),
             ))?,
         };
         let wrapped = envelope::wrap_data_key(&master, tenant, version, &key);
-        store::data_keys::insert(conn, id.0, tenant.0, version, &wrapped, master.version).await?;
+        store::data_keys::insert(conn, id, tenant, version, &wrapped, master.version).await?;
         Ok(id)
     }
 
@@ -74,7 +74,7 @@ impl DataKeyring {
         let id = self
             .active
             .try_get_with(tenant, async {
-                store::data_keys::active_for_tenant(&self.pool, tenant.0)
+                store::data_keys::active_for_tenant(&self.pool, tenant)
                     .await?
                     .map(|row| DataKeyId(row.id))
                     .ok_or(KeyError::NoActiveKey)
@@ -101,7 +101,7 @@ impl DataKeyring {
     }
 
     async fn load(&self, tenant: TenantId, id: DataKeyId) -> Result<Arc<DataKey>, KeyError> {
-        let row = store::data_keys::by_id(&self.pool, id.0)
+        let row = store::data_keys::by_id(&self.pool, id)
             .await?
             .ok_or(KeyError::Integrity(id))?;
         if row.tenant_id != tenant.0 {

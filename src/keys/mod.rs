@@ -1,14 +1,16 @@
 //! Key management: where the master key comes from and whether it is the right one, and the
-//! per-tenant data keys (creation, unwrapping, caching, destruction). The only module that
-//! wraps and unwraps keys.
+//! per-tenant data keys (creation, unwrapping, caching, destruction), and the secret envelopes
+//! sealed under them. The only module that wraps and unwraps keys or opens a secret.
 
 pub mod data_keys;
+pub mod envelopes;
 pub mod infisical;
 pub mod master;
 pub mod rotation;
 pub mod source;
 
 pub use data_keys::DataKeyring;
+pub use envelopes::{SecretPlace, StoredSecret};
 pub use infisical::{InfisicalSource, MasterFolderError};
 pub use master::MasterKeyring;
 pub use source::{CreatedMasterKey, DevFileSource, EnvSource, MasterKeySource, SourceError};
@@ -41,6 +43,10 @@ pub enum KeyError {
     NotInitialised(String),
     #[error("data key {0} failed integrity checks")]
     Integrity(DataKeyId),
+    /// A secret ciphertext does not open under the key it names, or names another key than
+    /// its row: it was damaged or copied from another place.
+    #[error("a secret ciphertext failed its integrity check")]
+    SecretIntegrity,
     #[error("data key {0} was destroyed")]
     Destroyed(DataKeyId),
     #[error("tenant has no active data key")]

@@ -94,7 +94,7 @@ pub struct MasterRotation {
 
 /// True while some data key still holds bytes wrapped under this master key version.
 pub async fn is_needed(pool: &PgPool, version: i32) -> Result<bool, KeyError> {
-    Ok(store::rotation::wrapped_under_master(pool, version).await? > 0)
+    Ok(store::data_keys::wrapped_under_master(pool, version).await? > 0)
 }
 
 fn check(fail_at: Option<FailPoint>, here: FailPoint) -> Result<(), RotationError> {
@@ -123,11 +123,11 @@ pub async fn rotate_master_key(
     // A connection of its own, closed (never returned to the pool) when dropped, so the
     // session lock cannot outlive this call.
     let mut lock_conn = pool.acquire().await.map_err(StoreError::from)?.detach();
-    if !store::rotation::try_lock_master_rotation(&mut lock_conn).await? {
+    if !store::master_keys::try_lock_master_rotation(&mut lock_conn).await? {
         return Err(RotationError::InProgress);
     }
     let result = rotate_locked(pool, masters, source, fail_at, origin).await;
-    let _ = store::rotation::unlock_master_rotation(&mut lock_conn).await;
+    let _ = store::master_keys::unlock_master_rotation(&mut lock_conn).await;
     let _ = sqlx::Connection::close(lock_conn).await;
     result
 }
@@ -144,7 +144,7 @@ async fn rotate_locked(
     // Catch up first: every recorded version must be loaded to unwrap what it wraps.
     masters.refresh(pool).await?;
     let recorded = store::master_keys::all(pool).await?;
-    let next = store::rotation::max_master_version(pool).await? + 1;
+    let next = store::master_keys::max_master_version(pool).await? + 1;
     let new = create_next_version(source, next, &recorded).await?;
     check(fail_at, FailPoint::AfterSourceWrite)?;
 
@@ -153,8 +153,8 @@ async fn rotate_locked(
     masters.insert_version(key.clone())?;
 
     let mut tx = pool.begin().await?;
-    store::rotation::lock_wrap_exclusive(&mut tx).await?;
-    let previous_version = store::rotation::retire_active_master(&mut *tx)
+    store::master_keys::lock_wrap_exclusive(&mut tx).await?;
+    let previous_version = store::master_keys::retire_active_master(&mut *tx)
         .await?
         .unwrap_or(0);
     store::master_keys::insert(
@@ -171,11 +171,11 @@ async fn rotate_locked(
     .await?;
     let rewrapped = rewrap_all(pool, &mut tx, masters, &key).await?;
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    store::rotation::log_rotation(
+    store::key_rotations::log_rotation(
         &mut *tx,
-        store::rotation::NewRotation {
+        store::key_rotations::NewRotation {
             kind: "master_key",
-            tenant_id: None,
+            tenant: None,
             previous_version,
             version: key.version,
             rewrapped_data_keys: i32::try_from(rewrapped).unwrap_or(i32::MAX),
@@ -222,7 +222,7 @@ async fn rewrap_all(
     let mut after = Uuid::nil();
     let mut total = 0u64;
     loop {
-        let rows = store::rotation::wrapped_keys_after(&mut *tx, after, REWRAP_BATCH).await?;
+        let rows = store::data_keys::wrapped_keys_after(&mut *tx, after, REWRAP_BATCH).await?;
         let Some(last) = rows.last() else {
             break;
         };
@@ -238,7 +238,7 @@ async fn rewrap_all(
             wrapped.push(envelope::wrap_data_key(new, tenant, row.version, &key));
             ids.push(row.id);
         }
-        total += store::rotation::rewrap_batch(&mut *tx, &ids, &wrapped, new.version).await?;
+        total += store::data_keys::rewrap_batch(&mut *tx, &ids, &wrapped, new.version).await?;
     }
     Ok(total)
 }
@@ -339,8 +339,8 @@ pub async fn rotate_data_key(
     let started_at = Utc::now();
     let mut tx = pool.begin().await.map_err(StoreError::from)?;
     // The wrap lock before the key rows: a master rotation takes them in this order too.
-    store::rotation::lock_wrap_shared(&mut tx).await?;
-    let keys = store::rotation::lock_tenant_keys(&mut *tx, tenant.0).await?;
+    store::master_keys::lock_wrap_shared(&mut tx).await?;
+    let keys = store::data_keys::lock_tenant_keys(&mut *tx, tenant).await?;
     let active = keys
         .iter()
         .find(|k| k.state == "active")
@@ -350,16 +350,16 @@ pub async fn rotate_data_key(
     }
     let previous_version = active.version;
     let version = keys.iter().map(|k| k.version).max().unwrap_or(0) + 1;
-    store::rotation::demote_key(&mut *tx, active.id).await?;
+    store::data_keys::demote_key(&mut *tx, DataKeyId(active.id)).await?;
     let conn = tx.acquire().await.map_err(StoreError::from)?;
     let id = data_keys.create(conn, tenant, version).await?;
-    let to_reencrypt = store::rotation::remaining_under_old_keys(&mut *tx, tenant.0).await?;
-    store::rotation::start_job(&mut *tx, tenant.0, to_reencrypt).await?;
-    store::rotation::log_rotation(
+    let to_reencrypt = store::data_keys::remaining_under_old_keys(&mut *tx, tenant).await?;
+    store::reencryption::start_job(&mut *tx, tenant, to_reencrypt).await?;
+    store::key_rotations::log_rotation(
         &mut *tx,
-        store::rotation::NewRotation {
+        store::key_rotations::NewRotation {
             kind: "data_key",
-            tenant_id: Some(tenant.0),
+            tenant: Some(tenant),
             previous_version,
             version,
             rewrapped_data_keys: 0,

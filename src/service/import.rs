@@ -47,7 +47,7 @@ impl Vault {
             source_count: secrets.len(),
             ..Default::default()
         };
-        let tenant = match store::tenants::by_slug(&self.pool, slug.as_str()).await? {
+        let tenant = match store::tenants::by_slug(&self.pool, slug).await? {
             Some(row) => Some(TenantRef {
                 id: TenantId(row.id),
                 slug: slug.clone(),

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use crate::audit::{AuditEvent, AuditSink};
-use crate::cache::SecretCache;
+use crate::cache::{NotFoundCache, SecretCache};
 use crate::domain::{TenantId, TenantSlug, TokenId};
 use crate::keys::{DataKeyring, KeyError, MasterKeySource, MasterKeyring};
 use crate::store::StoreError;
@@ -96,7 +96,9 @@ impl From<StoreError> for ServiceError {
 impl From<KeyError> for ServiceError {
     fn from(err: KeyError) -> Self {
         match err {
-            KeyError::Integrity(_) | KeyError::Destroyed(_) => ServiceError::Integrity,
+            KeyError::Integrity(_) | KeyError::Destroyed(_) | KeyError::SecretIntegrity => {
+                ServiceError::Integrity
+            }
             KeyError::Store(s) => s.into(),
             other => ServiceError::Internal(other.to_string()),
         }
@@ -132,7 +134,7 @@ pub struct Vault {
     /// The lookup's third step (Infisical), when configured.
     pub(crate) fallback: Option<Arc<dyn fallback::SecretFallback>>,
     /// Keys found nowhere, remembered briefly so a missing key cannot hammer Infisical.
-    pub(crate) not_found: Option<moka::future::Cache<(TenantId, crate::domain::SecretKey), ()>>,
+    pub(crate) not_found: NotFoundCache,
 }
 
 impl Vault {
@@ -158,7 +160,7 @@ impl Vault {
             limits,
             key_source,
             fallback: None,
-            not_found: None,
+            not_found: NotFoundCache::default(),
         }
     }
 
@@ -170,12 +172,7 @@ impl Vault {
         not_found_ttl: std::time::Duration,
     ) {
         self.fallback = Some(fallback);
-        self.not_found = (!not_found_ttl.is_zero()).then(|| {
-            moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(not_found_ttl)
-                .build()
-        });
+        self.not_found = NotFoundCache::new(not_found_ttl);
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -48,14 +48,14 @@ impl Vault {
         &self,
         tx: &mut PgConnection,
         tenant: TenantId,
-        destroyed: &[uuid::Uuid],
+        destroyed: &[DataKeyId],
     ) -> Result<(), StoreError> {
         store::notify::event(
             tx,
             self.rotation.origin,
             &Event::Tenant {
                 tenant: tenant.0,
-                destroyed_keys: destroyed.to_vec(),
+                destroyed_keys: destroyed.iter().map(|id| id.0).collect(),
             },
         )
         .await
@@ -76,9 +76,7 @@ impl Vault {
             Event::Secret { tenant, key } => {
                 if let Ok(key) = SecretKey::parse(&key) {
                     self.cache.invalidate(TenantId(tenant), &key).await;
-                    if let Some(missing) = &self.not_found {
-                        missing.invalidate(&(TenantId(tenant), key)).await;
-                    }
+                    self.not_found.forget(TenantId(tenant), &key).await;
                 }
             }
             Event::Tenant {
@@ -109,9 +107,7 @@ impl Vault {
     /// Forgets everything cached: secrets, keys found nowhere, token checks, unwrapped keys.
     pub fn drop_caches(&self) {
         self.cache.invalidate_all();
-        if let Some(missing) = &self.not_found {
-            missing.invalidate_all();
-        }
+        self.not_found.forget_all();
         self.tokens.forget_all();
         self.data_keys.forget_everything();
     }

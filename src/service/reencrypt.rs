@@ -14,9 +14,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{ServiceError, Vault};
-use crate::crypto::{envelope, open_secret, seal_secret, DataKey, SecretPlace};
+use crate::crypto::DataKey;
 use crate::domain::{DataKeyId, SecretKey, TenantId};
-use crate::keys::KeyError;
+use crate::keys::{KeyError, SecretPlace};
 use crate::store::{self, notify::Event, StoreError};
 
 /// Ciphertexts moved per transaction (of each kind: current values, kept versions).
@@ -44,18 +44,14 @@ impl Vault {
     pub async fn reencryption_remaining(&self, tenants: &[TenantId]) -> Result<i64, ServiceError> {
         let mut total = 0;
         for t in tenants {
-            total += store::rotation::remaining_under_old_keys(&self.pool, t.0).await?;
+            total += store::data_keys::remaining_under_old_keys(&self.pool, *t).await?;
         }
         Ok(total)
     }
 
     /// Tenants with unfinished re-encryption work.
     pub async fn tenants_to_reencrypt(&self) -> Result<Vec<TenantId>, ServiceError> {
-        Ok(store::rotation::tenants_with_old_keys(&self.pool)
-            .await?
-            .into_iter()
-            .map(TenantId)
-            .collect())
+        Ok(store::data_keys::tenants_with_old_keys(&self.pool).await?)
     }
 
     /// Moves all of a tenant's ciphertexts to its active key and destroys its old keys.
@@ -112,7 +108,7 @@ impl Vault {
     async fn reencrypt_batch(&self, tenant: TenantId) -> Result<Batch, ServiceError> {
         let active = self.data_keys.active(tenant).await?;
         // Stay within the active key's encryption budget; rotate it first if it is spent.
-        let used = store::rotation::encryption_count(&self.pool, active.id.0)
+        let used = store::data_keys::encryption_count(&self.pool, active.id)
             .await?
             .unwrap_or(0);
         let budget = self.limits.data_key_max_encryptions - used;
@@ -122,33 +118,33 @@ impl Vault {
         }
         let limit = budget.min(REENCRYPT_BATCH);
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        if !store::rotation::try_lock_reencryption(&mut tx, tenant.0).await? {
+        if !store::reencryption::try_lock(&mut tx, tenant).await? {
             return Ok(Batch::Busy);
         }
-        let current = store::rotation::current_under_old_keys(&mut *tx, tenant.0, limit).await?;
+        let current = store::secrets::current_under_old_keys(&mut *tx, tenant, limit).await?;
         let kept =
-            store::rotation::kept_under_old_keys(&mut *tx, tenant.0, limit - current.len() as i64)
+            store::versions::kept_under_old_keys(&mut *tx, tenant, limit - current.len() as i64)
                 .await?;
         if current.is_empty() && kept.is_empty() {
             let destroyed =
-                store::rotation::destroy_unreferenced_old_keys(&mut *tx, tenant.0).await?;
-            let remaining = store::rotation::remaining_under_old_keys(&mut *tx, tenant.0).await?;
+                store::data_keys::destroy_unreferenced_old_keys(&mut *tx, tenant).await?;
+            let remaining = store::data_keys::remaining_under_old_keys(&mut *tx, tenant).await?;
             if !destroyed.is_empty() {
                 store::notify::event(
                     &mut *tx,
                     self.rotation.origin,
                     &Event::DataKey {
                         tenant: tenant.0,
-                        destroyed_keys: destroyed.clone(),
+                        destroyed_keys: destroyed.iter().map(|id| id.0).collect(),
                     },
                 )
                 .await?;
             }
             if remaining == 0 {
-                store::rotation::finish_job(&mut *tx, tenant.0).await?;
+                store::reencryption::finish_job(&mut *tx, tenant).await?;
             }
             tx.commit().await.map_err(StoreError::from)?;
-            let ids: Vec<DataKeyId> = destroyed.into_iter().map(DataKeyId).collect();
+            let ids = destroyed;
             self.data_keys.forget(tenant, &ids).await;
             if !ids.is_empty() {
                 tracing::info!(tenant = %tenant.0, destroyed = ids.len(), "old data keys emptied and destroyed");
@@ -195,17 +191,17 @@ impl Vault {
             kept_envelopes.push(envelope);
         }
         let n = (current.len() + kept.len()) as i64;
-        store::rotation::replace_current(&mut *tx, &ids, &envelopes, active.id.0).await?;
-        store::rotation::replace_kept(
+        store::secrets::replace_current(&mut *tx, &ids, &envelopes, active.id).await?;
+        store::versions::replace_kept(
             &mut *tx,
             &kept_ids,
             &kept_versions,
             &kept_envelopes,
-            active.id.0,
+            active.id,
         )
         .await?;
         // Counted last (see the module docs); and counted, like every encryption.
-        match store::rotation::count_encryptions(&mut *tx, active.id.0, n).await? {
+        match store::data_keys::count_encryptions(&mut *tx, active.id, n).await? {
             None => {
                 // The key we encrypted under was rotated meanwhile: redo under the new one.
                 drop(tx);
@@ -220,7 +216,7 @@ impl Vault {
             }
             Some(_) => {}
         }
-        store::rotation::job_progress(&mut *tx, tenant.0, n).await?;
+        store::reencryption::job_progress(&mut *tx, tenant, n).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(Batch::Moved(n as u64))
     }
@@ -237,27 +233,28 @@ impl Vault {
         data_key_id: Uuid,
     ) -> Result<Vec<u8>, ServiceError> {
         let key = SecretKey::parse(secret_key).map_err(|_| ServiceError::Integrity)?;
-        let header_key =
-            envelope::secret_data_key_id(sealed).map_err(|_| ServiceError::Integrity)?;
-        if header_key.0 != data_key_id {
-            return Err(ServiceError::Integrity);
-        }
-        let old = self.data_keys.get(tenant, header_key).await.map_err(|e| {
-            if let KeyError::Integrity(id) | KeyError::Destroyed(id) = &e {
-                tracing::error!(tenant = %tenant.0, data_key = %id, "a ciphertext under an old data key cannot be opened; its key is kept");
-            }
-            ServiceError::from(e)
-        })?;
         let place = SecretPlace {
             tenant,
             key: &key,
             version,
         };
-        let value = open_secret(&old, place, sealed).map_err(|_| {
-            tracing::error!(tenant = %tenant.0, key = %key, version, "a ciphertext failed its integrity check during re-encryption");
-            ServiceError::Integrity
-        })?;
-        Ok(seal_secret(active, place, &value))
+        let value = self
+            .data_keys
+            .open_secret(place, DataKeyId(data_key_id), sealed)
+            .await
+            .map_err(|e| {
+                match &e {
+                    KeyError::Integrity(id) | KeyError::Destroyed(id) => {
+                        tracing::error!(tenant = %tenant.0, data_key = %id, "a ciphertext under an old data key cannot be opened; its key is kept");
+                    }
+                    KeyError::SecretIntegrity => {
+                        tracing::error!(tenant = %tenant.0, key = %key, version, "a ciphertext failed its integrity check during re-encryption");
+                    }
+                    _ => {}
+                }
+                ServiceError::from(e)
+            })?;
+        Ok(self.data_keys.seal_secret(active, place, &value))
     }
 }
 

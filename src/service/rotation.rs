@@ -114,7 +114,7 @@ impl Vault {
         slug: &TenantSlug,
     ) -> Result<DataKeyRotationReport, ServiceError> {
         self.ensure_auditable()?;
-        let tenant = store::tenants::by_slug(&self.pool, slug.as_str())
+        let tenant = store::tenants::by_slug(&self.pool, slug)
             .await?
             .ok_or(ServiceError::TenantNotFound)?;
         let result = rotation::rotate_data_key(

@@ -11,8 +11,9 @@ use uuid::Uuid;
 use super::fallback::FallbackError;
 use super::{RequestContext, ServiceError, TenantRef, Vault};
 use crate::cache::CachedSecret;
-use crate::crypto::{envelope, open_secret, seal_secret, SecretPlace, SecretValue};
-use crate::domain::{SecretKey, TenantId};
+use crate::crypto::SecretValue;
+use crate::domain::{DataKeyId, SecretKey, TenantId};
+use crate::keys::{SecretPlace, StoredSecret};
 use crate::store::{self, secrets::NewSecret, StoreError};
 
 pub use crate::domain::SecretSource;
@@ -98,15 +99,12 @@ impl Vault {
         // Runs only on a cache miss: a key remembered as missing answers 404 at once, and a
         // key found nowhere is remembered (briefly) so it cannot hammer Infisical.
         let load = async {
-            let missing_key = (tenant.id, key.clone());
-            if let Some(missing) = &self.not_found {
-                if missing.contains_key(&missing_key) {
-                    return Err(ServiceError::SecretNotFound);
-                }
+            if self.not_found.contains(tenant.id, key) {
+                return Err(ServiceError::SecretNotFound);
             }
             let loaded = self.load_secret(ctx, tenant, key).await;
-            if let (Err(ServiceError::SecretNotFound), Some(missing)) = (&loaded, &self.not_found) {
-                missing.insert(missing_key, ()).await;
+            if let Err(ServiceError::SecretNotFound) = &loaded {
+                self.not_found.remember(tenant.id, key).await;
             }
             loaded
         };
@@ -188,37 +186,26 @@ impl Vault {
         tenant: TenantId,
         key: &SecretKey,
     ) -> Result<Option<Arc<CachedSecret>>, ServiceError> {
-        let mut attempts = 0;
-        let (row, data_key) = loop {
-            attempts += 1;
-            let Some(row) = store::secrets::get(&self.pool, tenant.0, key.as_str()).await? else {
-                return Ok(None);
-            };
-            // The header names the data key; it must also be the key the row says it uses.
-            let header_key = envelope::secret_data_key_id(&row.secret_value_encrypted)
-                .map_err(|_| ServiceError::Integrity)?;
-            if header_key.0 != row.data_key_id {
-                return Err(ServiceError::Integrity);
-            }
-            match self.data_keys.get(tenant, header_key).await {
-                Ok(data_key) => break (row, data_key),
-                // The re-encryption job moved the row and destroyed its old key between our
-                // two reads: read the row again.
-                Err(crate::keys::KeyError::Destroyed(_)) if attempts < 3 => continue,
-                Err(e) => return Err(e.into()),
-            }
+        let read = || async move {
+            let row = store::secrets::get(&self.pool, tenant, key).await?;
+            Ok::<_, ServiceError>(row.map(|row| {
+                let stored = StoredSecret {
+                    version: row.version,
+                    envelope: row.secret_value_encrypted,
+                    data_key_id: DataKeyId(row.data_key_id),
+                };
+                (stored, (row.version, row.updated_at))
+            }))
         };
-        let place = SecretPlace {
-            tenant,
-            key,
-            version: row.version,
+        let Some((value, (version, updated_at))) =
+            self.data_keys.read_secret(tenant, key, read).await?
+        else {
+            return Ok(None);
         };
-        let value = open_secret(&data_key, place, &row.secret_value_encrypted)
-            .map_err(|_| ServiceError::Integrity)?;
         Ok(Some(Arc::new(CachedSecret {
             value,
-            version: row.version,
-            updated_at: row.updated_at,
+            version,
+            updated_at,
             loaded_from: SecretSource::Database,
         })))
     }
@@ -239,9 +226,7 @@ impl Vault {
             .await
             .map(|(v, _)| v);
         self.cache.invalidate(tenant.id, key).await;
-        if let Some(missing) = &self.not_found {
-            missing.invalidate(&(tenant.id, key.clone())).await;
-        }
+        self.not_found.forget(tenant.id, key).await;
         self.audited(ctx, "secret.write", tenant, Some(key), result)
     }
 
@@ -267,7 +252,7 @@ impl Vault {
         for _ in 0..WRITE_ATTEMPTS {
             let data_key = self.data_keys.active(tenant.id).await?;
             let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-            let current = store::secrets::lock(&mut *tx, tenant.id.0, key.as_str()).await?;
+            let current = store::secrets::lock(&mut *tx, tenant.id, key).await?;
             let current_version = current.as_ref().map_or(0, |r| r.version);
             if let Some(expected) = cas {
                 if expected != current_version {
@@ -277,7 +262,7 @@ impl Vault {
                     });
                 }
             }
-            let Some(count) = store::data_keys::count_encryption(&mut *tx, data_key.id.0).await?
+            let Some(count) = store::data_keys::count_encryptions(&mut *tx, data_key.id, 1).await?
             else {
                 // Rotated or destroyed since we cached it: look it up again.
                 self.data_keys.forget_active(tenant.id).await;
@@ -297,13 +282,13 @@ impl Vault {
                 key,
                 version,
             };
-            let envelope = seal_secret(&data_key, place, value);
+            let envelope = self.data_keys.seal_secret(&data_key, place, value);
             let new = NewSecret {
                 id: current.as_ref().map_or_else(Uuid::new_v4, |r| r.id),
-                company_id: tenant.id.0,
-                key: key.as_str(),
+                tenant: tenant.id,
+                key,
                 envelope: &envelope,
-                data_key_id: data_key.id.0,
+                data_key_id: data_key.id,
                 version,
             };
             let updated_at = match current {
@@ -312,8 +297,7 @@ impl Vault {
                     let Some(at) = inserted else {
                         // Another writer created it first. Without cas, try again as an update.
                         if let Some(expected) = cas {
-                            let now =
-                                store::secrets::get(&mut *tx, tenant.id.0, key.as_str()).await?;
+                            let now = store::secrets::get(&mut *tx, tenant.id, key).await?;
                             return Err(ServiceError::CasConflict {
                                 expected,
                                 current: now.map_or(0, |r| r.version),
@@ -355,7 +339,7 @@ impl Vault {
         self.ensure_auditable()?;
         let result = async {
             let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-            let version = store::secrets::delete(&mut *tx, tenant.id.0, key.as_str())
+            let version = store::secrets::delete(&mut *tx, tenant.id, key)
                 .await?
                 .ok_or(ServiceError::SecretNotFound)?;
             self.notify_secret(&mut tx, tenant.id, key).await?;
@@ -374,7 +358,7 @@ impl Vault {
     ) -> Result<Vec<SecretSummary>, ServiceError> {
         self.ensure_auditable()?;
         let result = async {
-            Ok(store::secrets::list(&self.pool, tenant.id.0)
+            Ok(store::secrets::list(&self.pool, tenant.id)
                 .await?
                 .into_iter()
                 .map(|r| SecretSummary {

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{RequestContext, ServiceError, Vault};
-use crate::domain::{DataKeyId, TenantId, TenantSlug};
+use crate::domain::{TenantId, TenantSlug};
 use crate::store::{self, StoreError};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -30,7 +30,7 @@ impl Vault {
             ));
         }
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        let row = match store::tenants::insert(&mut *tx, Uuid::new_v4(), slug.as_str(), name).await
+        let row = match store::tenants::insert(&mut *tx, TenantId(Uuid::new_v4()), slug, name).await
         {
             Ok(row) => row,
             Err(StoreError::Conflict(_)) => return Err(ServiceError::TenantExists),
@@ -61,20 +61,18 @@ impl Vault {
         slug: &TenantSlug,
     ) -> Result<usize, ServiceError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
-        let row = store::tenants::by_slug(&mut *tx, slug.as_str())
+        let row = store::tenants::by_slug(&mut *tx, slug)
             .await?
             .ok_or(ServiceError::TenantNotFound)?;
-        let destroyed = store::data_keys::destroy_for_tenant(&mut *tx, row.id).await?;
-        store::tokens::revoke_for_tenant(&mut *tx, row.id).await?;
-        if !store::tenants::mark_deleted(&mut *tx, row.id).await? {
+        let tenant = TenantId(row.id);
+        let ids = store::data_keys::destroy_for_tenant(&mut *tx, tenant).await?;
+        store::tokens::revoke_for_tenant(&mut *tx, tenant).await?;
+        if !store::tenants::mark_deleted(&mut *tx, tenant).await? {
             return Err(ServiceError::TenantNotFound);
         }
-        self.notify_tenant(&mut tx, TenantId(row.id), &destroyed)
-            .await?;
+        self.notify_tenant(&mut tx, tenant, &ids).await?;
         tx.commit().await.map_err(StoreError::from)?;
 
-        let tenant = TenantId(row.id);
-        let ids: Vec<DataKeyId> = destroyed.iter().copied().map(DataKeyId).collect();
         self.data_keys.forget(tenant, &ids).await;
         self.cache.invalidate_tenant(tenant);
         self.tokens.forget_tenant(tenant);
@@ -90,7 +88,7 @@ impl Vault {
 impl Vault {
     /// A live tenant by its slug, if there is one (no audit event: a lookup for tools).
     pub async fn tenant_by_slug(&self, slug: &TenantSlug) -> Result<Option<Tenant>, ServiceError> {
-        let row = store::tenants::by_slug(&self.pool, slug.as_str()).await?;
+        let row = store::tenants::by_slug(&self.pool, slug).await?;
         Ok(row.map(|row| Tenant {
             id: TenantId(row.id),
             slug: row.slug,
@@ -101,7 +99,7 @@ impl Vault {
 
     /// The slugs of every live tenant.
     pub async fn live_tenants(&self) -> Result<Vec<TenantSlug>, ServiceError> {
-        let rows = store::rotation::live_tenants(&self.pool).await?;
+        let rows = store::tenants::live(&self.pool).await?;
         // Slugs are checked by the database too, so none is skipped in practice.
         Ok(rows
             .into_iter()

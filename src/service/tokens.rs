@@ -199,7 +199,7 @@ impl Vault {
     ) -> Result<IssuedToken, ServiceError> {
         let tenant_row = match tenant {
             Some(slug) => Some(
-                store::tenants::by_slug(&self.pool, slug.as_str())
+                store::tenants::by_slug(&self.pool, slug)
                     .await?
                     .ok_or(ServiceError::TenantNotFound)?,
             ),

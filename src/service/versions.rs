@@ -5,13 +5,11 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use super::{RequestContext, ServiceError, TenantRef, Vault};
 use crate::cache::CachedSecret;
-use crate::crypto::{envelope, open_secret, SecretPlace, SecretValue};
-use crate::domain::{SecretKey, TenantId};
-use crate::keys::KeyError;
+use crate::domain::{DataKeyId, SecretKey, TenantId};
+use crate::keys::StoredSecret;
 use crate::store;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -32,7 +30,7 @@ impl Vault {
     ) -> Result<Vec<VersionInfo>, ServiceError> {
         self.ensure_auditable()?;
         let result = async {
-            let current = store::secrets::get(&self.pool, tenant.id.0, key.as_str())
+            let current = store::secrets::get(&self.pool, tenant.id, key)
                 .await?
                 .ok_or(ServiceError::SecretNotFound)?;
             let mut out = vec![VersionInfo {
@@ -41,7 +39,7 @@ impl Vault {
                 current: true,
             }];
             out.extend(
-                store::versions::list(&self.pool, tenant.id.0, key.as_str())
+                store::versions::list(&self.pool, tenant.id, key)
                     .await?
                     .into_iter()
                     .filter(|v| v.version != current.version)
@@ -101,20 +99,19 @@ impl Vault {
                 "`version` must be a positive integer".into(),
             ));
         }
-        // A row can move to a new data key (re-encryption) between reading it and loading
-        // its key, which may then be destroyed: read again in that case.
-        for _ in 0..3 {
-            let current = store::secrets::get(&self.pool, tenant.0, key.as_str())
-                .await?
-                .ok_or(ServiceError::SecretNotFound)?;
-            let (sealed, data_key_id, at) = if current.version == version {
+        // The current row holds the newest version, the history the earlier ones.
+        let read = || async move {
+            let Some(current) = store::secrets::get(&self.pool, tenant, key).await? else {
+                return Ok::<_, ServiceError>(None);
+            };
+            let (envelope, data_key_id, at) = if current.version == version {
                 (
                     current.secret_value_encrypted,
                     current.data_key_id,
                     current.updated_at,
                 )
             } else {
-                let kept = store::versions::get(&self.pool, tenant.0, key.as_str(), version)
+                let kept = store::versions::get(&self.pool, tenant, key, version)
                     .await?
                     .ok_or(ServiceError::VersionNotFound(version))?;
                 (
@@ -123,44 +120,23 @@ impl Vault {
                     kept.created_at,
                 )
             };
-            match self
-                .open_at(tenant, key, version, &sealed, data_key_id)
-                .await
-            {
-                Ok(value) => {
-                    return Ok(Arc::new(CachedSecret {
-                        value,
-                        version,
-                        updated_at: at,
-                        loaded_from: crate::service::SecretSource::Database,
-                    }))
-                }
-                Err(KeyError::Destroyed(_)) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ServiceError::Integrity)
-    }
-
-    async fn open_at(
-        &self,
-        tenant: TenantId,
-        key: &SecretKey,
-        version: i32,
-        sealed: &[u8],
-        data_key_id: Uuid,
-    ) -> Result<SecretValue, KeyError> {
-        let header_key = envelope::secret_data_key_id(sealed)
-            .map_err(|_| KeyError::Integrity(crate::domain::DataKeyId(data_key_id)))?;
-        if header_key.0 != data_key_id {
-            return Err(KeyError::Integrity(header_key));
-        }
-        let data_key = self.data_keys.get(tenant, header_key).await?;
-        let place = SecretPlace {
-            tenant,
-            key,
-            version,
+            let stored = StoredSecret {
+                version,
+                envelope,
+                data_key_id: DataKeyId(data_key_id),
+            };
+            Ok(Some((stored, at)))
         };
-        open_secret(&data_key, place, sealed).map_err(|_| KeyError::Integrity(header_key))
+        let (value, updated_at) = self
+            .data_keys
+            .read_secret(tenant, key, read)
+            .await?
+            .ok_or(ServiceError::SecretNotFound)?;
+        Ok(Arc::new(CachedSecret {
+            value,
+            version,
+            updated_at,
+            loaded_from: crate::service::SecretSource::Database,
+        }))
     }
 }

@@ -4,10 +4,11 @@
 
 pub mod audit;
 pub mod data_keys;
+pub mod key_rotations;
 pub mod key_status;
 pub mod master_keys;
 pub mod notify;
-pub mod rotation;
+pub mod reencryption;
 pub mod secrets;
 pub mod tenants;
 pub mod tokens;

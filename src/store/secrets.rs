@@ -1,10 +1,12 @@
-//! `company_secrets` and `company_secret_versions`.
+//! `company_secrets`: the current value of each secret (`company_id` is the tenant), and the
+//! re-encryption job's side of it.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::StoreResult;
+use crate::domain::{DataKeyId, SecretKey, TenantId};
 
 #[derive(Debug, Clone)]
 pub struct SecretRow {
@@ -17,15 +19,15 @@ pub struct SecretRow {
 
 pub async fn get(
     db: impl PgExecutor<'_>,
-    company_id: Uuid,
-    key: &str,
+    tenant: TenantId,
+    key: &SecretKey,
 ) -> StoreResult<Option<SecretRow>> {
     Ok(sqlx::query_as!(
         SecretRow,
         "select id, secret_value_encrypted, data_key_id, version, updated_at
          from company_secrets where company_id = $1 and secret_key = $2",
-        company_id,
-        key
+        tenant.0,
+        key.as_str()
     )
     .fetch_optional(db)
     .await?)
@@ -34,15 +36,15 @@ pub async fn get(
 /// The current row, locked until the transaction ends, so writers of one key take turns.
 pub async fn lock(
     db: impl PgExecutor<'_>,
-    company_id: Uuid,
-    key: &str,
+    tenant: TenantId,
+    key: &SecretKey,
 ) -> StoreResult<Option<SecretRow>> {
     Ok(sqlx::query_as!(
         SecretRow,
         "select id, secret_value_encrypted, data_key_id, version, updated_at
          from company_secrets where company_id = $1 and secret_key = $2 for update",
-        company_id,
-        key
+        tenant.0,
+        key.as_str()
     )
     .fetch_optional(db)
     .await?)
@@ -50,10 +52,10 @@ pub async fn lock(
 
 pub struct NewSecret<'a> {
     pub id: Uuid,
-    pub company_id: Uuid,
-    pub key: &'a str,
+    pub tenant: TenantId,
+    pub key: &'a SecretKey,
     pub envelope: &'a [u8],
-    pub data_key_id: Uuid,
+    pub data_key_id: DataKeyId,
     pub version: i32,
 }
 
@@ -69,10 +71,10 @@ pub async fn insert_first(
          on conflict (company_id, secret_key) do nothing
          returning updated_at",
         s.id,
-        s.company_id,
-        s.key,
+        s.tenant.0,
+        s.key.as_str(),
         s.envelope,
-        s.data_key_id,
+        s.data_key_id.0,
         s.version
     )
     .fetch_optional(db)
@@ -102,7 +104,7 @@ pub async fn update(db: impl PgExecutor<'_>, s: NewSecret<'_>) -> StoreResult<Da
          returning updated_at",
         s.id,
         s.envelope,
-        s.data_key_id,
+        s.data_key_id.0,
         s.version
     )
     .fetch_one(db)
@@ -112,13 +114,13 @@ pub async fn update(db: impl PgExecutor<'_>, s: NewSecret<'_>) -> StoreResult<Da
 /// Deletes a secret and its history; returns the version it had.
 pub async fn delete(
     db: impl PgExecutor<'_>,
-    company_id: Uuid,
-    key: &str,
+    tenant: TenantId,
+    key: &SecretKey,
 ) -> StoreResult<Option<i32>> {
     Ok(sqlx::query_scalar!(
         "delete from company_secrets where company_id = $1 and secret_key = $2 returning version",
-        company_id,
-        key
+        tenant.0,
+        key.as_str()
     )
     .fetch_optional(db)
     .await?)
@@ -131,13 +133,66 @@ pub struct SecretSummaryRow {
     pub updated_at: DateTime<Utc>,
 }
 
-pub async fn list(db: impl PgExecutor<'_>, company_id: Uuid) -> StoreResult<Vec<SecretSummaryRow>> {
+pub async fn list(db: impl PgExecutor<'_>, tenant: TenantId) -> StoreResult<Vec<SecretSummaryRow>> {
     Ok(sqlx::query_as!(
         SecretSummaryRow,
         "select secret_key, version, updated_at from company_secrets
          where company_id = $1 order by secret_key",
-        company_id
+        tenant.0
     )
     .fetch_all(db)
     .await?)
+}
+
+#[derive(Debug, Clone)]
+pub struct CurrentCiphertext {
+    pub id: Uuid,
+    pub secret_key: String,
+    pub version: i32,
+    pub secret_value_encrypted: Vec<u8>,
+    pub data_key_id: Uuid,
+}
+
+/// Current values of a tenant still under a decrypt-only key, locked; rows a writer holds
+/// are skipped (they come round again).
+pub async fn current_under_old_keys(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    limit: i64,
+) -> StoreResult<Vec<CurrentCiphertext>> {
+    Ok(sqlx::query_as!(
+        CurrentCiphertext,
+        "select c.id, c.secret_key, c.version, c.secret_value_encrypted, c.data_key_id
+         from company_secrets c
+         where c.company_id = $1
+           and c.data_key_id in
+               (select id from data_keys where tenant_id = $1 and state = 'decrypt_only')
+         limit $2
+         for update of c skip locked",
+        tenant.0,
+        limit
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// Re-encrypted current values, one statement per batch. The value and its version are
+/// unchanged, so `updated_at` is too.
+pub async fn replace_current(
+    db: impl PgExecutor<'_>,
+    ids: &[Uuid],
+    envelopes: &[Vec<u8>],
+    data_key_id: DataKeyId,
+) -> StoreResult<u64> {
+    Ok(sqlx::query!(
+        "update company_secrets c set secret_value_encrypted = u.envelope, data_key_id = $3
+         from unnest($1::uuid[], $2::bytea[]) as u(id, envelope)
+         where c.id = u.id",
+        ids,
+        envelopes,
+        data_key_id.0
+    )
+    .execute(db)
+    .await?
+    .rows_affected())
 }

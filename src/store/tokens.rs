@@ -5,6 +5,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::StoreResult;
+use crate::domain::TenantId;
 
 #[derive(Debug, Clone)]
 pub struct TokenRow {
@@ -58,10 +59,10 @@ pub async fn by_hash(db: impl PgExecutor<'_>, token_hash: &[u8]) -> StoreResult<
 }
 
 /// Revokes every token of a tenant (on tenant deletion).
-pub async fn revoke_for_tenant(db: impl PgExecutor<'_>, tenant_id: Uuid) -> StoreResult<u64> {
+pub async fn revoke_for_tenant(db: impl PgExecutor<'_>, tenant: TenantId) -> StoreResult<u64> {
     Ok(sqlx::query!(
         "update access_tokens set revoked_at = now() where tenant_id = $1 and revoked_at is null",
-        tenant_id
+        tenant.0
     )
     .execute(db)
     .await?
