@@ -206,7 +206,8 @@ fn parse_args() -> Result<Args, String> {
         args.phases
             .extend(OPENBAO_PHASES.iter().map(|p| p.to_string()));
     } else if compare == Some(false) {
-        args.phases.retain(|p| !OPENBAO_PHASES.contains(&p.as_str()));
+        args.phases
+            .retain(|p| !OPENBAO_PHASES.contains(&p.as_str()));
     }
     // Naming an OpenBao phase in --phases asks for the comparison too.
     args.compare_openbao |= OPENBAO_PHASES.iter().any(|p| args.phases.contains(*p));

@@ -79,7 +79,10 @@ fn is_executable(p: &Path) -> bool {
 
 /// "OpenBao v2.7.2", from `bao version`.
 pub fn version(bin: &Path) -> Option<String> {
-    let out = std::process::Command::new(bin).arg("version").output().ok()?;
+    let out = std::process::Command::new(bin)
+        .arg("version")
+        .output()
+        .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let words: Vec<&str> = text.split_whitespace().take(2).collect();
     (words.len() == 2).then(|| words.join(" "))
@@ -104,9 +107,14 @@ pub struct Bao {
     pub addr: SocketAddr,
     pub root_token: String,
     unseal_key: String,
+    /// Declared in the config; a restart on the same storage must declare the same one.
+    audit_log: PathBuf,
     bin: PathBuf,
     dir: PathBuf,
 }
+
+/// What a server on an existing storage needs: its unseal key, root token and audit file.
+type Resume = (String, String, PathBuf);
 
 /// Creates OpenBao's storage table (and its index) in a fresh database.
 pub async fn create_pg_table(url: &str) -> Result<(), String> {
@@ -135,7 +143,7 @@ pub async fn create_pg_table(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn config(dir: &Path, name: &str, port: u16, cluster_port: u16, storage: &Storage) -> String {
+fn config(audit_log: &Path, port: u16, cluster_port: u16, storage: &Storage) -> String {
     let (storage_block, cache) = match storage {
         Storage::InMemory => ("storage \"inmem\" {}".to_string(), true),
         Storage::Postgres {
@@ -159,7 +167,7 @@ fn config(dir: &Path, name: &str, port: u16, cluster_port: u16, storage: &Storag
          {storage_block}\n\
          audit \"file\" \"file\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
         !cache,
-        dir.join(format!("{name}-audit.log")).display()
+        audit_log.display()
     )
 }
 
@@ -209,14 +217,18 @@ impl Bao {
         dir: &Path,
         name: &str,
         storage: &Storage,
-        previous: Option<(String, String)>,
+        previous: Option<Resume>,
     ) -> Result<Self, String> {
         let log_file = dir.join(format!("{name}.log"));
+        let (previous, audit_log) = match previous {
+            Some((key, root, audit)) => (Some((key, root)), audit),
+            None => (None, dir.join(format!("{name}-audit.log"))),
+        };
         let mut last_err = String::new();
         for _attempt in 0..3 {
             let (port, cluster_port) = (procs::free_port()?, procs::free_port()?);
             let conf = dir.join(format!("{name}.hcl"));
-            std::fs::write(&conf, config(dir, name, port, cluster_port, storage))
+            std::fs::write(&conf, config(&audit_log, port, cluster_port, storage))
                 .map_err(|e| format!("{}: {e}", conf.display()))?;
             let log = std::fs::File::options()
                 .create(true)
@@ -245,6 +257,7 @@ impl Bao {
                         addr,
                         root_token,
                         unseal_key,
+                        audit_log,
                         bin: bin.to_path_buf(),
                         dir: dir.to_path_buf(),
                     })
@@ -331,7 +344,11 @@ impl Bao {
         name: &str,
         storage: &Storage,
     ) -> Result<Self, String> {
-        let previous = (self.unseal_key.clone(), self.root_token.clone());
+        let previous = (
+            self.unseal_key.clone(),
+            self.root_token.clone(),
+            self.audit_log.clone(),
+        );
         let (bin, dir) = (self.bin.clone(), self.dir.clone());
         self.guard.stop().await;
         Self::start(http, &bin, &dir, name, storage, Some(previous)).await
@@ -421,7 +438,8 @@ impl Bao {
 
         let spt = data.keys.len();
         let bar = progress((n * spt) as u64, "OpenBao secrets");
-        let work: Vec<(usize, usize)> = (0..n).flat_map(|t| (0..spt).map(move |k| (t, k))).collect();
+        let work: Vec<(usize, usize)> =
+            (0..n).flat_map(|t| (0..spt).map(move |k| (t, k))).collect();
         let tokens_ref = &tokens;
         for_each(work, concurrency, &bar, |(t, k)| {
             let base = base.clone();

@@ -419,7 +419,10 @@ impl Report<'_> {
             );
         }
         if !s.is_empty() {
-            s.insert_str(0, "tenant-vault beside OpenBao (same client, concurrency and key mix):\n");
+            s.insert_str(
+                0,
+                "tenant-vault beside OpenBao (same client, concurrency and key mix):\n",
+            );
         }
         s
     }
@@ -729,7 +732,11 @@ where
     let names: Vec<String> = phases.iter().map(|(n, _, _)| n.to_string()).collect();
     let mut chart = ChartBuilder::on(area)
         .caption(
-            format!("latency by phase, {} tenants{}", p.tenants, versus_caption(p)),
+            format!(
+                "latency by phase, {} tenants{}",
+                p.tenants,
+                versus_caption(p)
+            ),
             ("sans-serif", 15),
         )
         .margin(12)

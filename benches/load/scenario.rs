@@ -935,10 +935,7 @@ async fn run_group(ctx: &Ctx, sides: Vec<(&str, Result<Driver, String>)>) -> Vec
             .filter(|(_, d)| d.is_ok())
             .map(|(n, _)| *n)
             .collect();
-        println!(
-            "  {}, in turns ({SLICES} slices each):",
-            names.join(", ")
-        );
+        println!("  {}, in turns ({SLICES} slices each):", names.join(", "));
     }
     let mut stats = in_turns(ctx, &ready).await.into_iter();
     sides
@@ -1093,7 +1090,10 @@ async fn point_phases(
     }
     let inmem = if wants("openbao-inmem") {
         let r = start_openbao(ctx, dir, &data, "openbao-inmem", &Storage::InMemory).await;
-        group.push(("openbao-inmem", r.as_ref().map(|s| s.driver(&data)).map_err(Clone::clone)));
+        group.push((
+            "openbao-inmem",
+            r.as_ref().map(|s| s.driver(&data)).map_err(Clone::clone),
+        ));
         Some(r)
     } else {
         None
@@ -1111,16 +1111,21 @@ async fn point_phases(
             let url = ctx.db.create(&format!("{db_name}_bao")).await?;
             openbao::create_pg_table(&url).await?;
             let url = format!("{url}?sslmode=disable");
-            let name = if want_pg { "openbao-pg" } else { "openbao-pg-nocache" };
-            let side =
-                start_openbao(ctx, dir, &data, name, &pg_storage(&url, want_pg)).await?;
+            let name = if want_pg {
+                "openbao-pg"
+            } else {
+                "openbao-pg-nocache"
+            };
+            let side = start_openbao(ctx, dir, &data, name, &pg_storage(&url, want_pg)).await?;
             Ok::<_, String>((url, side))
         }
         .await;
         if want_pg {
             group.push((
                 "openbao-pg",
-                r.as_ref().map(|(_, s)| s.driver(&data)).map_err(Clone::clone),
+                r.as_ref()
+                    .map(|(_, s)| s.driver(&data))
+                    .map_err(Clone::clone),
             ));
         }
         pg = Some(r);
@@ -1143,8 +1148,13 @@ async fn point_phases(
                     side.finish(&mut results, &mut point);
                     if want_pg_nocache {
                         Some(
-                            side.restart(ctx, &data, "openbao-pg-nocache", &pg_storage(&url, false))
-                                .await,
+                            side.restart(
+                                ctx,
+                                &data,
+                                "openbao-pg-nocache",
+                                &pg_storage(&url, false),
+                            )
+                            .await,
                         )
                     } else {
                         side.bao.guard.stop().await;
@@ -1167,7 +1177,10 @@ async fn point_phases(
 
     let mut group = Vec::new();
     if wants("db-ceiling") {
-        group.push(("db-ceiling", start_db_ceiling(ctx, database_url, &data).await));
+        group.push((
+            "db-ceiling",
+            start_db_ceiling(ctx, database_url, &data).await,
+        ));
     }
     let mut nocache_service = None;
     if wants("database") {
@@ -1368,9 +1381,7 @@ async fn start_openbao(
         },
     };
     let checked = async {
-        side.bao
-            .verify_sample(&ctx.http, data, &side.auth)
-            .await?;
+        side.bao.verify_sample(&ctx.http, data, &side.auth).await?;
         // With its cache on, every key once (as `hot` is warmed); off, a read per tenant.
         side.run.warm_s = side.warm(ctx, data, if cache { spt } else { 1 }).await?;
         Ok::<_, String>(())
