@@ -519,14 +519,20 @@ impl Report<'_> {
                 );
             }
             for run in &p.openbao {
+                let loaded = if run.load_requests == 0 {
+                    "on the storage loaded above".to_string()
+                } else {
+                    format!(
+                        "loaded in {:.1} s ({} requests)",
+                        run.load_s, run.load_requests
+                    )
+                };
                 let _ = writeln!(
                     s,
-                    "\n`{}`: {} storage, OpenBao cache {}, loaded in {:.1} s ({} requests), warmed in {:.1} s, peak RSS {}.",
+                    "\n`{}`: {} storage, OpenBao cache {}, {loaded}, warmed in {:.1} s, peak RSS {}.",
                     run.phase,
                     run.storage,
                     if run.cache { "on" } else { "off" },
-                    run.load_s,
-                    run.load_requests,
                     run.warm_s,
                     run.rss_peak_kib
                         .map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
