@@ -1307,12 +1307,12 @@ impl OpenBaoSide {
         run.phase = name.to_string();
         run.cache = matches!(storage, Storage::Postgres { cache: true, .. });
         (run.load_s, run.load_requests) = (0.0, 0);
-        let side = Self {
+        let mut side = Self {
             bao,
             auth: self.auth,
             run,
         };
-        side.warm(ctx, data, 1).await?;
+        side.run.warm_s = side.warm(ctx, data, 1).await?;
         Ok(side)
     }
 
