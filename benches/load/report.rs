@@ -114,6 +114,51 @@ fn ratio(p: &PointResult, a: &str, b: &str) -> Option<f64> {
     (y.rps > 0.0).then(|| x.rps / y.rps)
 }
 
+/// tenant-vault phase beside the OpenBao phase that does the same reads the same way:
+/// from memory (OpenBao in memory, and on PostgreSQL with its cache), and from PostgreSQL
+/// on every read (OpenBao with its cache off).
+pub const OPENBAO_PAIRS: &[(&str, &str)] = &[
+    ("hot", "openbao-inmem"),
+    ("hot", "openbao-pg"),
+    ("database", "openbao-pg-nocache"),
+];
+
+/// One tenant-vault / OpenBao comparison at a point.
+struct Versus<'a> {
+    ours: &'a str,
+    theirs: &'a str,
+    ours_stats: &'a crate::client::PhaseStats,
+    theirs_stats: &'a crate::client::PhaseStats,
+}
+
+impl Versus<'_> {
+    /// tenant-vault's throughput over OpenBao's (above 1: tenant-vault serves more).
+    fn throughput(&self) -> f64 {
+        self.ours_stats.rps / self.theirs_stats.rps.max(1e-9)
+    }
+    /// OpenBao's latency over tenant-vault's (above 1: tenant-vault answers sooner).
+    fn p50(&self) -> f64 {
+        self.theirs_stats.p50_ms / self.ours_stats.p50_ms.max(1e-9)
+    }
+    fn p99(&self) -> f64 {
+        self.theirs_stats.p99_ms / self.ours_stats.p99_ms.max(1e-9)
+    }
+}
+
+fn versus(p: &PointResult) -> Vec<Versus<'_>> {
+    OPENBAO_PAIRS
+        .iter()
+        .filter_map(|&(ours, theirs)| {
+            Some(Versus {
+                ours,
+                theirs,
+                ours_stats: p.stats(ours)?,
+                theirs_stats: p.stats(theirs)?,
+            })
+        })
+        .collect()
+}
+
 pub fn print_point(p: &PointResult) {
     println!(
         "\n  {} tenants x {} secrets ({})",
@@ -163,6 +208,16 @@ pub fn print_point(p: &PointResult) {
     }
     if let Some(r) = ratio(p, "database", "db-ceiling") {
         println!("  database / db-ceiling   = {:.0}%", r * 100.0);
+    }
+    for v in versus(p) {
+        println!(
+            "  {} / {} = {:.2}x the throughput; OpenBao's p50 {:.2}x, p99 {:.2}x tenant-vault's",
+            v.ours,
+            v.theirs,
+            v.throughput(),
+            v.p50(),
+            v.p99()
+        );
     }
     if let Some(k) = p.service_rss_after_warm_kib {
         println!(
@@ -283,6 +338,9 @@ impl Report<'_> {
                     "tenants": p.tenants,
                     "hot_over_http_ceiling": ratio(p, "hot", "http-ceiling"),
                     "database_over_db_ceiling": ratio(p, "database", "db-ceiling"),
+                    "hot_over_openbao_inmem": ratio(p, "hot", "openbao-inmem"),
+                    "hot_over_openbao_pg": ratio(p, "hot", "openbao-pg"),
+                    "database_over_openbao_pg_nocache": ratio(p, "database", "openbao-pg-nocache"),
                 })
             })
             .collect();
@@ -303,6 +361,7 @@ impl Report<'_> {
             "postgresql": self.pg_version,
             "points": self.points,
             "ratios": ratios,
+            "openbao_comparison": self.openbao_json(),
             "targets": targets,
             "total_s": self.total_s,
             "loadavg_at_end": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
@@ -310,8 +369,67 @@ impl Report<'_> {
         })
     }
 
+    /// The comparisons at the main point: figures of both sides and their ratios.
+    fn openbao_json(&self) -> Value {
+        let Some(p) = self.main_point() else {
+            return Value::Null;
+        };
+        let rows: Vec<Value> = versus(p)
+            .iter()
+            .map(|v| {
+                json!({
+                    "tenant_vault_phase": v.ours,
+                    "openbao_phase": v.theirs,
+                    "tenant_vault": {"rps": v.ours_stats.rps, "p50_ms": v.ours_stats.p50_ms, "p99_ms": v.ours_stats.p99_ms},
+                    "openbao": {"rps": v.theirs_stats.rps, "p50_ms": v.theirs_stats.p50_ms, "p99_ms": v.theirs_stats.p99_ms},
+                    "throughput_tenant_vault_over_openbao": v.throughput(),
+                    "p50_openbao_over_tenant_vault": v.p50(),
+                    "p99_openbao_over_tenant_vault": v.p99(),
+                })
+            })
+            .collect();
+        if rows.is_empty() && p.openbao.is_empty() {
+            return Value::Null;
+        }
+        json!({
+            "openbao_version": self.machine.get("openbao"),
+            "tenants": p.tenants,
+            "secrets_per_tenant": p.secrets_per_tenant,
+            "servers": p.openbao,
+            "pairs": rows,
+        })
+    }
+
+    fn openbao_text(&self) -> String {
+        let mut s = String::new();
+        let Some(p) = self.main_point() else {
+            return s;
+        };
+        for v in versus(p) {
+            let _ = writeln!(
+                s,
+                "  {:<9} {:>8.0} req/s p50 {:>7} ms | {:<18} {:>8.0} req/s p50 {:>7} ms | {:.2}x throughput",
+                v.ours,
+                v.ours_stats.rps,
+                ms(v.ours_stats.p50_ms),
+                v.theirs,
+                v.theirs_stats.rps,
+                ms(v.theirs_stats.p50_ms),
+                v.throughput()
+            );
+        }
+        if !s.is_empty() {
+            s.insert_str(
+                0,
+                "tenant-vault beside OpenBao (same client, concurrency and key mix):\n",
+            );
+        }
+        s
+    }
+
     pub fn summary_text(&self) -> String {
-        let mut s = String::from("targets (issue 5):\n");
+        let mut s = self.openbao_text();
+        s.push_str("targets (issue 5):\n");
         for t in self.targets() {
             let verdict = match t.met {
                 Some(true) => "met",
@@ -371,6 +489,56 @@ impl Report<'_> {
                 t.name, t.goal, t.measured
             );
         }
+        if let Some(p) = self.main_point().filter(|p| !versus(p).is_empty()) {
+            let _ = writeln!(
+                s,
+                "\n## tenant-vault beside OpenBao\n\n{}, {} tenants x {} secrets in KV v2 (`{}/tenants/{{slug}}/{{key}}`), one policy and one token per tenant, read with the same client, concurrency and key mix, in turns with the tenant-vault phase.\n",
+                self.machine["openbao"].as_str().unwrap_or("OpenBao"),
+                p.tenants,
+                p.secrets_per_tenant,
+                crate::openbao::MOUNT,
+            );
+            let _ = writeln!(
+                s,
+                "| tenant-vault | req/s | p50 ms | p99 ms | OpenBao | req/s | p50 ms | p99 ms | throughput, tenant-vault / OpenBao | p50, OpenBao / tenant-vault |\n|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+            );
+            for v in versus(p) {
+                let _ = writeln!(
+                    s,
+                    "| `{}` | {:.0} | {} | {} | `{}` | {:.0} | {} | {} | **{:.2}x** | {:.2}x |",
+                    v.ours,
+                    v.ours_stats.rps,
+                    ms(v.ours_stats.p50_ms),
+                    ms(v.ours_stats.p99_ms),
+                    v.theirs,
+                    v.theirs_stats.rps,
+                    ms(v.theirs_stats.p50_ms),
+                    ms(v.theirs_stats.p99_ms),
+                    v.throughput(),
+                    v.p50()
+                );
+            }
+            for run in &p.openbao {
+                let loaded = if run.load_requests == 0 {
+                    "on the storage loaded above".to_string()
+                } else {
+                    format!(
+                        "loaded in {:.1} s ({} requests)",
+                        run.load_s, run.load_requests
+                    )
+                };
+                let _ = writeln!(
+                    s,
+                    "\n`{}`: {} storage, OpenBao cache {}, {loaded}, warmed in {:.1} s, peak RSS {}.",
+                    run.phase,
+                    run.storage,
+                    if run.cache { "on" } else { "off" },
+                    run.warm_s,
+                    run.rss_peak_kib
+                        .map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+                );
+            }
+        }
         for p in self.points {
             let _ = writeln!(
                 s,
@@ -427,6 +595,14 @@ impl Report<'_> {
             }
             if let Some(r) = ratio(p, "database", "db-ceiling") {
                 ratios.push(format!("database / db-ceiling = **{:.0}%**", r * 100.0));
+            }
+            for v in versus(p) {
+                ratios.push(format!(
+                    "{} / {} = **{:.2}x**",
+                    v.ours,
+                    v.theirs,
+                    v.throughput()
+                ));
             }
             if !ratios.is_empty() {
                 let _ = writeln!(s, "\n{}", ratios.join("; "));
@@ -525,6 +701,19 @@ fn plot(report: &Report<'_>, path: &Path) -> PlotResult {
     Ok(())
 }
 
+/// "; throughput tenant-vault / OpenBao: hot / openbao-inmem 2.10x, ..."
+fn versus_caption(p: &PointResult) -> String {
+    let parts: Vec<String> = versus(p)
+        .iter()
+        .map(|v| format!("{} / {} {:.2}x", v.ours, v.theirs, v.throughput()))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; throughput tenant-vault / OpenBao: {}", parts.join(", "))
+    }
+}
+
 /// Panel 1: p50 and p99 of every phase at --tenants.
 fn plot_phases<DB: DrawingBackend>(
     report: &Report<'_>,
@@ -549,7 +738,11 @@ where
     let names: Vec<String> = phases.iter().map(|(n, _, _)| n.to_string()).collect();
     let mut chart = ChartBuilder::on(area)
         .caption(
-            format!("latency by phase, {} tenants", p.tenants),
+            format!(
+                "latency by phase, {} tenants{}",
+                p.tenants,
+                versus_caption(p)
+            ),
             ("sans-serif", 15),
         )
         .margin(12)
@@ -565,7 +758,7 @@ where
                 .and_then(|i| names.get(i).cloned())
                 .unwrap_or_default()
         })
-        .x_label_style(("sans-serif", 13))
+        .x_label_style(("sans-serif", if names.len() > 9 { 10 } else { 13 }))
         .y_desc("ms (log)")
         .disable_x_mesh()
         .draw()?;

@@ -21,6 +21,7 @@ use tenant_vault::pg::{ClusterOptions, PgBinaries, PostgresCluster};
 
 use crate::ceiling::CeilingMap;
 use crate::client::{self, bearer, PhaseStats, Req, Workload};
+use crate::openbao::{self, Bao, Storage};
 use crate::procs::{self, Service, ServiceSpec};
 use crate::report;
 use crate::{Args, SWEEP_PHASES};
@@ -66,17 +67,49 @@ fn slug(i: usize) -> String {
     format!("t{i:05}")
 }
 
-struct Tenant {
-    slug: String,
-    token: String,
-    auth: HeaderValue,
-    values: Vec<String>,
+pub struct Tenant {
+    pub slug: String,
+    pub token: String,
+    pub auth: HeaderValue,
+    pub values: Vec<String>,
 }
 
 /// One tenant count's data.
-struct Dataset {
-    tenants: Vec<Tenant>,
-    keys: Vec<String>,
+pub struct Dataset {
+    pub tenants: Vec<Tenant>,
+    pub keys: Vec<String>,
+}
+
+/// Which server a read workload talks to: the same tenants and keys, each server's own
+/// path and token.
+#[derive(Clone)]
+enum Api {
+    TenantVault,
+    /// OpenBao KV v2, with each tenant's OpenBao token (in `Dataset::tenants` order).
+    OpenBao(Arc<Vec<HeaderValue>>),
+}
+
+impl Api {
+    fn get(&self, data: &Dataset, t: usize, k: usize, expect: Option<&'static str>) -> Req {
+        let tenant = &data.tenants[t];
+        let (path, auth) = match self {
+            Api::TenantVault => (
+                format!("/v1/tenants/{}/secrets/{}", tenant.slug, data.keys[k]),
+                tenant.auth.clone(),
+            ),
+            Api::OpenBao(auth) => (
+                crate::openbao::kv_path(&tenant.slug, &data.keys[k]),
+                auth[t].clone(),
+            ),
+        };
+        Req {
+            method: Method::GET,
+            path,
+            auth,
+            body: None,
+            expect_source: expect,
+        }
+    }
 }
 
 /// A rotation's answer.
@@ -146,7 +179,25 @@ pub struct PointResult {
     pub service_rss_after_warm_kib: Option<u64>,
     /// Peak RSS over the whole point, read just before the service is stopped, KiB.
     pub service_rss_peak_kib: Option<u64>,
+    /// The OpenBao servers of `--compare openbao`, how they were loaded and their memory.
+    pub openbao: Vec<OpenBaoRun>,
     pub phases: Vec<PhaseResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenBaoRun {
+    /// The phase it served.
+    pub phase: String,
+    /// inmem | postgresql
+    pub storage: String,
+    /// OpenBao's read cache in front of its storage (`disable_cache = false`).
+    pub cache: bool,
+    /// Loading policies, tokens and secrets (0 when it reused the storage of the one before).
+    pub load_s: f64,
+    pub load_requests: u64,
+    pub warm_s: f64,
+    /// Peak RSS (VmHWM) of the `bao` process, read just before it was stopped, KiB.
+    pub rss_peak_kib: Option<u64>,
 }
 
 impl PointResult {
@@ -358,6 +409,8 @@ impl Database {
 struct Ctx {
     args: Args,
     binary: PathBuf,
+    /// The `bao` binary, when the run compares with OpenBao.
+    bao_bin: Option<PathBuf>,
     work: PathBuf,
     db: Database,
     emulator: EmulatorThread,
@@ -454,7 +507,16 @@ pub async fn run(args: Args) -> Result<bool, String> {
     // Removed however the run ends (error, panic, Ctrl-C), after everything else is dropped.
     let _work_guard = RemoveOnDrop(work.clone());
     let binary = service_binary()?;
-    let machine = report::machine_facts();
+    // Before anything starts: a missing `bao` fails here, with what to do about it.
+    let bao_bin = if args.compare_openbao {
+        Some(openbao::locate()?)
+    } else {
+        None
+    };
+    let mut machine = report::machine_facts();
+    if let Some(bin) = &bao_bin {
+        machine["openbao"] = json!(openbao::version(bin));
+    }
     println!(
         "tenant-vault load bench: {} | {} cores, {}, {} GiB",
         args.command_line,
@@ -474,6 +536,7 @@ pub async fn run(args: Args) -> Result<bool, String> {
     let ctx = Ctx {
         args: args.clone(),
         binary,
+        bao_bin,
         work: work.clone(),
         db,
         emulator,
@@ -522,6 +585,7 @@ pub async fn run(args: Args) -> Result<bool, String> {
             }
         }
         ctx.db.drop_db(&db_name).await;
+        ctx.db.drop_db(&format!("{db_name}_bao")).await;
         if failure.is_some() {
             break;
         }
@@ -583,7 +647,7 @@ async fn admin_token(ctx: &Ctx, database_url: &str) -> Result<String, String> {
     Ok(token)
 }
 
-fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
         indicatif::ProgressStyle::with_template("  {msg:<28} [{bar:30}] {pos}/{len} {elapsed}")
@@ -595,7 +659,7 @@ fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
 }
 
 /// Runs `f` over `items` with `concurrency` in flight; first error wins.
-async fn for_each<T, F, Fut>(
+pub async fn for_each<T, F, Fut>(
     items: Vec<T>,
     concurrency: usize,
     bar: &indicatif::ProgressBar,
@@ -719,38 +783,33 @@ async fn seed(
     Ok((Dataset { tenants, keys }, requests))
 }
 
-/// GET of random (tenant, key) pairs.
+/// GET of random (tenant, key) pairs: the read mix of every read phase, whatever the server.
 fn random_gets(data: &Arc<Dataset>, expect: Option<&'static str>) -> Workload {
+    random_gets_on(Api::TenantVault, data, expect)
+}
+
+fn random_gets_on(api: Api, data: &Arc<Dataset>, expect: Option<&'static str>) -> Workload {
     let data = data.clone();
     Arc::new(move |rng: &mut StdRng| {
-        let t = &data.tenants[rng.gen_range(0..data.tenants.len())];
+        let t = rng.gen_range(0..data.tenants.len());
         let k = rng.gen_range(0..data.keys.len());
-        Some(Req {
-            method: Method::GET,
-            path: format!("/v1/tenants/{}/secrets/{}", t.slug, data.keys[k]),
-            auth: t.auth.clone(),
-            body: None,
-            expect_source: expect,
-        })
+        Some(api.get(&data, t, k, expect))
     })
 }
 
 /// GET of every (tenant, key) pair once, in order (a finite workload).
 fn each_key_once(data: &Arc<Dataset>, keys_per_tenant: usize) -> Workload {
+    each_key_once_on(Api::TenantVault, data, keys_per_tenant)
+}
+
+fn each_key_once_on(api: Api, data: &Arc<Dataset>, keys_per_tenant: usize) -> Workload {
     let data = data.clone();
     let next = Arc::new(AtomicUsize::new(0));
     let per = keys_per_tenant.min(data.keys.len());
     Arc::new(move |_rng: &mut StdRng| {
         let i = next.fetch_add(1, Ordering::Relaxed);
         let (t, k) = (i / per, i % per);
-        let tenant = data.tenants.get(t)?;
-        Some(Req {
-            method: Method::GET,
-            path: format!("/v1/tenants/{}/secrets/{}", tenant.slug, data.keys[k]),
-            auth: tenant.auth.clone(),
-            body: None,
-            expect_source: None,
-        })
+        (t < data.tenants.len()).then(|| api.get(&data, t, k, None))
     })
 }
 
@@ -850,16 +909,42 @@ impl Driver {
 /// Slices per side when a phase and its ceiling are measured in turns.
 const SLICES: u32 = 5;
 
-/// Measures two sides in alternating slices (a, b, a, b, ...), each side `duration` in all,
-/// so a burst of other work on the machine lands on both and their ratio holds.
-async fn paired(ctx: &Ctx, a: &Driver, b: &Driver) -> (PhaseStats, PhaseStats) {
-    let slice = ctx.args.duration / SLICES;
-    let (mut ra, mut rb) = (client::Raw::new(), client::Raw::new());
-    for _ in 0..SLICES {
-        ra.merge(a.drive(ctx.args.concurrency, slice).await);
-        rb.merge(b.drive(ctx.args.concurrency, slice).await);
+/// Measures several sides in alternating slices (a, b, c, a, b, c, ...), each side
+/// `duration` in all, so a burst of other work on the machine lands on all of them and
+/// their ratios hold. One side alone runs in one go.
+async fn in_turns(ctx: &Ctx, sides: &[&Driver]) -> Vec<PhaseStats> {
+    let (conc, duration) = (ctx.args.concurrency, ctx.args.duration);
+    if let [one] = sides {
+        return vec![one.drive(conc, duration).await.finish()];
     }
-    (ra.finish(), rb.finish())
+    let mut raws: Vec<client::Raw> = sides.iter().map(|_| client::Raw::new()).collect();
+    for _ in 0..SLICES {
+        for (side, raw) in sides.iter().zip(raws.iter_mut()) {
+            raw.merge(side.drive(conc, duration / SLICES).await);
+        }
+    }
+    raws.into_iter().map(client::Raw::finish).collect()
+}
+
+/// Runs the sides that started in turns; a side that could not start is a failed phase.
+async fn run_group(ctx: &Ctx, sides: Vec<(&str, Result<Driver, String>)>) -> Vec<PhaseResult> {
+    let ready: Vec<&Driver> = sides.iter().filter_map(|(_, d)| d.as_ref().ok()).collect();
+    if ready.len() > 1 {
+        let names: Vec<&str> = sides
+            .iter()
+            .filter(|(_, d)| d.is_ok())
+            .map(|(n, _)| *n)
+            .collect();
+        println!("  {}, in turns ({SLICES} slices each):", names.join(", "));
+    }
+    let mut stats = in_turns(ctx, &ready).await.into_iter();
+    sides
+        .into_iter()
+        .map(|(name, d)| match d {
+            Ok(_) => PhaseResult::ok(name, stats.next().expect("one result per side")),
+            Err(e) => PhaseResult::failed(name, e),
+        })
+        .collect()
 }
 
 async fn load(ctx: &Ctx, addr: SocketAddr, duration: Duration, workload: Workload) -> PhaseStats {
@@ -896,7 +981,18 @@ async fn run_point(
         infisical: ctx.emulator.env(),
     })
     .await?;
-    let result = point_phases(ctx, &service, n, spt, kind, &database_url, &dir, &wants).await;
+    let result = point_phases(
+        ctx,
+        &service,
+        n,
+        spt,
+        kind,
+        db_name,
+        &database_url,
+        &dir,
+        &wants,
+    )
+    .await;
     let peak = service.guard.memory_kib().map(|(hwm, _)| hwm);
     let log = dir.join("tenant-vault.log");
     service.guard.stop().await;
@@ -913,6 +1009,7 @@ async fn point_phases(
     n: usize,
     spt: usize,
     kind: &str,
+    db_name: &str,
     database_url: &str,
     dir: &Path,
     wants: &dyn Fn(&str) -> bool,
@@ -938,6 +1035,7 @@ async fn point_phases(
         warm_s: 0.0,
         service_rss_after_warm_kib: None,
         service_rss_peak_kib: None,
+        openbao: Vec::new(),
         phases: Vec::new(),
     };
 
@@ -968,104 +1066,150 @@ async fn point_phases(
         );
     }
 
-    // Each phase runs in turns with its ceiling (see `paired`).
-    let hot_driver = Driver::Http(service.addr, random_gets(&data, Some("cache")));
-    match (wants("http-ceiling"), wants("hot")) {
-        (true, hot) => {
-            if hot {
-                println!("  http-ceiling and hot, in turns ({SLICES} slices each):");
+    // Each phase runs in turns with its ceiling and, with `--compare openbao`, with OpenBao
+    // (see `in_turns`): answered from memory, then answered from PostgreSQL.
+    let mut group = Vec::new();
+    let mut ceiling_guard = None;
+    if wants("http-ceiling") {
+        match start_http_ceiling(ctx, dir, &data).await {
+            Ok((guard, driver)) => {
+                ceiling_guard = Some(guard);
+                group.push(("http-ceiling", Ok(driver)));
             }
-            announce("http-ceiling");
-            match start_http_ceiling(ctx, dir, &data).await {
-                Ok((guard, ceiling)) => {
-                    let (c, h) = if hot {
-                        let (c, h) = paired(ctx, &ceiling, &hot_driver).await;
-                        (c, Some(h))
-                    } else {
-                        (
-                            ceiling.drive(args.concurrency, duration).await.finish(),
-                            None,
-                        )
-                    };
-                    guard.stop().await;
-                    let c = PhaseResult::ok("http-ceiling", c);
-                    done(&c);
-                    point.phases.push(c);
-                    if let Some(h) = h {
-                        let h = PhaseResult::ok("hot", h);
-                        announce("hot");
-                        done(&h);
-                        point.phases.push(h);
-                    }
-                }
-                Err(e) => {
-                    let r = PhaseResult::failed("http-ceiling", e);
-                    done(&r);
-                    point.phases.push(r);
-                }
-            }
+            Err(e) => group.push(("http-ceiling", Err(e))),
         }
-        (false, true) => {
-            announce("hot");
-            let r = PhaseResult::ok(
-                "hot",
-                hot_driver.drive(args.concurrency, duration).await.finish(),
-            );
-            done(&r);
-            point.phases.push(r);
-        }
-        (false, false) => {}
     }
-    if wants("db-ceiling") || wants("database") {
-        let (want_ceiling, want_db) = (wants("db-ceiling"), wants("database"));
-        if want_ceiling && want_db {
-            println!("  db-ceiling and database, in turns ({SLICES} slices each):");
+    if wants("hot") {
+        group.push((
+            "hot",
+            Ok(Driver::Http(
+                service.addr,
+                random_gets(&data, Some("cache")),
+            )),
+        ));
+    }
+    let inmem = if wants("openbao-inmem") {
+        let r = start_openbao(ctx, dir, &data, "openbao-inmem", &Storage::InMemory).await;
+        group.push((
+            "openbao-inmem",
+            r.as_ref().map(|s| s.driver(&data)).map_err(Clone::clone),
+        ));
+        Some(r)
+    } else {
+        None
+    };
+    let (want_pg, want_pg_nocache) = (wants("openbao-pg"), wants("openbao-pg-nocache"));
+    let pg_storage = |url: &str, cache: bool| Storage::Postgres {
+        url: url.to_string(),
+        cache,
+        // The same pool size as tenant-vault's (TENANT_VAULT_DB_MAX_CONNECTIONS).
+        max_parallel: args.concurrency,
+    };
+    let mut pg = None;
+    if want_pg || want_pg_nocache {
+        let r = async {
+            let url = ctx.db.create(&format!("{db_name}_bao")).await?;
+            openbao::create_pg_table(&url).await?;
+            let url = format!("{url}?sslmode=disable");
+            let name = if want_pg {
+                "openbao-pg"
+            } else {
+                "openbao-pg-nocache"
+            };
+            let side = start_openbao(ctx, dir, &data, name, &pg_storage(&url, want_pg)).await?;
+            Ok::<_, String>((url, side))
         }
-        let ceiling = if want_ceiling {
-            Some(start_db_ceiling(ctx, database_url, &data).await)
-        } else {
-            None
-        };
-        let nocache = if want_db {
-            Some(start_nocache_service(ctx, database_url, dir, &data).await)
-        } else {
-            None
-        };
-        let mut results = Vec::new();
-        match (ceiling, nocache) {
-            (Some(Ok(c)), Some(Ok((svc, d)))) => {
-                let (cs, ds) = paired(ctx, &c, &d).await;
-                results.push(PhaseResult::ok("db-ceiling", cs));
-                results.push(PhaseResult::ok("database", ds));
-                svc.guard.stop().await;
-            }
-            (c, d) => {
-                match c {
-                    Some(Ok(c)) => results.push(PhaseResult::ok(
-                        "db-ceiling",
-                        c.drive(args.concurrency, duration).await.finish(),
-                    )),
-                    Some(Err(e)) => results.push(PhaseResult::failed("db-ceiling", e)),
-                    None => {}
-                }
-                match d {
-                    Some(Ok((svc, d))) => {
-                        results.push(PhaseResult::ok(
-                            "database",
-                            d.drive(args.concurrency, duration).await.finish(),
-                        ));
-                        svc.guard.stop().await;
+        .await;
+        if want_pg {
+            group.push((
+                "openbao-pg",
+                r.as_ref()
+                    .map(|(_, s)| s.driver(&data))
+                    .map_err(Clone::clone),
+            ));
+        }
+        pg = Some(r);
+    }
+    let mut results = run_group(ctx, group).await;
+    if let Some(g) = ceiling_guard {
+        g.stop().await;
+    }
+    if let Some(Ok(side)) = inmem {
+        side.finish(&mut results, &mut point);
+        side.bao.guard.stop().await;
+    }
+    // OpenBao on PostgreSQL once more with its own cache off, on the same storage: every
+    // read and every token lookup is then a select, as every read is in `database`.
+    let mut pg_nocache = None;
+    if let Some(r) = pg {
+        match r {
+            Ok((url, side)) => {
+                let side = if want_pg {
+                    side.finish(&mut results, &mut point);
+                    if want_pg_nocache {
+                        Some(
+                            side.restart(
+                                ctx,
+                                &data,
+                                "openbao-pg-nocache",
+                                &pg_storage(&url, false),
+                            )
+                            .await,
+                        )
+                    } else {
+                        side.bao.guard.stop().await;
+                        None
                     }
-                    Some(Err(e)) => results.push(PhaseResult::failed("database", e)),
-                    None => {}
-                }
+                } else {
+                    Some(Ok(side))
+                };
+                pg_nocache = side;
             }
+            Err(e) if want_pg_nocache => pg_nocache = Some(Err(e)),
+            Err(_) => {}
         }
-        for r in results {
-            announce(&r.name);
-            done(&r);
-            point.phases.push(r);
+    }
+    for r in results {
+        announce(&r.name);
+        done(&r);
+        point.phases.push(r);
+    }
+
+    let mut group = Vec::new();
+    if wants("db-ceiling") {
+        group.push((
+            "db-ceiling",
+            start_db_ceiling(ctx, database_url, &data).await,
+        ));
+    }
+    let mut nocache_service = None;
+    if wants("database") {
+        match start_nocache_service(ctx, database_url, dir, &data).await {
+            Ok((svc, driver)) => {
+                nocache_service = Some(svc);
+                group.push(("database", Ok(driver)));
+            }
+            Err(e) => group.push(("database", Err(e))),
         }
+    }
+    if let Some(r) = &pg_nocache {
+        group.push((
+            "openbao-pg-nocache",
+            r.as_ref().map(|s| s.driver(&data)).map_err(Clone::clone),
+        ));
+    }
+    let mut results = run_group(ctx, group).await;
+    if let Some(svc) = nocache_service {
+        svc.guard.stop().await;
+    }
+    if let Some(Ok(side)) = pg_nocache {
+        side.finish(&mut results, &mut point);
+        side.bao.guard.stop().await;
+    }
+    for r in results {
+        announce(&r.name);
+        done(&r);
+        point.phases.push(r);
     }
     if wants("infisical") {
         announce("infisical");
@@ -1119,6 +1263,140 @@ async fn point_phases(
         point.phases.push(r);
     }
     Ok(point)
+}
+
+/// A loaded OpenBao server and each tenant's token for it.
+struct OpenBaoSide {
+    bao: Bao,
+    auth: Arc<Vec<HeaderValue>>,
+    run: OpenBaoRun,
+}
+
+impl OpenBaoSide {
+    /// The read mix of `hot` and `database`, as KV v2 reads with the tenants' tokens.
+    fn driver(&self, data: &Arc<Dataset>) -> Driver {
+        Driver::Http(
+            self.bao.addr,
+            random_gets_on(Api::OpenBao(self.auth.clone()), data, None),
+        )
+    }
+
+    /// Notes its memory on its phase and keeps its figures in the point.
+    fn finish(&self, results: &mut [PhaseResult], point: &mut PointResult) {
+        let mut run = self.run.clone();
+        run.rss_peak_kib = self.bao.guard.memory_kib().map(|(hwm, _)| hwm);
+        if let Some(r) = results.iter_mut().find(|r| r.name == run.phase) {
+            if let Some(k) = run.rss_peak_kib {
+                r.note = Some(format!("OpenBao peak RSS {:.1} MiB", k as f64 / 1024.0));
+            }
+        }
+        point.openbao.push(run);
+    }
+
+    /// The same storage under another server (e.g. with OpenBao's cache off), warmed as
+    /// `database` is: one read per tenant.
+    async fn restart(
+        self,
+        ctx: &Ctx,
+        data: &Arc<Dataset>,
+        name: &str,
+        storage: &Storage,
+    ) -> Result<Self, String> {
+        let bao = self.bao.restart(&ctx.http, name, storage).await?;
+        let mut run = self.run;
+        run.phase = name.to_string();
+        run.cache = matches!(storage, Storage::Postgres { cache: true, .. });
+        (run.load_s, run.load_requests) = (0.0, 0);
+        let mut side = Self {
+            bao,
+            auth: self.auth,
+            run,
+        };
+        side.run.warm_s = side.warm(ctx, data, 1).await?;
+        Ok(side)
+    }
+
+    async fn warm(
+        &self,
+        ctx: &Ctx,
+        data: &Arc<Dataset>,
+        keys_per_tenant: usize,
+    ) -> Result<f64, String> {
+        let t0 = Instant::now();
+        let warm = load(
+            ctx,
+            self.bao.addr,
+            Duration::from_secs(600),
+            each_key_once_on(Api::OpenBao(self.auth.clone()), data, keys_per_tenant),
+        )
+        .await;
+        if warm.errors > 0 {
+            return Err(format!(
+                "warming {} failed: {:?}",
+                self.run.phase, warm.error_samples
+            ));
+        }
+        Ok(t0.elapsed().as_secs_f64())
+    }
+}
+
+/// Starts OpenBao, loads the dataset into KV v2 (a policy and a token per tenant), checks a
+/// sample of values and warms it as its tenant-vault counterpart is warmed.
+async fn start_openbao(
+    ctx: &Ctx,
+    dir: &Path,
+    data: &Arc<Dataset>,
+    name: &str,
+    storage: &Storage,
+) -> Result<OpenBaoSide, String> {
+    let bin = ctx.bao_bin.as_deref().ok_or("no `bao` binary located")?;
+    let bao = Bao::start(&ctx.http, bin, dir, name, storage, None).await?;
+    let t0 = Instant::now();
+    let conc = ctx.args.concurrency.clamp(8, 64);
+    let loaded = bao.load(&ctx.http, data, conc).await;
+    let auth = match loaded {
+        Ok(a) => a,
+        Err(e) => {
+            bao.guard.stop().await;
+            return Err(format!("loading {name}: {e}"));
+        }
+    };
+    let load_s = t0.elapsed().as_secs_f64();
+    let (n, spt) = (data.tenants.len(), data.keys.len());
+    let (storage_name, cache) = match storage {
+        Storage::InMemory => ("inmem", true),
+        Storage::Postgres { cache, .. } => ("postgresql", *cache),
+    };
+    let mut side = OpenBaoSide {
+        bao,
+        auth,
+        run: OpenBaoRun {
+            phase: name.to_string(),
+            storage: storage_name.into(),
+            cache,
+            load_s,
+            load_requests: (2 * n + n * spt) as u64 + 1,
+            warm_s: 0.0,
+            rss_peak_kib: None,
+        },
+    };
+    let checked = async {
+        side.bao.verify_sample(&ctx.http, data, &side.auth).await?;
+        // With its cache on, every key once (as `hot` is warmed); off, a read per tenant.
+        side.run.warm_s = side.warm(ctx, data, if cache { spt } else { 1 }).await?;
+        Ok::<_, String>(())
+    }
+    .await;
+    if let Err(e) = checked {
+        side.bao.guard.stop().await;
+        return Err(e);
+    }
+    println!(
+        "  {name}: loaded {n} policies and tokens, {} secrets in {load_s:.1} s; warmed in {:.1} s",
+        n * spt,
+        side.run.warm_s
+    );
+    Ok(side)
 }
 
 async fn verify_sample(ctx: &Ctx, addr: SocketAddr, data: &Dataset) -> Result<(), String> {
