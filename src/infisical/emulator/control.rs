@@ -34,7 +34,11 @@ pub(super) async fn put_faults_handler(State(s): State<Arc<Shared>>, body: Bytes
     let mut f = lock(&s.faults);
     let mut next = f.clone();
     if let Err(e) = patch.apply(&mut next) {
-        return error_body(StatusCode::BAD_REQUEST, Value::String(e), "BadRequest");
+        return error_body(
+            StatusCode::BAD_REQUEST,
+            Value::String(e.to_string()),
+            "BadRequest",
+        );
     }
     *f = next.clone();
     tracing::info!(faults = ?next, "emulator faults changed");
@@ -59,7 +63,11 @@ pub(super) async fn seed_handler(State(s): State<Arc<Shared>>, body: Bytes) -> R
     };
     match lock(&s.data).apply_seed(&seed) {
         Ok(()) => Json(json!({"ok": true})).into_response(),
-        Err(e) => error_body(StatusCode::BAD_REQUEST, Value::String(e), "BadRequest"),
+        Err(e) => error_body(
+            StatusCode::BAD_REQUEST,
+            Value::String(e.to_string()),
+            "BadRequest",
+        ),
     }
 }
 

@@ -97,3 +97,32 @@ impl IntoResponse for ApiError {
 }
 
 pub(super) type ApiResult = Result<Response, ApiError>;
+
+/// What the emulator's own Rust API (and its control plane, as a 400 body) refuses. Each
+/// message is the text the control plane answers with, so it must not change.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("error_rate must be between 0.0 and 1.0")]
+    ErrorRateOutOfRange,
+    /// The cause is part of the message (and not a `source`) so it is printed once.
+    #[error("cannot read {}: {cause}", path.display())]
+    SeedRead {
+        path: std::path::PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{} is not a valid seed file: {cause}", path.display())]
+    SeedParse {
+        path: std::path::PathBuf,
+        cause: serde_json::Error,
+    },
+    #[error("a project needs an id")]
+    ProjectWithoutId,
+    #[error("bad folder path {0:?} in seed")]
+    BadFolderPath(String),
+    #[error("{what} for unknown environment {env:?}")]
+    UnknownEnvironment { what: &'static str, env: String },
+    #[error("bad secret name {0:?} in seed")]
+    BadSecretName(String),
+    #[error("an identity needs a clientId and a clientSecret")]
+    IdentityIncomplete,
+}

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::error::EmulatorError;
 use super::error::{error_body, ApiError, AuthRejected};
 use super::state::{lock, Shared};
 
@@ -75,10 +76,10 @@ pub struct FaultsPatch {
 }
 
 impl FaultsPatch {
-    pub(super) fn apply(self, f: &mut Faults) -> Result<(), String> {
+    pub(super) fn apply(self, f: &mut Faults) -> Result<(), EmulatorError> {
         if let Some(r) = self.error_rate {
             if !(0.0..=1.0).contains(&r) {
-                return Err("error_rate must be between 0.0 and 1.0".into());
+                return Err(EmulatorError::ErrorRateOutOfRange);
             }
             f.error_rate = r;
         }

@@ -53,6 +53,7 @@ use auth::{login, renew, revoke};
 use control::{
     expire_handler, get_faults_handler, put_faults_handler, seed_handler, stats_handler,
 };
+pub use error::EmulatorError;
 use faults::api_layer;
 pub use faults::{Faults, FaultsPatch};
 use folders::{create_folder, list_folders};
@@ -145,7 +146,7 @@ impl Emulator {
         Self::try_new(config).expect("invalid emulator seed")
     }
 
-    pub fn try_new(config: EmulatorConfig) -> Result<Self, String> {
+    pub fn try_new(config: EmulatorConfig) -> Result<Self, EmulatorError> {
         let mut data = Data::default();
         data.apply_seed(&config.seed)?;
         let mut jwt_key = [0u8; 32];
@@ -162,7 +163,7 @@ impl Emulator {
     }
 
     /// Adds identities, projects, folders and secrets (merging with what is there).
-    pub fn seed(&self, seed: &Seed) -> Result<(), String> {
+    pub fn seed(&self, seed: &Seed) -> Result<(), EmulatorError> {
         lock(&self.shared.data).apply_seed(seed)
     }
 
@@ -233,7 +234,7 @@ impl Emulator {
     }
 
     /// Applies a partial change; refuses an `error_rate` outside 0..=1.
-    pub fn patch_faults(&self, patch: FaultsPatch) -> Result<Faults, String> {
+    pub fn patch_faults(&self, patch: FaultsPatch) -> Result<Faults, EmulatorError> {
         let mut f = lock(&self.shared.faults);
         let mut next = f.clone();
         patch.apply(&mut next)?;

@@ -6,6 +6,7 @@ use std::path::Path as FsPath;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::error::EmulatorError;
 use super::trim_value;
 
 use super::secrets::normalise_path;
@@ -82,11 +83,16 @@ pub struct Seed {
 
 impl Seed {
     /// Reads a seed file.
-    pub fn from_file(path: impl AsRef<FsPath>) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path.as_ref())
-            .map_err(|e| format!("cannot read {}: {e}", path.as_ref().display()))?;
-        serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not a valid seed file: {e}", path.as_ref().display()))
+    pub fn from_file(path: impl AsRef<FsPath>) -> Result<Self, EmulatorError> {
+        let text =
+            std::fs::read_to_string(path.as_ref()).map_err(|cause| EmulatorError::SeedRead {
+                path: path.as_ref().to_path_buf(),
+                cause,
+            })?;
+        serde_json::from_str(&text).map_err(|cause| EmulatorError::SeedParse {
+            path: path.as_ref().to_path_buf(),
+            cause,
+        })
     }
 
     /// One admin identity and one project with the default environments, empty.
@@ -147,10 +153,10 @@ impl Seed {
 }
 
 impl Data {
-    pub(super) fn apply_seed(&mut self, seed: &Seed) -> Result<(), String> {
+    pub(super) fn apply_seed(&mut self, seed: &Seed) -> Result<(), EmulatorError> {
         for p in &seed.projects {
             if p.id.is_empty() {
-                return Err("a project needs an id".into());
+                return Err(EmulatorError::ProjectWithoutId);
             }
             let project = self
                 .projects
@@ -165,32 +171,40 @@ impl Data {
             for env in &p.environments {
                 project.envs.entry(env.clone()).or_insert_with(Env::new);
             }
-            let check_path = |path: &str| -> Result<String, String> {
+            let check_path = |path: &str| -> Result<String, EmulatorError> {
                 match normalise_path(path) {
                     Ok(p) if p.starts_with('/') && !p.contains("//") => Ok(p),
-                    _ => Err(format!("bad folder path {path:?} in seed")),
+                    _ => Err(EmulatorError::BadFolderPath(path.to_owned())),
                 }
             };
             for (env, paths) in &p.folders {
-                let e = project
-                    .envs
-                    .get_mut(env)
-                    .ok_or_else(|| format!("folders for unknown environment {env:?}"))?;
+                let e =
+                    project
+                        .envs
+                        .get_mut(env)
+                        .ok_or_else(|| EmulatorError::UnknownEnvironment {
+                            what: "folders",
+                            env: env.clone(),
+                        })?;
                 for path in paths {
                     e.ensure_path(&check_path(path)?);
                 }
             }
             for (env, by_path) in &p.secrets {
-                let e = project
-                    .envs
-                    .get_mut(env)
-                    .ok_or_else(|| format!("secrets for unknown environment {env:?}"))?;
+                let e =
+                    project
+                        .envs
+                        .get_mut(env)
+                        .ok_or_else(|| EmulatorError::UnknownEnvironment {
+                            what: "secrets",
+                            env: env.clone(),
+                        })?;
                 for (path, secrets) in by_path {
                     let path = e.ensure_path(&check_path(path)?);
                     let folder = e.folders.get_mut(&path).expect("just created");
                     for (name, value) in secrets {
                         if name.trim().is_empty() || name.contains('/') || name.contains(':') {
-                            return Err(format!("bad secret name {name:?} in seed"));
+                            return Err(EmulatorError::BadSecretName(name.clone()));
                         }
                         let key = ("shared".to_owned(), name.clone());
                         let version = SecretVersion {
@@ -219,7 +233,7 @@ impl Data {
         }
         for i in &seed.identities {
             if i.client_id.is_empty() || i.client_secret.is_empty() {
-                return Err("an identity needs a clientId and a clientSecret".into());
+                return Err(EmulatorError::IdentityIncomplete);
             }
             self.identities.insert(
                 i.client_id.clone(),
