@@ -20,7 +20,7 @@ pub mod paths;
 
 pub use breaker::BreakerState;
 pub use client::{ConfigError, Folder, InfisicalClient, InfisicalConfig, InfisicalError, Secret};
-pub use emulator::{Emulator, EmulatorConfig, EmulatorHandle, Faults, Seed};
+pub use emulator::{Emulator, EmulatorConfig, EmulatorError, EmulatorHandle, Faults, Seed};
 pub use paths::{tenant_folder, validate_folder_path, validate_secret_name, validate_tenant_slug};
 
 /// Infisical's value trimming on create and update: leading and trailing whitespace is removed,
