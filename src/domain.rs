@@ -151,8 +151,16 @@ mod tests {
             "a.b",
             "é",
             &"a".repeat(64),
+            // Whatever could climb out of `/tenants/{slug}` in Infisical.
+            ".",
+            "acme/../globex",
+            "acme%2f..",
+            "ac me",
+            "acme/",
+            "acme\0",
+            "tenant-vault/../..",
         ] {
-            assert!(TenantSlug::parse(bad).is_err(), "{bad}");
+            assert!(TenantSlug::parse(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -56,7 +56,7 @@ impl MasterKeyring {
                     if row.state == "retired"
                         && !super::rotation::is_needed(pool, row.version).await? =>
                 {
-                    tracing::info!(version = row.version, reason = %e.reason, "skipping retired master key version that no data key needs");
+                    tracing::info!(version = row.version, reason = %e, "skipping retired master key version that no data key needs");
                     continue;
                 }
                 Err(e) => return Err(source_error(row.version, source, e)),
@@ -306,7 +306,6 @@ fn source_error(version: i32, source: &dyn MasterKeySource, e: SourceError) -> K
     KeyError::Source {
         version,
         source_desc: source.describe(),
-        reason: e.reason,
-        transient: e.transient,
+        source: e,
     }
 }

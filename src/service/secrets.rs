@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::fallback::FallbackError;
-use super::{RequestContext, ServiceError, TenantRef, Vault};
+use super::{DependencyError, InputError, RequestContext, ServiceError, TenantRef, Vault};
 use crate::cache::CachedSecret;
 use crate::crypto::SecretValue;
 use crate::domain::{DataKeyId, SecretKey, TenantId};
@@ -149,11 +149,13 @@ impl Vault {
                 tracing::warn!(tenant = %tenant.slug, key = %key, %detail, "fallback lookup failed");
                 return Err(ServiceError::Unavailable("Infisical"));
             }
-            Err(e) => {
-                return Err(ServiceError::DependencyFailed(format!(
-                    "{} holds {key} for this tenant but it cannot be imported: {e}",
-                    fallback.name()
-                )))
+            Err(cause) => {
+                return Err(DependencyError::Unimportable {
+                    fallback: fallback.name(),
+                    key: key.clone(),
+                    cause,
+                }
+                .into())
             }
         };
         // Imported as version 1; if a writer created the key meanwhile, theirs wins.
@@ -245,9 +247,7 @@ impl Vault {
             });
         }
         if cas.is_some_and(|c| c < 0) {
-            return Err(ServiceError::InvalidInput(
-                "field `cas`: must be 0 or a positive version".into(),
-            ));
+            return Err(InputError::NegativeCas.into());
         }
         for _ in 0..WRITE_ATTEMPTS {
             let data_key = self.data_keys.active(tenant.id).await?;

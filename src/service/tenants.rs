@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{RequestContext, ServiceError, Vault};
+use super::{InputError, RequestContext, ServiceError, Vault};
 use crate::domain::{TenantId, TenantSlug};
 use crate::store::{self, StoreError};
 
@@ -25,9 +25,7 @@ impl Vault {
     ) -> Result<Tenant, ServiceError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 200 {
-            return Err(ServiceError::InvalidInput(
-                "field `name`: must be 1 to 200 characters".into(),
-            ));
+            return Err(InputError::TenantNameLength.into());
         }
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         let row = match store::tenants::insert(&mut *tx, TenantId(Uuid::new_v4()), slug, name).await

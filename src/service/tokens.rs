@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::{RequestContext, ServiceError, TenantRef, Vault};
+use super::{InputError, RequestContext, ServiceError, TenantRef, Vault};
 use crate::domain::{TenantId, TenantSlug, TokenId};
 use crate::store;
 
@@ -128,8 +128,7 @@ impl Vault {
                     (None, _) => PrincipalKind::Admin,
                     (Some(id), Some(slug)) => PrincipalKind::Tenant(TenantRef {
                         id: TenantId(id),
-                        slug: TenantSlug::parse(&slug)
-                            .map_err(|e| ServiceError::Internal(e.to_string()))?,
+                        slug: TenantSlug::parse(&slug).map_err(ServiceError::internal)?,
                     }),
                     (Some(_), None) => return Err(ServiceError::Unauthenticated),
                 };
@@ -140,11 +139,8 @@ impl Vault {
                 }))
             })
             .await
-            .map_err(|e| match &*e {
-                ServiceError::Unavailable(what) => ServiceError::Unavailable(what),
-                ServiceError::Unauthenticated => ServiceError::Unauthenticated,
-                other => ServiceError::Internal(other.to_string()),
-            })?;
+            // moka shares the loader's error among waiters; ServiceError is Clone.
+            .map_err(|e| (*e).clone())?;
         if principal.expires_at.is_some_and(|at| at <= Utc::now()) {
             self.tokens.by_hash.invalidate(&hash).await;
             return Err(ServiceError::Unauthenticated);
@@ -217,7 +213,7 @@ impl Vault {
         let expires_at = ttl
             .map(|d| chrono::Duration::from_std(d).map(|d| Utc::now() + d))
             .transpose()
-            .map_err(|_| ServiceError::InvalidInput("token ttl is too large".into()))?;
+            .map_err(|_| InputError::TokenTtlTooLarge)?;
         store::tokens::insert(
             &self.pool,
             store::tokens::NewToken {

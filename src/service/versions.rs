@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{RequestContext, ServiceError, TenantRef, Vault};
+use super::{InputError, RequestContext, ServiceError, TenantRef, Vault};
 use crate::cache::CachedSecret;
 use crate::domain::{DataKeyId, SecretKey, TenantId};
 use crate::keys::StoredSecret;
@@ -95,9 +95,7 @@ impl Vault {
         version: i32,
     ) -> Result<Arc<CachedSecret>, ServiceError> {
         if version < 1 {
-            return Err(ServiceError::InvalidInput(
-                "`version` must be a positive integer".into(),
-            ));
+            return Err(InputError::VersionNotPositive.into());
         }
         // The current row holds the newest version, the history the earlier ones.
         let read = || async move {
