@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use super::{DataKeyring, KeyError, MasterKeySource, MasterKeyring, SourceError};
 use crate::crypto::{envelope, kdf, MasterKey};
-use crate::domain::{DataKeyId, TenantId};
+use crate::domain::{DataKeyId, DataKeyState, TenantId};
 use crate::store::{self, master_keys::NewMasterKey, notify::Event, StoreError};
 
 /// Data keys re-wrapped per statement.
@@ -364,7 +364,7 @@ pub async fn rotate_data_key(
     let keys = store::data_keys::lock_tenant_keys(&mut *tx, tenant).await?;
     let active = keys
         .iter()
-        .find(|k| k.state == "active")
+        .find(|k| k.state == DataKeyState::Active)
         .ok_or(KeyError::NoActiveKey)?;
     if only_if_active.is_some_and(|want| want.0 != active.id) {
         return Ok(None);

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
-use crate::audit::{AuditEvent, AuditSink};
+use crate::audit::{AuditAction, AuditEvent, AuditOutcome, AuditSink};
 use crate::cache::{NotFoundCache, SecretCache};
 use crate::domain::{SecretKey, TenantId, TenantSlug, TokenId};
 use crate::keys::rotation::{RotationError, Unsupported};
@@ -236,7 +236,12 @@ impl Vault {
         &self.limits
     }
 
-    fn event(&self, ctx: &RequestContext, action: &str, outcome: &str) -> AuditEvent {
+    fn event(
+        &self,
+        ctx: &RequestContext,
+        action: AuditAction,
+        outcome: AuditOutcome,
+    ) -> AuditEvent {
         let mut e = AuditEvent::new(action, outcome);
         e.token_id = ctx.token_id.map(|t| t.0);
         e.request_id = ctx.request_id.clone();

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use super::notify::ListenerStats;
 use super::{DependencyError, RequestContext, ServiceError, Vault};
+use crate::audit::{AuditAction, AuditOutcome};
 use crate::domain::{DataKeyId, TenantId, TenantSlug};
 use crate::keys::rotation::{
     self, DataKeyRotation, FailPoint, MasterRotation, RotationError, Unsupported,
@@ -107,14 +108,14 @@ impl Vault {
             }
         };
         let outcome = match &result {
-            Ok(_) => "success",
-            Err(ServiceError::RotationInProgress) => "conflict",
-            Err(ServiceError::RotationUnsupported(_)) => "rejected",
-            Err(ServiceError::Unavailable(_)) => "unavailable",
-            Err(_) => "error",
+            Ok(_) => AuditOutcome::Success,
+            Err(ServiceError::RotationInProgress) => AuditOutcome::Conflict,
+            Err(ServiceError::RotationUnsupported(_)) => AuditOutcome::Rejected,
+            Err(ServiceError::Unavailable(_)) => AuditOutcome::Unavailable,
+            Err(_) => AuditOutcome::Error,
         };
         self.audit
-            .record(self.event(ctx, "master_key.rotate", outcome));
+            .record(self.event(ctx, AuditAction::MasterKeyRotate, outcome));
         result
     }
 
@@ -142,8 +143,12 @@ impl Vault {
         .and_then(|r| r.ok_or_else(|| ServiceError::internal(RotationSkipped)));
         let mut e = self.event(
             ctx,
-            "data_key.rotate",
-            if result.is_ok() { "success" } else { "error" },
+            AuditAction::DataKeyRotate,
+            if result.is_ok() {
+                AuditOutcome::Success
+            } else {
+                AuditOutcome::Error
+            },
         );
         e.tenant_id = Some(tenant.id);
         e.tenant_slug = Some(tenant.slug.clone());
@@ -175,7 +180,11 @@ impl Vault {
         .await?;
         if let Some(r) = rotated {
             tracing::info!(tenant = %tenant.0, previous_version = r.previous_version, version = r.version, "data key reached its encryption ceiling and was rotated");
-            let mut e = self.event(&RequestContext::default(), "data_key.rotate", "success");
+            let mut e = self.event(
+                &RequestContext::default(),
+                AuditAction::DataKeyRotate,
+                AuditOutcome::Success,
+            );
             e.tenant_id = Some(tenant.0);
             self.audit.record(e);
             self.rotation.reencrypt_wakeup.notify_one();

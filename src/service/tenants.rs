@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{InputError, RequestContext, ServiceError, Vault};
+use crate::audit::{AuditAction, AuditOutcome};
 use crate::domain::{TenantId, TenantSlug};
 use crate::store::{self, StoreError};
 
@@ -39,7 +40,7 @@ impl Vault {
         self.notify_tenant(&mut tx, tenant, &[]).await?;
         tx.commit().await.map_err(StoreError::from)?;
 
-        let mut e = self.event(ctx, "tenant.create", "success");
+        let mut e = self.event(ctx, AuditAction::TenantCreate, AuditOutcome::Success);
         e.tenant_id = Some(row.id);
         e.tenant_slug = Some(row.slug.clone());
         self.audit.record(e);
@@ -75,7 +76,7 @@ impl Vault {
         self.cache.invalidate_tenant(tenant);
         self.tokens.forget_tenant(tenant);
 
-        let mut e = self.event(ctx, "tenant.delete", "success");
+        let mut e = self.event(ctx, AuditAction::TenantDelete, AuditOutcome::Success);
         e.tenant_id = Some(row.id);
         e.tenant_slug = Some(row.slug);
         self.audit.record(e);

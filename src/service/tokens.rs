@@ -12,6 +12,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::{InputError, RequestContext, ServiceError, TenantRef, Vault};
+use crate::audit::{AuditAction, AuditOutcome};
 use crate::domain::{TenantId, TenantSlug, TokenId};
 use crate::store;
 
@@ -159,7 +160,11 @@ impl Vault {
         match &who.kind {
             PrincipalKind::Tenant(t) if &t.slug == slug => Ok(t.clone()),
             kind => {
-                let mut e = self.event(&who.context(request_id), "access.tenant", "denied");
+                let mut e = self.event(
+                    &who.context(request_id),
+                    AuditAction::AccessTenant,
+                    AuditOutcome::Denied,
+                );
                 e.tenant_slug = Some(slug.to_string());
                 self.audit.record(e);
                 Err(ServiceError::Forbidden(match kind {
@@ -180,8 +185,11 @@ impl Vault {
         if who.kind == PrincipalKind::Admin {
             return Ok(());
         }
-        self.audit
-            .record(self.event(&who.context(request_id), "access.admin", "denied"));
+        self.audit.record(self.event(
+            &who.context(request_id),
+            AuditAction::AccessAdmin,
+            AuditOutcome::Denied,
+        ));
         Err(ServiceError::Forbidden("this route needs an admin token"))
     }
 
@@ -226,7 +234,7 @@ impl Vault {
             },
         )
         .await?;
-        let mut e = self.event(ctx, "token.create", "success");
+        let mut e = self.event(ctx, AuditAction::TokenCreate, AuditOutcome::Success);
         e.tenant_id = tenant_row.as_ref().map(|t| t.id);
         e.tenant_slug = tenant_row.map(|t| t.slug);
         self.audit.record(e);
