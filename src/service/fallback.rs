@@ -1,7 +1,7 @@
 //! The third step of the lookup: a secret missing from the database is read from the tenant's
-//! Infisical folder `/tenants/{tenant}/{key}`. Only validated slugs and keys get here, and
-//! the folder is built by `infisical::tenant_folder`, which refuses anything else: no request
-//! can climb out of `/tenants/{tenant}` (to the master key's folder, say).
+//! Infisical folder `/tenants/{tenant}/{key}`. Only validated slugs and keys get here: the
+//! folder is built by `infisical::tenant_folder` from a `TenantSlug`, which cannot hold `/`,
+//! `.` or `%`, so no request can climb out of `/tenants/{tenant}` (to the master key's folder, say).
 
 use std::sync::Arc;
 
