@@ -25,7 +25,7 @@ use crate::keys::{
 };
 use crate::service::fallback::{InfisicalFallback, SecretFallback};
 use crate::service::{Limits, Vault};
-use crate::store::{self, StoreError};
+use crate::store;
 
 /// A built vault and its background audit writer.
 pub struct App {
@@ -340,15 +340,19 @@ pub async fn initialise_master_key(
             return source.create(1).await;
         };
         if source.kind() != "infisical" {
-            return Err(SourceError::permanent(
+            return Err(SourceError::Unsupported(
                 "--adopt needs --master-key-source infisical",
             ));
         }
         let client = infisical_client(infisical)
-            .map_err(|e| SourceError::permanent(format!("{e:#}")))?
+            .map_err(|e| {
+                SourceError::Misconfigured(Arc::from(
+                    Box::<dyn std::error::Error + Send + Sync>::from(e),
+                ))
+            })?
             .expect("an Infisical source has a client");
         InfisicalSource::new(client, &infisical.master_key_folder)
-            .map_err(|e| SourceError::permanent(e.to_string()))?
+            .map_err(|e| SourceError::Misconfigured(Arc::new(e)))?
             .adopt(name)
             .await
     };
@@ -364,8 +368,8 @@ pub async fn verify_master_keys(pool: &PgPool, parts: &Parts) -> anyhow::Result<
 /// True for start-up failures that may clear by themselves (a dependency still coming up).
 pub fn is_transient(err: &anyhow::Error) -> bool {
     match err.downcast_ref::<KeyError>() {
-        Some(KeyError::Source { transient, .. }) => *transient,
-        Some(KeyError::Store(StoreError::Unavailable(_))) => true,
+        Some(KeyError::Source { source, .. }) => source.is_transient(),
+        Some(e) if e.is_database_unavailable() => true,
         _ => false,
     }
 }

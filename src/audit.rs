@@ -19,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+pub use crate::domain::{AuditAction, AuditOutcome};
 use crate::store::{self, audit::AuditRow, StoreError};
 
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -32,23 +33,23 @@ pub struct AuditEvent {
     pub token_id: Option<Uuid>,
     pub tenant_id: Option<Uuid>,
     pub tenant_slug: Option<String>,
-    pub action: String,
+    pub action: AuditAction,
     pub secret_key: Option<String>,
-    pub outcome: String,
+    pub outcome: AuditOutcome,
     pub request_id: Option<String>,
 }
 
 impl AuditEvent {
-    pub fn new(action: &str, outcome: &str) -> Self {
+    pub fn new(action: AuditAction, outcome: AuditOutcome) -> Self {
         Self {
             // Microseconds: what PostgreSQL keeps, so the hash recomputes from the row.
             occurred_at: Utc::now().trunc_subsecs(6),
             token_id: None,
             tenant_id: None,
             tenant_slug: None,
-            action: action.into(),
+            action,
             secret_key: None,
-            outcome: outcome.into(),
+            outcome,
             request_id: None,
         }
     }
@@ -64,9 +65,9 @@ pub fn chain_hash(prev: &[u8], e: &AuditEvent) -> Vec<u8> {
         opt(&e.token_id),
         opt(&e.tenant_id),
         e.tenant_slug.clone().unwrap_or_default(),
-        e.action.clone(),
+        e.action.as_str().to_owned(),
         e.secret_key.clone().unwrap_or_default(),
-        e.outcome.clone(),
+        e.outcome.as_str().to_owned(),
         e.request_id.clone().unwrap_or_default(),
     ];
     for f in &fields {
@@ -86,9 +87,9 @@ pub async fn verify_chain(pool: &PgPool) -> Result<usize, VerifyError> {
             token_id: r.token_id,
             tenant_id: r.tenant_id,
             tenant_slug: r.tenant_slug.clone(),
-            action: r.action.clone(),
+            action: r.action,
             secret_key: r.secret_key.clone(),
-            outcome: r.outcome.clone(),
+            outcome: r.outcome,
             request_id: r.request_id.clone(),
         };
         if r.prev_hash != prev || r.hash != chain_hash(&prev, &event) {
@@ -292,9 +293,9 @@ async fn insert_chained(pool: &PgPool, batch: &[AuditEvent]) -> Result<(), Store
                 token_id: e.token_id,
                 tenant_id: e.tenant_id,
                 tenant_slug: e.tenant_slug.clone(),
-                action: e.action.clone(),
+                action: e.action,
                 secret_key: e.secret_key.clone(),
-                outcome: e.outcome.clone(),
+                outcome: e.outcome,
                 request_id: e.request_id.clone(),
                 prev_hash: std::mem::replace(&mut prev, hash.clone()),
                 hash,

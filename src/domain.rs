@@ -130,9 +130,208 @@ impl SecretSource {
     }
 }
 
+/// `data_keys.state`. Stored as text; the strings are the wire and database names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum DataKeyState {
+    /// Encrypts new values (one per tenant).
+    Active,
+    /// Replaced; decrypts until re-encryption has moved every ciphertext off it.
+    DecryptOnly,
+    /// Wrapped key erased; nothing under it can be read.
+    Destroyed,
+}
+
+impl DataKeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataKeyState::Active => "active",
+            DataKeyState::DecryptOnly => "decrypt_only",
+            DataKeyState::Destroyed => "destroyed",
+        }
+    }
+}
+
+/// `master_keys.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum MasterKeyState {
+    Active,
+    Retired,
+}
+
+impl MasterKeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MasterKeyState::Active => "active",
+            MasterKeyState::Retired => "retired",
+        }
+    }
+}
+
+/// What an audit event records (`audit_events.action`). The dotted strings are stored and
+/// hashed into the chain, so they never change.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, sqlx::Type,
+)]
+#[sqlx(type_name = "text")]
+pub enum AuditAction {
+    #[serde(rename = "secret.read")]
+    #[sqlx(rename = "secret.read")]
+    SecretRead,
+    #[serde(rename = "secret.write")]
+    #[sqlx(rename = "secret.write")]
+    SecretWrite,
+    #[serde(rename = "secret.delete")]
+    #[sqlx(rename = "secret.delete")]
+    SecretDelete,
+    #[serde(rename = "secret.list")]
+    #[sqlx(rename = "secret.list")]
+    SecretList,
+    #[serde(rename = "secret.import")]
+    #[sqlx(rename = "secret.import")]
+    SecretImport,
+    #[serde(rename = "secret.versions")]
+    #[sqlx(rename = "secret.versions")]
+    SecretVersions,
+    #[serde(rename = "secret.read_version")]
+    #[sqlx(rename = "secret.read_version")]
+    SecretReadVersion,
+    #[serde(rename = "secret.rollback")]
+    #[sqlx(rename = "secret.rollback")]
+    SecretRollback,
+    #[serde(rename = "access.tenant")]
+    #[sqlx(rename = "access.tenant")]
+    AccessTenant,
+    #[serde(rename = "access.admin")]
+    #[sqlx(rename = "access.admin")]
+    AccessAdmin,
+    #[serde(rename = "token.create")]
+    #[sqlx(rename = "token.create")]
+    TokenCreate,
+    #[serde(rename = "tenant.create")]
+    #[sqlx(rename = "tenant.create")]
+    TenantCreate,
+    #[serde(rename = "tenant.delete")]
+    #[sqlx(rename = "tenant.delete")]
+    TenantDelete,
+    #[serde(rename = "master_key.rotate")]
+    #[sqlx(rename = "master_key.rotate")]
+    MasterKeyRotate,
+    #[serde(rename = "data_key.rotate")]
+    #[sqlx(rename = "data_key.rotate")]
+    DataKeyRotate,
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::SecretRead => "secret.read",
+            AuditAction::SecretWrite => "secret.write",
+            AuditAction::SecretDelete => "secret.delete",
+            AuditAction::SecretList => "secret.list",
+            AuditAction::SecretImport => "secret.import",
+            AuditAction::SecretVersions => "secret.versions",
+            AuditAction::SecretReadVersion => "secret.read_version",
+            AuditAction::SecretRollback => "secret.rollback",
+            AuditAction::AccessTenant => "access.tenant",
+            AuditAction::AccessAdmin => "access.admin",
+            AuditAction::TokenCreate => "token.create",
+            AuditAction::TenantCreate => "tenant.create",
+            AuditAction::TenantDelete => "tenant.delete",
+            AuditAction::MasterKeyRotate => "master_key.rotate",
+            AuditAction::DataKeyRotate => "data_key.rotate",
+        }
+    }
+}
+
+/// How an audited action ended (`audit_events.outcome`); stored and hashed like the action.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, sqlx::Type,
+)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOutcome {
+    Success,
+    NotFound,
+    Denied,
+    Rejected,
+    Conflict,
+    Unavailable,
+    IntegrityError,
+    DependencyError,
+    Error,
+}
+
+impl AuditOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Success => "success",
+            AuditOutcome::NotFound => "not_found",
+            AuditOutcome::Denied => "denied",
+            AuditOutcome::Rejected => "rejected",
+            AuditOutcome::Conflict => "conflict",
+            AuditOutcome::Unavailable => "unavailable",
+            AuditOutcome::IntegrityError => "integrity_error",
+            AuditOutcome::DependencyError => "dependency_error",
+            AuditOutcome::Error => "error",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_names_match_serde_names() {
+        use AuditAction as A;
+        for a in [
+            A::SecretRead,
+            A::SecretWrite,
+            A::SecretDelete,
+            A::SecretList,
+            A::SecretImport,
+            A::SecretVersions,
+            A::SecretReadVersion,
+            A::SecretRollback,
+            A::AccessTenant,
+            A::AccessAdmin,
+            A::TokenCreate,
+            A::TenantCreate,
+            A::TenantDelete,
+            A::MasterKeyRotate,
+            A::DataKeyRotate,
+        ] {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+        use AuditOutcome as O;
+        for o in [
+            O::Success,
+            O::NotFound,
+            O::Denied,
+            O::Rejected,
+            O::Conflict,
+            O::Unavailable,
+            O::IntegrityError,
+            O::DependencyError,
+            O::Error,
+        ] {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+        for s in [
+            DataKeyState::Active,
+            DataKeyState::DecryptOnly,
+            DataKeyState::Destroyed,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for s in [MasterKeyState::Active, MasterKeyState::Retired] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
 
     #[test]
     fn slugs() {
@@ -151,8 +350,16 @@ mod tests {
             "a.b",
             "é",
             &"a".repeat(64),
+            // Whatever could climb out of `/tenants/{slug}` in Infisical.
+            ".",
+            "acme/../globex",
+            "acme%2f..",
+            "ac me",
+            "acme/",
+            "acme\0",
+            "tenant-vault/../..",
         ] {
-            assert!(TenantSlug::parse(bad).is_err(), "{bad}");
+            assert!(TenantSlug::parse(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tenant_vault::domain::TenantSlug;
 use tenant_vault::infisical::emulator::{Role, SeedIdentity, SeedProject};
 use tenant_vault::infisical::{
     tenant_folder, BreakerState, Emulator, EmulatorConfig, EmulatorHandle, Faults, InfisicalClient,
@@ -1346,7 +1347,7 @@ async fn seeding_from_a_file_and_through_the_control_api() {
 async fn client_reads_writes_and_lists() {
     let env = start().await;
     let c = env.client();
-    let acme = tenant_folder("acme").unwrap();
+    let acme = tenant_folder(&TenantSlug::parse("acme").unwrap());
     let s = c
         .get_secret(&acme, "STRIPE_KEY", None)
         .await
@@ -1374,7 +1375,7 @@ async fn client_reads_writes_and_lists() {
     assert_eq!(master.value.expose(), MASTER);
 
     // A new tenant: folder first (idempotent), then secrets.
-    let hooli = tenant_folder("hooli").unwrap();
+    let hooli = tenant_folder(&TenantSlug::parse("hooli").unwrap());
     assert!(matches!(
         c.create_secret(&hooli, "K", "v").await,
         Err(InfisicalError::FolderNotFound(_))
@@ -1447,7 +1448,7 @@ async fn client_refuses_paths_and_names_that_could_escape_before_any_request() {
         "",
         "ACME",
     ] {
-        assert!(tenant_folder(slug).is_err(), "{slug:?}");
+        assert!(TenantSlug::parse(slug).is_err(), "{slug:?}");
     }
     for path in [
         "/tenants/acme/../../tenant-vault",
@@ -1477,7 +1478,7 @@ async fn client_refuses_paths_and_names_that_could_escape_before_any_request() {
 async fn client_logs_in_again_when_the_server_expires_its_token() {
     let env = start().await;
     let c = env.client();
-    let acme = tenant_folder("acme").unwrap();
+    let acme = tenant_folder(&TenantSlug::parse("acme").unwrap());
     assert!(c
         .get_secret(&acme, "STRIPE_KEY", None)
         .await
@@ -1498,7 +1499,7 @@ async fn client_logs_in_again_when_the_server_expires_its_token() {
 async fn client_logs_in_again_after_403_token_error() {
     let env = start().await;
     let c = env.client();
-    let acme = tenant_folder("acme").unwrap();
+    let acme = tenant_folder(&TenantSlug::parse("acme").unwrap());
     assert!(c
         .get_secret(&acme, "STRIPE_KEY", None)
         .await
@@ -1538,7 +1539,7 @@ async fn client_renews_when_ttl_is_below_max_ttl() {
     cfg.client_id = SHORT_ID.into(); // max TTL 3600
     cfg.client_secret = OTHER_SECRET.to_owned().into();
     let c = InfisicalClient::new(cfg).unwrap();
-    let acme = tenant_folder("acme").unwrap();
+    let acme = tenant_folder(&TenantSlug::parse("acme").unwrap());
     assert!(c
         .get_secret(&acme, "STRIPE_KEY", None)
         .await
@@ -1569,7 +1570,7 @@ async fn client_logs_in_instead_of_renewing_when_ttl_equals_max_ttl() {
     cfg.client_id = "equal-ttl".into();
     cfg.client_secret = OTHER_SECRET.to_owned().into();
     let c = InfisicalClient::new(cfg).unwrap();
-    let acme = tenant_folder("acme").unwrap();
+    let acme = tenant_folder(&TenantSlug::parse("acme").unwrap());
     assert!(c
         .get_secret(&acme, "STRIPE_KEY", None)
         .await
@@ -1593,7 +1594,7 @@ async fn client_logs_in_instead_of_renewing_when_ttl_equals_max_ttl() {
 async fn concurrent_callers_share_one_login() {
     let env = start().await;
     let c = env.client();
-    let acme = tenant_folder("acme").unwrap();
+    let acme = tenant_folder(&TenantSlug::parse("acme").unwrap());
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let c = c.clone();

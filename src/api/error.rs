@@ -70,8 +70,9 @@ impl From<ServiceError> for ApiError {
                 Self::new(S::CONFLICT, "rotation_unsupported", msg)
             }
             ServiceError::DependencyFailed(_) => Self::new(S::BAD_GATEWAY, "dependency_error", msg),
-            ServiceError::Internal(detail) => {
-                tracing::error!(%detail, "internal error");
+            // The one place internal causes are logged; the caller gets no detail.
+            ServiceError::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
                 Self::new(S::INTERNAL_SERVER_ERROR, "internal", "internal error")
             }
         }

@@ -103,7 +103,7 @@ pub async fn import_all(
             bar.inc(1);
             continue;
         };
-        let folder = tenant_folder(slug.as_str()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let folder = tenant_folder(&slug);
         let secrets = client
             .list_secrets(&folder)
             .await

@@ -21,7 +21,7 @@ pub mod paths;
 pub use breaker::BreakerState;
 pub use client::{ConfigError, Folder, InfisicalClient, InfisicalConfig, InfisicalError, Secret};
 pub use emulator::{Emulator, EmulatorConfig, EmulatorError, EmulatorHandle, Faults, Seed};
-pub use paths::{tenant_folder, validate_folder_path, validate_secret_name, validate_tenant_slug};
+pub use paths::{tenant_folder, validate_folder_path, validate_secret_name};
 
 /// Infisical's value trimming on create and update: leading and trailing whitespace is removed,
 /// and if the submitted value ended in `\n`, one `\n` is put back. (JavaScript's `trim()`,

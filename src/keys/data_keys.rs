@@ -133,18 +133,14 @@ impl DataKeyring {
     }
 }
 
-/// moka shares one loader's error among all waiters; keep the meaningful variants.
+/// moka shares one loader's error among all waiters: keep the variants callers act on, and
+/// carry the rest shared, cause intact.
 fn unshare(err: Arc<KeyError>) -> KeyError {
     match &*err {
         KeyError::Integrity(id) => KeyError::Integrity(*id),
         KeyError::Destroyed(id) => KeyError::Destroyed(*id),
         KeyError::NoActiveKey => KeyError::NoActiveKey,
         KeyError::MasterVersionMissing(v) => KeyError::MasterVersionMissing(*v),
-        KeyError::Store(store::StoreError::Unavailable(_)) => {
-            KeyError::Store(store::StoreError::Unavailable(sqlx::Error::PoolTimedOut))
-        }
-        other => KeyError::Store(store::StoreError::Other(sqlx::Error::Protocol(format!(
-            "data key load failed: {other}"
-        )))),
+        _ => KeyError::Shared(err),
     }
 }

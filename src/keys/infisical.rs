@@ -2,6 +2,8 @@
 //! in a folder of its own (default `/tenant-vault`). A version is read by its exact secret
 //! name, never with `?version=`, which some servers ignore.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
@@ -34,11 +36,12 @@ pub enum MasterFolderError {
 }
 
 fn source_error(what: &str, err: InfisicalError) -> SourceError {
-    let reason = format!("{what}: {err}");
-    if err.is_unavailable() || matches!(err, InfisicalError::RateLimited { .. }) {
-        SourceError::transient(reason)
+    let transient = err.is_unavailable() || matches!(err, InfisicalError::RateLimited { .. });
+    let (what, cause) = (what.to_owned(), Arc::new(err));
+    if transient {
+        SourceError::Unreachable { what, cause }
     } else {
-        SourceError::permanent(reason)
+        SourceError::Rejected { what, cause }
     }
 }
 
@@ -73,8 +76,9 @@ impl InfisicalSource {
             .get_secret(&self.folder, name, None)
             .await
             .map_err(|e| source_error(&format!("reading {name}"), e))?
-            .ok_or_else(|| {
-                SourceError::permanent(format!("there is no secret {name} in {}", self.folder))
+            .ok_or_else(|| SourceError::NotFound {
+                name: name.to_owned(),
+                folder: self.folder.clone(),
             })?;
         Ok(CreatedMasterKey {
             text: Zeroizing::new(secret.value.expose().to_owned()),
@@ -115,8 +119,9 @@ impl MasterKeySource for InfisicalSource {
             .get_secret(&self.folder, &name, None)
             .await
             .map_err(|e| source_error(&format!("reading {name}"), e))?
-            .ok_or_else(|| {
-                SourceError::permanent(format!("there is no secret {name} in {}", self.folder))
+            .ok_or_else(|| SourceError::NotFound {
+                name: name.to_owned(),
+                folder: self.folder.clone(),
             })?;
         Ok(Zeroizing::new(secret.value.expose().to_owned()))
     }
@@ -131,11 +136,10 @@ impl MasterKeySource for InfisicalSource {
             .await
             .map_err(|e| source_error(&format!("checking for {name}"), e))?;
         if existing.is_some() {
-            return Err(SourceError::permanent(format!(
-                "{name} already exists in {}; refusing to overwrite a master key \
-                 (adopt it with `tenant-vault init --adopt {name}`)",
-                self.folder
-            )));
+            return Err(SourceError::AlreadyExists {
+                name,
+                folder: self.folder.clone(),
+            });
         }
         self.client
             .ensure_folder_path(&self.folder)
@@ -148,9 +152,7 @@ impl MasterKeySource for InfisicalSource {
             .map_err(|e| source_error(&format!("writing {name}"), e))?;
         let back = self.fetch(version, Some(&name)).await?;
         if back.as_str() != text.as_str() {
-            return Err(SourceError::permanent(format!(
-                "{name} read back from Infisical differs from what was written"
-            )));
+            return Err(SourceError::Malformed { name });
         }
         Ok(CreatedMasterKey {
             text,

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use super::source::{CreatedMasterKey, MasterKeySource, SourceError};
 use super::KeyError;
 use crate::crypto::{kdf, MasterKey};
+use crate::domain::MasterKeyState;
 use crate::store::{self, master_keys::NewMasterKey, StoreError};
 
 pub struct MasterKeyring {
@@ -53,16 +54,16 @@ impl MasterKeyring {
                 Ok(text) => text,
                 // A retired version no data key needs may have been deleted from the source.
                 Err(e)
-                    if row.state == "retired"
+                    if row.state == MasterKeyState::Retired
                         && !super::rotation::is_needed(pool, row.version).await? =>
                 {
-                    tracing::info!(version = row.version, reason = %e.reason, "skipping retired master key version that no data key needs");
+                    tracing::info!(version = row.version, reason = %e, "skipping retired master key version that no data key needs");
                     continue;
                 }
                 Err(e) => return Err(source_error(row.version, source, e)),
             };
             let key = verified_key(row, &text, source)?;
-            if row.state == "active" {
+            if row.state == MasterKeyState::Active {
                 active = row.version;
             }
             keys.insert(row.version, Arc::new(key));
@@ -161,7 +162,7 @@ impl MasterKeyring {
                 .await;
             let text = match fetched {
                 Ok(text) => text,
-                Err(_) if row.state == "retired" => continue,
+                Err(_) if row.state == MasterKeyState::Retired => continue,
                 Err(e) => return Err(source_error(row.version, source.as_ref(), e)),
             };
             let key = verified_key(row, &text, source.as_ref())?;
@@ -171,7 +172,7 @@ impl MasterKeyring {
                 "loaded master key version recorded by another replica"
             );
         }
-        if let Some(active) = rows.iter().find(|r| r.state == "active") {
+        if let Some(active) = rows.iter().find(|r| r.state == MasterKeyState::Active) {
             if self.get(active.version).is_some() && self.active_version() != active.version {
                 self.set_active(active.version);
                 tracing::info!(
@@ -306,7 +307,6 @@ fn source_error(version: i32, source: &dyn MasterKeySource, e: SourceError) -> K
     KeyError::Source {
         version,
         source_desc: source.describe(),
-        reason: e.reason,
-        transient: e.transient,
+        source: e,
     }
 }

@@ -13,7 +13,9 @@ pub use data_keys::DataKeyring;
 pub use envelopes::{SecretPlace, StoredSecret};
 pub use infisical::{InfisicalSource, MasterFolderError};
 pub use master::MasterKeyring;
-pub use source::{CreatedMasterKey, DevFileSource, EnvSource, MasterKeySource, SourceError};
+pub use source::{Cause, CreatedMasterKey, DevFileSource, EnvSource, MasterKeySource, SourceError};
+
+use std::sync::Arc;
 
 use crate::domain::DataKeyId;
 use crate::store::StoreError;
@@ -27,13 +29,12 @@ pub enum KeyError {
     WrongMasterKey { version: i32, source_desc: String },
     #[error("master key version {0} is not loaded")]
     MasterVersionMissing(i32),
-    #[error("could not read master key version {version} from {source_desc}: {reason}")]
+    /// `source.is_transient()`: the source may answer later (unreachable, rate limited).
+    #[error("could not read master key version {version} from {source_desc}: {source}")]
     Source {
         version: i32,
         source_desc: String,
-        reason: String,
-        /// The source may answer later (unreachable, rate limited): retry.
-        transient: bool,
+        source: SourceError,
     },
     #[error("invalid master key material for version {version}: {reason}")]
     Material { version: i32, reason: String },
@@ -53,4 +54,18 @@ pub enum KeyError {
     NoActiveKey,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A cache load's error, shared by every caller that waited on it.
+    #[error(transparent)]
+    Shared(Arc<KeyError>),
+}
+
+impl KeyError {
+    /// The database could not be reached (directly, or under a shared load error).
+    pub fn is_database_unavailable(&self) -> bool {
+        match self {
+            KeyError::Store(StoreError::Unavailable(_)) => true,
+            KeyError::Shared(inner) => inner.is_database_unavailable(),
+            _ => false,
+        }
+    }
 }

@@ -26,9 +26,9 @@ use chrono::Utc;
 use sqlx::{Acquire, PgPool};
 use uuid::Uuid;
 
-use super::{DataKeyring, KeyError, MasterKeySource, MasterKeyring};
+use super::{DataKeyring, KeyError, MasterKeySource, MasterKeyring, SourceError};
 use crate::crypto::{envelope, kdf, MasterKey};
-use crate::domain::{DataKeyId, TenantId};
+use crate::domain::{DataKeyId, DataKeyState, TenantId};
 use crate::store::{self, master_keys::NewMasterKey, notify::Event, StoreError};
 
 /// Data keys re-wrapped per statement.
@@ -52,15 +52,23 @@ pub enum FailPoint {
 pub enum RotationError {
     #[error("another master key rotation is in progress; try again when it has finished")]
     InProgress,
-    #[error("{0}")]
-    Unsupported(String),
-    #[error("could not create master key version {version} in {source_desc}: {reason}")]
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
+    /// `source.is_transient()`: trying again later may succeed.
+    #[error("could not create master key version {version} in {source_desc}: {source}")]
     Source {
         version: i32,
         source_desc: String,
-        reason: String,
-        /// Trying again later may succeed (the source is unreachable or rate limiting).
-        transient: bool,
+        source: SourceError,
+    },
+    #[error(
+        "could not create master key version {version} in {source_desc}: \
+         reading the new version back: {source}"
+    )]
+    SourceReadBack {
+        version: i32,
+        source_desc: String,
+        source: SourceError,
     },
     #[error(
         "master key version {version} read back from {source_desc} differs from the key written"
@@ -70,6 +78,22 @@ pub enum RotationError {
     Injected(FailPoint),
     #[error(transparent)]
     Key(#[from] KeyError),
+}
+
+/// Why this master key source cannot rotate at all; retrying will not help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unsupported {
+    #[error("this process has no master key source configured")]
+    NoSource,
+    #[error(
+        "{source_desc} holds one fixed key and cannot rotate; use a master key source that can \
+         create versions (Infisical)"
+    )]
+    FixedKey { source_desc: String },
+    #[error(
+        "{source_desc} returned the same key material as master key version {version}; it cannot rotate"
+    )]
+    SameMaterial { source_desc: String, version: i32 },
 }
 
 impl From<StoreError> for RotationError {
@@ -114,11 +138,10 @@ pub async fn rotate_master_key(
     origin: Uuid,
 ) -> Result<MasterRotation, RotationError> {
     if source.kind() == "env" {
-        return Err(RotationError::Unsupported(format!(
-            "{} holds one fixed key and cannot rotate; use a master key source that can \
-             create versions (Infisical)",
-            source.describe()
-        )));
+        return Err(Unsupported::FixedKey {
+            source_desc: source.describe(),
+        }
+        .into());
     }
     // A connection of its own, closed (never returned to the pool) when dropped, so the
     // session lock cannot outlive this call.
@@ -263,12 +286,11 @@ async fn create_next_version(
         let created = match source.create(version).await {
             Ok(created) => created,
             Err(e) => {
-                tracing::warn!(version, reason = %e.reason, source = %source.describe(), "could not create master key version; trying the next number");
+                tracing::warn!(version, reason = %e, source = %source.describe(), "could not create master key version; trying the next number");
                 first_error.get_or_insert(RotationError::Source {
                     version,
                     source_desc: source.describe(),
-                    reason: e.reason,
-                    transient: e.transient,
+                    source: e,
                 });
                 continue;
             }
@@ -287,11 +309,10 @@ async fn create_next_version(
         let again = source
             .fetch(version, created.secret_name.as_deref())
             .await
-            .map_err(|e| RotationError::Source {
+            .map_err(|e| RotationError::SourceReadBack {
                 version,
                 source_desc: source.describe(),
-                reason: format!("reading the new version back: {}", e.reason),
-                transient: e.transient,
+                source: e,
             })?;
         if !material(&again)?.matches(key.check_value()) {
             return Err(RotationError::ReadBack {
@@ -300,11 +321,11 @@ async fn create_next_version(
             });
         }
         if let Some(same) = recorded.iter().find(|r| key.matches(&r.check_value)) {
-            return Err(RotationError::Unsupported(format!(
-                "{} returned the same key material as master key version {}; it cannot rotate",
-                source.describe(),
-                same.version
-            )));
+            return Err(Unsupported::SameMaterial {
+                source_desc: source.describe(),
+                version: same.version,
+            }
+            .into());
         }
         return Ok(NewVersion {
             key,
@@ -343,7 +364,7 @@ pub async fn rotate_data_key(
     let keys = store::data_keys::lock_tenant_keys(&mut *tx, tenant).await?;
     let active = keys
         .iter()
-        .find(|k| k.state == "active")
+        .find(|k| k.state == DataKeyState::Active)
         .ok_or(KeyError::NoActiveKey)?;
     if only_if_active.is_some_and(|want| want.0 != active.id) {
         return Ok(None);

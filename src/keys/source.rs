@@ -2,39 +2,64 @@
 //! Infisical source slots in beside these without touching any caller.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
 use crate::crypto::kdf;
 
+/// The cause under a typed error, shareable so errors stay `Clone` (moka hands one loader's
+/// error to every waiter).
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
 /// Why a source could not hand over key material. Never contains the material.
-#[derive(Debug, Clone)]
-pub struct SourceError {
-    pub reason: String,
-    /// True when trying again later may succeed (the source is unreachable or rate limiting).
-    pub transient: bool,
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SourceError {
+    /// The source did not answer, or asked us to slow down: trying again later may succeed.
+    #[error("{what}: {cause}")]
+    Unreachable {
+        what: String,
+        #[source]
+        cause: Cause,
+    },
+    /// The source answered and refused (permissions, a file it cannot read or write).
+    #[error("{what}: {cause}")]
+    Rejected {
+        what: String,
+        #[source]
+        cause: Cause,
+    },
+    #[error("there is no secret {name} in {folder}")]
+    NotFound { name: String, folder: String },
+    /// Never overwrite a master key: it may already wrap data.
+    #[error(
+        "{name} already exists in {folder}; refusing to overwrite a master key \
+         (adopt it with `tenant-vault init --adopt {name}`)"
+    )]
+    AlreadyExists { name: String, folder: String },
+    /// What came back is not what was written.
+    #[error("{name} read back from Infisical differs from what was written")]
+    Malformed { name: String },
+    /// This source cannot do that at all (a fixed key cannot rotate).
+    #[error("{0}")]
+    Unsupported(&'static str),
+    /// The source could not be set up (configuration, client construction).
+    #[error("{0}")]
+    Misconfigured(#[source] Cause),
 }
 
 impl SourceError {
-    pub fn permanent(reason: impl Into<String>) -> Self {
-        Self {
-            reason: reason.into(),
-            transient: false,
-        }
+    /// True when trying again later may succeed (the source is unreachable or rate limiting).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SourceError::Unreachable { .. })
     }
 
-    pub fn transient(reason: impl Into<String>) -> Self {
-        Self {
-            reason: reason.into(),
-            transient: true,
+    fn io(path: &std::path::Path, err: std::io::Error) -> Self {
+        SourceError::Rejected {
+            what: path.display().to_string(),
+            cause: Arc::new(err),
         }
-    }
-}
-
-impl std::fmt::Display for SourceError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.reason)
     }
 }
 
@@ -98,7 +123,7 @@ impl MasterKeySource for EnvSource {
 
     async fn create(&self, version: i32) -> Result<CreatedMasterKey, SourceError> {
         if version != 1 {
-            return Err(SourceError::permanent(
+            return Err(SourceError::Unsupported(
                 "TENANT_VAULT_MASTER_KEY holds one fixed key and cannot rotate",
             ));
         }
@@ -144,7 +169,7 @@ impl MasterKeySource for DevFileSource {
         tokio::fs::read_to_string(&path)
             .await
             .map(Zeroizing::new)
-            .map_err(|e| SourceError::permanent(format!("{}: {e}", path.display())))
+            .map_err(|e| SourceError::io(&path, e))
     }
 
     async fn create(&self, version: i32) -> Result<CreatedMasterKey, SourceError> {
@@ -152,18 +177,17 @@ impl MasterKeySource for DevFileSource {
         use std::os::unix::fs::OpenOptionsExt;
         let path = self.path(version);
         let text = kdf::generate_master_key_text();
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| SourceError::permanent(format!("{}: {e}", self.dir.display())))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| SourceError::io(&self.dir, e))?;
         // create_new: never overwrite a key that may already wrap data.
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| SourceError::permanent(format!("{}: {e}", path.display())))?;
+            .map_err(|e| SourceError::io(&path, e))?;
         file.write_all(text.as_bytes())
             .and_then(|_| file.sync_all())
-            .map_err(|e| SourceError::permanent(format!("{}: {e}", path.display())))?;
+            .map_err(|e| SourceError::io(&path, e))?;
         Ok(CreatedMasterKey {
             text,
             secret_name: None,

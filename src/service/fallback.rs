@@ -1,7 +1,9 @@
 //! The third step of the lookup: a secret missing from the database is read from the tenant's
-//! Infisical folder `/tenants/{tenant}/{key}`. Only validated slugs and keys get here, and
-//! the folder is built by `infisical::tenant_folder`, which refuses anything else: no request
-//! can climb out of `/tenants/{tenant}` (to the master key's folder, say).
+//! Infisical folder `/tenants/{tenant}/{key}`. Only validated slugs and keys get here: the
+//! folder is built by `infisical::tenant_folder` from a `TenantSlug`, which cannot hold `/`,
+//! `.` or `%`, so no request can climb out of `/tenants/{tenant}` (to the master key's folder, say).
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -11,12 +13,14 @@ use crate::infisical::{tenant_folder, InfisicalClient, InfisicalError};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FallbackError {
-    #[error("{0}")]
-    Unavailable(String),
+    /// Unreachable or rate limiting: the lookup answers 503.
+    #[error(transparent)]
+    Unavailable(Arc<InfisicalError>),
     #[error("the value is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
-    #[error("{0}")]
-    Invalid(String),
+    /// It answered, but not with a value we can use.
+    #[error(transparent)]
+    Invalid(Arc<InfisicalError>),
 }
 
 /// Where secrets not yet in the database may be found.
@@ -52,16 +56,15 @@ impl SecretFallback for InfisicalFallback {
         tenant: &TenantSlug,
         key: &SecretKey,
     ) -> Result<Option<SecretValue>, FallbackError> {
-        let folder =
-            tenant_folder(tenant.as_str()).map_err(|e| FallbackError::Invalid(e.to_string()))?;
+        let folder = tenant_folder(tenant);
         match self.client.get_secret(&folder, key.as_str(), None).await {
             Ok(Some(secret)) => Ok(Some(SecretValue::new(secret.value.expose().to_owned()))),
             Ok(None) => Ok(None),
             Err(InfisicalError::TooLarge { limit, .. }) => Err(FallbackError::TooLarge { limit }),
             Err(e) if e.is_unavailable() || matches!(e, InfisicalError::RateLimited { .. }) => {
-                Err(FallbackError::Unavailable(e.to_string()))
+                Err(FallbackError::Unavailable(Arc::new(e)))
             }
-            Err(e) => Err(FallbackError::Invalid(e.to_string())),
+            Err(e) => Err(FallbackError::Invalid(Arc::new(e))),
         }
     }
 }

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{ServiceError, Vault};
+use crate::domain::{DataKeyState, MasterKeyState};
 use crate::store;
 
 #[derive(Debug, Serialize)]
@@ -27,7 +28,7 @@ pub struct MasterKeyStatus {
 #[derive(Debug, Serialize)]
 pub struct MasterVersion {
     pub version: i32,
-    pub state: String,
+    pub state: MasterKeyState,
     pub source: String,
     pub secret_name: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -91,14 +92,14 @@ impl Vault {
         let versions = store::key_status::master_versions(&self.pool).await?;
         let active_version = versions
             .iter()
-            .find(|v| v.state == "active")
+            .find(|v| v.state == MasterKeyState::Active)
             .map_or(0, |v| v.version);
         let mut data_keys = DataKeyCounts::default();
         for (state, n) in store::key_status::data_keys_by_state(&self.pool).await? {
-            match state.as_str() {
-                "active" => data_keys.active = n,
-                "decrypt_only" => data_keys.decrypt_only = n,
-                _ => data_keys.destroyed += n,
+            match state {
+                DataKeyState::Active => data_keys.active = n,
+                DataKeyState::DecryptOnly => data_keys.decrypt_only = n,
+                DataKeyState::Destroyed => data_keys.destroyed += n,
             }
         }
         let (current, kept_versions) = store::key_status::under_decrypt_only(&self.pool).await?;

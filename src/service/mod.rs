@@ -18,10 +18,11 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
-use crate::audit::{AuditEvent, AuditSink};
+use crate::audit::{AuditAction, AuditEvent, AuditOutcome, AuditSink};
 use crate::cache::{NotFoundCache, SecretCache};
-use crate::domain::{TenantId, TenantSlug, TokenId};
-use crate::keys::{DataKeyring, KeyError, MasterKeySource, MasterKeyring};
+use crate::domain::{SecretKey, TenantId, TenantSlug, TokenId};
+use crate::keys::rotation::{RotationError, Unsupported};
+use crate::keys::{Cause, DataKeyring, KeyError, MasterKeySource, MasterKeyring};
 use crate::store::StoreError;
 
 pub use secrets::{SecretRead, SecretSource};
@@ -48,10 +49,40 @@ impl Default for Limits {
     }
 }
 
+/// Why a request's input was refused (400); the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("field `name`: must be 1 to 200 characters")]
+    TenantNameLength,
+    #[error("field `cas`: must be 0 or a positive version")]
+    NegativeCas,
+    #[error("`version` must be a positive integer")]
+    VersionNotPositive,
+    #[error("token ttl is too large")]
+    TokenTtlTooLarge,
+}
+
+/// A dependency answered, but not with something we can use (502).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DependencyError {
+    /// The master key source refused (e.g. permissions). Source errors never carry key
+    /// material, so what it said is the message.
+    #[error(transparent)]
+    MasterKeySource(Arc<RotationError>),
+    /// The fallback holds the key, but its value cannot be imported (e.g. oversized).
+    #[error("{fallback} holds {key} for this tenant but it cannot be imported: {cause}")]
+    Unimportable {
+        fallback: &'static str,
+        key: SecretKey,
+        #[source]
+        cause: fallback::FallbackError,
+    },
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {
-    #[error("{0}")]
-    InvalidInput(String),
+    #[error(transparent)]
+    InvalidInput(#[from] InputError),
     #[error("missing or unknown token")]
     Unauthenticated,
     #[error("{0}")]
@@ -75,20 +106,27 @@ pub enum ServiceError {
     VersionNotFound(i32),
     #[error("another master key rotation is in progress; try again when it has finished")]
     RotationInProgress,
-    #[error("{0}")]
-    RotationUnsupported(String),
-    /// A dependency answered, but not with something we can use (e.g. an oversized value).
-    #[error("{0}")]
-    DependencyFailed(String),
+    #[error(transparent)]
+    RotationUnsupported(#[from] Unsupported),
+    #[error(transparent)]
+    DependencyFailed(#[from] DependencyError),
+    /// A failure the caller cannot act on; the cause is logged once, by the API error
+    /// mapping, and never sent.
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] Cause),
+}
+
+impl ServiceError {
+    pub fn internal(cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ServiceError::Internal(Arc::new(cause))
+    }
 }
 
 impl From<StoreError> for ServiceError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Unavailable(_) => ServiceError::Unavailable("the database"),
-            other => ServiceError::Internal(other.to_string()),
+            other => ServiceError::internal(other),
         }
     }
 }
@@ -100,7 +138,9 @@ impl From<KeyError> for ServiceError {
                 ServiceError::Integrity
             }
             KeyError::Store(s) => s.into(),
-            other => ServiceError::Internal(other.to_string()),
+            e if e.is_database_unavailable() => ServiceError::Unavailable("the database"),
+            KeyError::Shared(shared) => ServiceError::Internal(shared),
+            other => ServiceError::internal(other),
         }
     }
 }
@@ -196,7 +236,12 @@ impl Vault {
         &self.limits
     }
 
-    fn event(&self, ctx: &RequestContext, action: &str, outcome: &str) -> AuditEvent {
+    fn event(
+        &self,
+        ctx: &RequestContext,
+        action: AuditAction,
+        outcome: AuditOutcome,
+    ) -> AuditEvent {
         let mut e = AuditEvent::new(action, outcome);
         e.token_id = ctx.token_id.map(|t| t.0);
         e.request_id = ctx.request_id.clone();

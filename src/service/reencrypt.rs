@@ -14,6 +14,13 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{ServiceError, Vault};
+
+/// Re-encrypting a tenant rotated its data key more often than one run allows.
+#[derive(Debug, thiserror::Error)]
+#[error("tenant {tenant}: the data key encryption ceiling is too low to re-encrypt its secrets")]
+struct CeilingTooLow {
+    tenant: Uuid,
+}
 use crate::crypto::DataKey;
 use crate::domain::{DataKeyId, SecretKey, TenantId};
 use crate::keys::{KeyError, SecretPlace};
@@ -69,11 +76,7 @@ impl Vault {
                 Batch::Rotated => {
                     rotations += 1;
                     if rotations > MAX_ROTATIONS_PER_RUN {
-                        return Err(ServiceError::Internal(format!(
-                            "tenant {}: the data key encryption ceiling is too low to \
-                             re-encrypt its secrets",
-                            tenant.0
-                        )));
+                        return Err(ServiceError::internal(CeilingTooLow { tenant: tenant.0 }));
                     }
                 }
                 Batch::Moved(n) => {

@@ -2,12 +2,15 @@
 //! rotation of a data key whose encryption count reached the ceiling, and the test-only fail
 //! points. The mechanics live in `keys::rotation`.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::notify::ListenerStats;
-use super::{RequestContext, ServiceError, Vault};
+use super::{DependencyError, RequestContext, ServiceError, Vault};
+use crate::audit::{AuditAction, AuditOutcome};
 use crate::domain::{DataKeyId, TenantId, TenantSlug};
-use crate::keys::rotation::{self, DataKeyRotation, FailPoint, MasterRotation, RotationError};
+use crate::keys::rotation::{
+    self, DataKeyRotation, FailPoint, MasterRotation, RotationError, Unsupported,
+};
 use crate::store;
 
 /// 2^31: half the 2^32 encryptions NIST SP 800-38D allows one key with random 96-bit nonces.
@@ -38,21 +41,25 @@ impl From<RotationError> for ServiceError {
     fn from(err: RotationError) -> Self {
         match err {
             RotationError::InProgress => ServiceError::RotationInProgress,
-            RotationError::Unsupported(msg) => ServiceError::RotationUnsupported(msg),
-            RotationError::Source {
-                transient: true, ..
-            } => {
-                tracing::error!(error = %err, "master key rotation: the source is unavailable");
-                ServiceError::Unavailable("the master key source")
+            RotationError::Unsupported(why) => ServiceError::RotationUnsupported(why),
+            RotationError::Source { ref source, .. }
+            | RotationError::SourceReadBack { ref source, .. } => {
+                if source.is_transient() {
+                    ServiceError::Unavailable("the master key source")
+                } else {
+                    DependencyError::MasterKeySource(Arc::new(err)).into()
+                }
             }
-            // The source answered but refused (e.g. permissions): say what it said. Source
-            // errors never carry key material.
-            RotationError::Source { .. } => ServiceError::DependencyFailed(err.to_string()),
             RotationError::Key(k) => k.into(),
-            other => ServiceError::Internal(other.to_string()),
+            other => ServiceError::internal(other),
         }
     }
 }
+
+/// An operator's rotation may not be skipped: skipping is for the automatic trigger only.
+#[derive(Debug, thiserror::Error)]
+#[error("rotation skipped")]
+struct RotationSkipped;
 
 /// A data key rotation as reported to callers.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -78,9 +85,7 @@ impl Vault {
     ) -> Result<MasterRotation, ServiceError> {
         self.ensure_auditable()?;
         let result = match &self.key_source {
-            None => Err(ServiceError::RotationUnsupported(
-                "this process has no master key source configured".into(),
-            )),
+            None => Err(Unsupported::NoSource.into()),
             Some(source) => {
                 let fail_at = *self.rotation.fail_at.lock().unwrap();
                 rotation::rotate_master_key(
@@ -91,18 +96,26 @@ impl Vault {
                     self.rotation.origin,
                 )
                 .await
-                .map_err(ServiceError::from)
+                .map_err(|err| {
+                    // The 503 says only "unavailable"; the operator needs the source's words.
+                    if matches!(&err, RotationError::Source { source, .. }
+                        | RotationError::SourceReadBack { source, .. } if source.is_transient())
+                    {
+                        tracing::error!(error = %err, "master key rotation: the source is unavailable");
+                    }
+                    ServiceError::from(err)
+                })
             }
         };
         let outcome = match &result {
-            Ok(_) => "success",
-            Err(ServiceError::RotationInProgress) => "conflict",
-            Err(ServiceError::RotationUnsupported(_)) => "rejected",
-            Err(ServiceError::Unavailable(_)) => "unavailable",
-            Err(_) => "error",
+            Ok(_) => AuditOutcome::Success,
+            Err(ServiceError::RotationInProgress) => AuditOutcome::Conflict,
+            Err(ServiceError::RotationUnsupported(_)) => AuditOutcome::Rejected,
+            Err(ServiceError::Unavailable(_)) => AuditOutcome::Unavailable,
+            Err(_) => AuditOutcome::Error,
         };
         self.audit
-            .record(self.event(ctx, "master_key.rotate", outcome));
+            .record(self.event(ctx, AuditAction::MasterKeyRotate, outcome));
         result
     }
 
@@ -127,11 +140,15 @@ impl Vault {
         )
         .await
         .map_err(ServiceError::from)
-        .and_then(|r| r.ok_or_else(|| ServiceError::Internal("rotation skipped".into())));
+        .and_then(|r| r.ok_or_else(|| ServiceError::internal(RotationSkipped)));
         let mut e = self.event(
             ctx,
-            "data_key.rotate",
-            if result.is_ok() { "success" } else { "error" },
+            AuditAction::DataKeyRotate,
+            if result.is_ok() {
+                AuditOutcome::Success
+            } else {
+                AuditOutcome::Error
+            },
         );
         e.tenant_id = Some(tenant.id);
         e.tenant_slug = Some(tenant.slug.clone());
@@ -163,7 +180,11 @@ impl Vault {
         .await?;
         if let Some(r) = rotated {
             tracing::info!(tenant = %tenant.0, previous_version = r.previous_version, version = r.version, "data key reached its encryption ceiling and was rotated");
-            let mut e = self.event(&RequestContext::default(), "data_key.rotate", "success");
+            let mut e = self.event(
+                &RequestContext::default(),
+                AuditAction::DataKeyRotate,
+                AuditOutcome::Success,
+            );
             e.tenant_id = Some(tenant.0);
             self.audit.record(e);
             self.rotation.reencrypt_wakeup.notify_one();

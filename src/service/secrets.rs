@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::fallback::FallbackError;
-use super::{RequestContext, ServiceError, TenantRef, Vault};
+use super::{DependencyError, InputError, RequestContext, ServiceError, TenantRef, Vault};
+use crate::audit::{AuditAction, AuditOutcome};
 use crate::cache::CachedSecret;
 use crate::crypto::SecretValue;
 use crate::domain::{DataKeyId, SecretKey, TenantId};
@@ -35,22 +36,24 @@ pub struct SecretSummary {
 const WRITE_ATTEMPTS: usize = 5;
 
 /// The audit outcome of a result.
-pub(crate) fn outcome<T>(result: &Result<T, ServiceError>) -> &'static str {
+pub(crate) fn outcome<T>(result: &Result<T, ServiceError>) -> AuditOutcome {
     match result {
-        Ok(_) => "success",
+        Ok(_) => AuditOutcome::Success,
         Err(e) => outcome_of(e),
     }
 }
 
-fn outcome_of(err: &ServiceError) -> &'static str {
+fn outcome_of(err: &ServiceError) -> AuditOutcome {
     match err {
-        ServiceError::SecretNotFound | ServiceError::VersionNotFound(_) => "not_found",
-        ServiceError::Integrity => "integrity_error",
-        ServiceError::CasConflict { .. } => "conflict",
-        ServiceError::ValueTooLarge { .. } | ServiceError::InvalidInput(_) => "rejected",
-        ServiceError::Unavailable(_) => "unavailable",
-        ServiceError::DependencyFailed(_) => "dependency_error",
-        _ => "error",
+        ServiceError::SecretNotFound | ServiceError::VersionNotFound(_) => AuditOutcome::NotFound,
+        ServiceError::Integrity => AuditOutcome::IntegrityError,
+        ServiceError::CasConflict { .. } => AuditOutcome::Conflict,
+        ServiceError::ValueTooLarge { .. } | ServiceError::InvalidInput(_) => {
+            AuditOutcome::Rejected
+        }
+        ServiceError::Unavailable(_) => AuditOutcome::Unavailable,
+        ServiceError::DependencyFailed(_) => AuditOutcome::DependencyError,
+        _ => AuditOutcome::Error,
     }
 }
 
@@ -58,8 +61,8 @@ impl Vault {
     fn secret_event(
         &self,
         ctx: &RequestContext,
-        action: &str,
-        outcome: &str,
+        action: AuditAction,
+        outcome: AuditOutcome,
         tenant: &TenantRef,
         key: Option<&SecretKey>,
     ) {
@@ -73,15 +76,12 @@ impl Vault {
     pub(super) fn audited<T>(
         &self,
         ctx: &RequestContext,
-        action: &str,
+        action: AuditAction,
         tenant: &TenantRef,
         key: Option<&SecretKey>,
         result: Result<T, ServiceError>,
     ) -> Result<T, ServiceError> {
-        let outcome = match &result {
-            Ok(_) => "success",
-            Err(e) => outcome_of(e),
-        };
+        let outcome = outcome(&result);
         if let Err(ServiceError::Integrity) = &result {
             tracing::error!(tenant = %tenant.slug, key = ?key.map(|k| k.as_str()), "secret failed its integrity check");
         }
@@ -123,9 +123,9 @@ impl Vault {
             .map_err(|shared| (*shared).clone());
         match &result {
             Ok(read) => metrics::counter!("tenant_vault_secret_reads_total", "source" => read.source.as_str()).increment(1),
-            Err(e) => metrics::counter!("tenant_vault_secret_read_failures_total", "outcome" => outcome_of(e)).increment(1),
+            Err(e) => metrics::counter!("tenant_vault_secret_read_failures_total", "outcome" => outcome_of(e).as_str()).increment(1),
         }
-        self.audited(ctx, "secret.read", tenant, Some(key), result)
+        self.audited(ctx, AuditAction::SecretRead, tenant, Some(key), result)
     }
 
     /// The database, then the fallback (Infisical): a value found there is encrypted and
@@ -149,18 +149,20 @@ impl Vault {
                 tracing::warn!(tenant = %tenant.slug, key = %key, %detail, "fallback lookup failed");
                 return Err(ServiceError::Unavailable("Infisical"));
             }
-            Err(e) => {
-                return Err(ServiceError::DependencyFailed(format!(
-                    "{} holds {key} for this tenant but it cannot be imported: {e}",
-                    fallback.name()
-                )))
+            Err(cause) => {
+                return Err(DependencyError::Unimportable {
+                    fallback: fallback.name(),
+                    key: key.clone(),
+                    cause,
+                }
+                .into())
             }
         };
         // Imported as version 1; if a writer created the key meanwhile, theirs wins.
         let result = self.write_secret(tenant, key, &value, Some(0)).await;
         self.secret_event(
             ctx,
-            "secret.import",
+            AuditAction::SecretImport,
             super::secrets::outcome(&result),
             tenant,
             Some(key),
@@ -227,7 +229,7 @@ impl Vault {
             .map(|(v, _)| v);
         self.cache.invalidate(tenant.id, key).await;
         self.not_found.forget(tenant.id, key).await;
-        self.audited(ctx, "secret.write", tenant, Some(key), result)
+        self.audited(ctx, AuditAction::SecretWrite, tenant, Some(key), result)
     }
 
     pub(super) async fn write_secret(
@@ -245,9 +247,7 @@ impl Vault {
             });
         }
         if cas.is_some_and(|c| c < 0) {
-            return Err(ServiceError::InvalidInput(
-                "field `cas`: must be 0 or a positive version".into(),
-            ));
+            return Err(InputError::NegativeCas.into());
         }
         for _ in 0..WRITE_ATTEMPTS {
             let data_key = self.data_keys.active(tenant.id).await?;
@@ -348,7 +348,7 @@ impl Vault {
         }
         .await;
         self.cache.invalidate(tenant.id, key).await;
-        self.audited(ctx, "secret.delete", tenant, Some(key), result)
+        self.audited(ctx, AuditAction::SecretDelete, tenant, Some(key), result)
     }
 
     pub async fn list_secrets(
@@ -369,6 +369,6 @@ impl Vault {
                 .collect())
         }
         .await;
-        self.audited(ctx, "secret.list", tenant, None, result)
+        self.audited(ctx, AuditAction::SecretList, tenant, None, result)
     }
 }

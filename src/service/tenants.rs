@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{RequestContext, ServiceError, Vault};
+use super::{InputError, RequestContext, ServiceError, Vault};
+use crate::audit::{AuditAction, AuditOutcome};
 use crate::domain::{TenantId, TenantSlug};
 use crate::store::{self, StoreError};
 
@@ -25,9 +26,7 @@ impl Vault {
     ) -> Result<Tenant, ServiceError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 200 {
-            return Err(ServiceError::InvalidInput(
-                "field `name`: must be 1 to 200 characters".into(),
-            ));
+            return Err(InputError::TenantNameLength.into());
         }
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         let row = match store::tenants::insert(&mut *tx, TenantId(Uuid::new_v4()), slug, name).await
@@ -41,7 +40,7 @@ impl Vault {
         self.notify_tenant(&mut tx, tenant, &[]).await?;
         tx.commit().await.map_err(StoreError::from)?;
 
-        let mut e = self.event(ctx, "tenant.create", "success");
+        let mut e = self.event(ctx, AuditAction::TenantCreate, AuditOutcome::Success);
         e.tenant_id = Some(row.id);
         e.tenant_slug = Some(row.slug.clone());
         self.audit.record(e);
@@ -77,7 +76,7 @@ impl Vault {
         self.cache.invalidate_tenant(tenant);
         self.tokens.forget_tenant(tenant);
 
-        let mut e = self.event(ctx, "tenant.delete", "success");
+        let mut e = self.event(ctx, AuditAction::TenantDelete, AuditOutcome::Success);
         e.tenant_id = Some(row.id);
         e.tenant_slug = Some(row.slug);
         self.audit.record(e);

@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use super::{RequestContext, ServiceError, TenantRef, Vault};
+use super::{InputError, RequestContext, ServiceError, TenantRef, Vault};
+use crate::audit::{AuditAction, AuditOutcome};
 use crate::domain::{TenantId, TenantSlug, TokenId};
 use crate::store;
 
@@ -128,8 +129,7 @@ impl Vault {
                     (None, _) => PrincipalKind::Admin,
                     (Some(id), Some(slug)) => PrincipalKind::Tenant(TenantRef {
                         id: TenantId(id),
-                        slug: TenantSlug::parse(&slug)
-                            .map_err(|e| ServiceError::Internal(e.to_string()))?,
+                        slug: TenantSlug::parse(&slug).map_err(ServiceError::internal)?,
                     }),
                     (Some(_), None) => return Err(ServiceError::Unauthenticated),
                 };
@@ -140,11 +140,8 @@ impl Vault {
                 }))
             })
             .await
-            .map_err(|e| match &*e {
-                ServiceError::Unavailable(what) => ServiceError::Unavailable(what),
-                ServiceError::Unauthenticated => ServiceError::Unauthenticated,
-                other => ServiceError::Internal(other.to_string()),
-            })?;
+            // moka shares the loader's error among waiters; ServiceError is Clone.
+            .map_err(|e| (*e).clone())?;
         if principal.expires_at.is_some_and(|at| at <= Utc::now()) {
             self.tokens.by_hash.invalidate(&hash).await;
             return Err(ServiceError::Unauthenticated);
@@ -163,7 +160,11 @@ impl Vault {
         match &who.kind {
             PrincipalKind::Tenant(t) if &t.slug == slug => Ok(t.clone()),
             kind => {
-                let mut e = self.event(&who.context(request_id), "access.tenant", "denied");
+                let mut e = self.event(
+                    &who.context(request_id),
+                    AuditAction::AccessTenant,
+                    AuditOutcome::Denied,
+                );
                 e.tenant_slug = Some(slug.to_string());
                 self.audit.record(e);
                 Err(ServiceError::Forbidden(match kind {
@@ -184,8 +185,11 @@ impl Vault {
         if who.kind == PrincipalKind::Admin {
             return Ok(());
         }
-        self.audit
-            .record(self.event(&who.context(request_id), "access.admin", "denied"));
+        self.audit.record(self.event(
+            &who.context(request_id),
+            AuditAction::AccessAdmin,
+            AuditOutcome::Denied,
+        ));
         Err(ServiceError::Forbidden("this route needs an admin token"))
     }
 
@@ -217,7 +221,7 @@ impl Vault {
         let expires_at = ttl
             .map(|d| chrono::Duration::from_std(d).map(|d| Utc::now() + d))
             .transpose()
-            .map_err(|_| ServiceError::InvalidInput("token ttl is too large".into()))?;
+            .map_err(|_| InputError::TokenTtlTooLarge)?;
         store::tokens::insert(
             &self.pool,
             store::tokens::NewToken {
@@ -230,7 +234,7 @@ impl Vault {
             },
         )
         .await?;
-        let mut e = self.event(ctx, "token.create", "success");
+        let mut e = self.event(ctx, AuditAction::TokenCreate, AuditOutcome::Success);
         e.tenant_id = tenant_row.as_ref().map(|t| t.id);
         e.tenant_slug = tenant_row.map(|t| t.slug);
         self.audit.record(e);

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{RequestContext, ServiceError, TenantRef, Vault};
+use super::{InputError, RequestContext, ServiceError, TenantRef, Vault};
+use crate::audit::AuditAction;
 use crate::cache::CachedSecret;
 use crate::domain::{DataKeyId, SecretKey, TenantId};
 use crate::keys::StoredSecret;
@@ -52,7 +53,7 @@ impl Vault {
             Ok(out)
         }
         .await;
-        self.audited(ctx, "secret.versions", tenant, Some(key), result)
+        self.audited(ctx, AuditAction::SecretVersions, tenant, Some(key), result)
     }
 
     /// One version of a secret, current or kept. Not cached.
@@ -65,7 +66,13 @@ impl Vault {
     ) -> Result<Arc<CachedSecret>, ServiceError> {
         self.ensure_auditable()?;
         let result = self.load_version(tenant.id, key, version).await;
-        self.audited(ctx, "secret.read_version", tenant, Some(key), result)
+        self.audited(
+            ctx,
+            AuditAction::SecretReadVersion,
+            tenant,
+            Some(key),
+            result,
+        )
     }
 
     /// Writes a new version whose value equals `version`'s. Returns the new version.
@@ -85,7 +92,7 @@ impl Vault {
         }
         .await;
         self.cache.invalidate(tenant.id, key).await;
-        self.audited(ctx, "secret.rollback", tenant, Some(key), result)
+        self.audited(ctx, AuditAction::SecretRollback, tenant, Some(key), result)
     }
 
     async fn load_version(
@@ -95,9 +102,7 @@ impl Vault {
         version: i32,
     ) -> Result<Arc<CachedSecret>, ServiceError> {
         if version < 1 {
-            return Err(ServiceError::InvalidInput(
-                "`version` must be a positive integer".into(),
-            ));
+            return Err(InputError::VersionNotPositive.into());
         }
         // The current row holds the newest version, the history the earlier ones.
         let read = || async move {

@@ -6,6 +6,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::StoreResult;
+use crate::domain::{AuditAction, AuditOutcome};
 
 /// Key for the advisory lock that serialises chain appends across replicas.
 const AUDIT_CHAIN_LOCK: i64 = 0x7476_6175_6469_7401;
@@ -16,9 +17,9 @@ pub struct AuditRow {
     pub token_id: Option<Uuid>,
     pub tenant_id: Option<Uuid>,
     pub tenant_slug: Option<String>,
-    pub action: String,
+    pub action: AuditAction,
     pub secret_key: Option<String>,
-    pub outcome: String,
+    pub outcome: AuditOutcome,
     pub request_id: Option<String>,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
@@ -54,30 +55,32 @@ pub async fn insert_batch(db: impl PgExecutor<'_>, rows: &[AuditRow]) -> StoreRe
         token.push(r.token_id);
         tenant.push(r.tenant_id);
         slug.push(r.tenant_slug.clone());
-        action.push(r.action.clone());
+        action.push(r.action.as_str());
         key.push(r.secret_key.clone());
-        outcome.push(r.outcome.clone());
+        outcome.push(r.outcome.as_str());
         request.push(r.request_id.clone());
         prev.push(r.prev_hash.clone());
         hash.push(r.hash.clone());
     }
-    sqlx::query(
-        "insert into audit_events (occurred_at, token_id, tenant_id, tenant_slug, action, \
-         secret_key, outcome, request_id, prev_hash, hash) \
-         select a, b, c, d, e, f, g, h, i, j from unnest($1::timestamptz[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
-                              $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[]) \
-         with ordinality as r(a, b, c, d, e, f, g, h, i, j, n) order by n",
+    sqlx::query!(
+        r#"insert into audit_events (occurred_at, token_id, tenant_id, tenant_slug, action,
+                                   secret_key, outcome, request_id, prev_hash, hash)
+           select a, b, c, d, e, f, g, h, i, j
+           from unnest($1::timestamptz[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+                       $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[])
+                with ordinality as r(a, b, c, d, e, f, g, h, i, j, n)
+           order by n"#,
+        &at,
+        &token as &[Option<Uuid>],
+        &tenant as &[Option<Uuid>],
+        &slug as &[Option<String>],
+        &action as &[&str],
+        &key as &[Option<String>],
+        &outcome as &[&str],
+        &request as &[Option<String>],
+        &prev,
+        &hash
     )
-    .bind(at)
-    .bind(token)
-    .bind(tenant)
-    .bind(slug)
-    .bind(action)
-    .bind(key)
-    .bind(outcome)
-    .bind(request)
-    .bind(prev)
-    .bind(hash)
     .execute(db)
     .await?;
     Ok(())
@@ -87,9 +90,9 @@ pub async fn insert_batch(db: impl PgExecutor<'_>, rows: &[AuditRow]) -> StoreRe
 pub async fn all(db: impl PgExecutor<'_>) -> StoreResult<Vec<AuditRow>> {
     Ok(sqlx::query_as!(
         AuditRow,
-        "select occurred_at, token_id, tenant_id, tenant_slug, action, secret_key, outcome,
-                request_id, prev_hash, hash
-         from audit_events order by id"
+        r#"select occurred_at, token_id, tenant_id, tenant_slug, action as "action: AuditAction",
+                  secret_key, outcome as "outcome: AuditOutcome", request_id, prev_hash, hash
+           from audit_events order by id"#
     )
     .fetch_all(db)
     .await?)

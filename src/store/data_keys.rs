@@ -5,7 +5,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::StoreResult;
-use crate::domain::{DataKeyId, TenantId};
+use crate::domain::{DataKeyId, DataKeyState, TenantId};
 
 #[derive(Debug, Clone)]
 pub struct DataKeyRow {
@@ -14,7 +14,7 @@ pub struct DataKeyRow {
     pub version: i32,
     pub wrapped_key: Option<Vec<u8>>,
     pub master_key_version: i32,
-    pub state: String,
+    pub state: DataKeyState,
 }
 
 pub async fn insert(
@@ -42,8 +42,9 @@ pub async fn insert(
 pub async fn by_id(db: impl PgExecutor<'_>, id: DataKeyId) -> StoreResult<Option<DataKeyRow>> {
     Ok(sqlx::query_as!(
         DataKeyRow,
-        "select id, tenant_id, version, wrapped_key, master_key_version, state
-         from data_keys where id = $1",
+        r#"select id, tenant_id, version, wrapped_key, master_key_version,
+                  state as "state: DataKeyState"
+           from data_keys where id = $1"#,
         id.0
     )
     .fetch_optional(db)
@@ -56,8 +57,9 @@ pub async fn active_for_tenant(
 ) -> StoreResult<Option<DataKeyRow>> {
     Ok(sqlx::query_as!(
         DataKeyRow,
-        "select id, tenant_id, version, wrapped_key, master_key_version, state
-         from data_keys where tenant_id = $1 and state = 'active'",
+        r#"select id, tenant_id, version, wrapped_key, master_key_version,
+                  state as "state: DataKeyState"
+           from data_keys where tenant_id = $1 and state = 'active'"#,
         tenant.0
     )
     .fetch_optional(db)
@@ -141,7 +143,7 @@ pub async fn rewrap_batch(
 pub struct KeyStateRow {
     pub id: Uuid,
     pub version: i32,
-    pub state: String,
+    pub state: DataKeyState,
 }
 
 /// Every key of a tenant, locked until the transaction ends (rotations of one tenant take
@@ -152,7 +154,8 @@ pub async fn lock_tenant_keys(
 ) -> StoreResult<Vec<KeyStateRow>> {
     Ok(sqlx::query_as!(
         KeyStateRow,
-        "select id, version, state from data_keys where tenant_id = $1 order by version for update",
+        r#"select id, version, state as "state: DataKeyState"
+           from data_keys where tenant_id = $1 order by version for update"#,
         tenant.0
     )
     .fetch_all(db)

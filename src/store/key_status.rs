@@ -5,11 +5,12 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::StoreResult;
+use crate::domain::{DataKeyState, MasterKeyState};
 
 #[derive(Debug, Clone)]
 pub struct MasterVersionRow {
     pub version: i32,
-    pub state: String,
+    pub state: MasterKeyState,
     pub source: String,
     pub infisical_secret_name: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -19,7 +20,7 @@ pub struct MasterVersionRow {
 pub async fn master_versions(db: impl PgExecutor<'_>) -> StoreResult<Vec<MasterVersionRow>> {
     Ok(sqlx::query_as!(
         MasterVersionRow,
-        r#"select m.version, m.state, m.source, m.infisical_secret_name, m.created_at,
+        r#"select m.version, m.state as "state: MasterKeyState", m.source, m.infisical_secret_name, m.created_at,
                   (select count(*) from data_keys d
                    where d.master_key_version = m.version and d.wrapped_key is not null)
                   as "wrapped_data_keys!"
@@ -30,15 +31,15 @@ pub async fn master_versions(db: impl PgExecutor<'_>) -> StoreResult<Vec<MasterV
 }
 
 /// (state, count) for every data key state present.
-pub async fn data_keys_by_state(db: impl PgExecutor<'_>) -> StoreResult<Vec<(String, i64)>> {
-    Ok(
-        sqlx::query!(r#"select state, count(*) as "n!" from data_keys group by state"#)
-            .fetch_all(db)
-            .await?
-            .into_iter()
-            .map(|r| (r.state, r.n))
-            .collect(),
+pub async fn data_keys_by_state(db: impl PgExecutor<'_>) -> StoreResult<Vec<(DataKeyState, i64)>> {
+    Ok(sqlx::query!(
+        r#"select state as "state: DataKeyState", count(*) as "n!" from data_keys group by state"#
     )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(|r| (r.state, r.n))
+    .collect())
 }
 
 /// (current values, kept versions) still encrypted under decrypt-only keys.

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 
 use super::StoreResult;
+use crate::domain::MasterKeyState;
 
 #[derive(Debug, Clone)]
 pub struct MasterKeyRow {
@@ -13,16 +14,16 @@ pub struct MasterKeyRow {
     pub infisical_secret_version: Option<i32>,
     pub check_value: Vec<u8>,
     pub argon2_salt: Option<Vec<u8>>,
-    pub state: String,
+    pub state: MasterKeyState,
     pub created_at: DateTime<Utc>,
 }
 
 pub async fn all(db: impl PgExecutor<'_>) -> StoreResult<Vec<MasterKeyRow>> {
     Ok(sqlx::query_as!(
         MasterKeyRow,
-        "select version, source, infisical_secret_name, infisical_secret_version, check_value,
-                argon2_salt, state, created_at
-         from master_keys order by version"
+        r#"select version, source, infisical_secret_name, infisical_secret_version, check_value,
+                  argon2_salt, state as "state: MasterKeyState", created_at
+           from master_keys order by version"#
     )
     .fetch_all(db)
     .await?)
