@@ -270,6 +270,8 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let listener = TcpListener::bind(http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", http.listen))?;
+    // The bound address, so `--listen 127.0.0.1:0` logs the port it got.
+    let bound = listener.local_addr().unwrap_or(http.listen);
     let state = AppState::starting("loading and verifying the master key");
     let server = Server::start(
         listener,
@@ -281,7 +283,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         tls.clone(),
     );
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(addr = %http.listen, scheme, "tenant-vault listening (not ready until the master key is verified)");
+    tracing::info!(addr = %bound, scheme, "tenant-vault listening (not ready until the master key is verified)");
 
     let build = build_with_retry(&state, || async {
         store::ping(&pool)
@@ -320,7 +322,10 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
 
 /// The TLS settings `serve` runs with: checked (see `TlsArgs::check`), loaded, reloaded on
 /// SIGHUP from here on; `None` for plain HTTP, which the log flags when others can reach it.
-fn server_tls(args: &TlsArgs, listen: std::net::SocketAddr) -> anyhow::Result<Option<Arc<ServerTls>>> {
+fn server_tls(
+    args: &TlsArgs,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<Option<Arc<ServerTls>>> {
     let Some(files) = args.check(listen)? else {
         if !listen.ip().is_loopback() {
             tracing::warn!(addr = %listen, "--insecure-no-tls: serving plain HTTP on an address other machines can reach; tokens and secrets cross the network in clear unless a TLS-terminating proxy on a private network is in front");

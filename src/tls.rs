@@ -395,13 +395,14 @@ impl LocalCa {
     pub fn load_or_create(dir: &Path, name: &str) -> Result<(Self, bool), TlsError> {
         let (crt, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
         if crt.is_file() && key_path.is_file() {
-            let pem = zeroize::Zeroizing::new(std::fs::read_to_string(&key_path).map_err(
-                |source| TlsError::Read {
-                    what: "local CA key",
-                    path: key_path.clone(),
-                    source,
-                },
-            )?);
+            let pem =
+                zeroize::Zeroizing::new(std::fs::read_to_string(&key_path).map_err(|source| {
+                    TlsError::Read {
+                        what: "local CA key",
+                        path: key_path.clone(),
+                        source,
+                    }
+                })?);
             let key = rcgen::KeyPair::from_pem(&pem).map_err(|_| TlsError::Pem {
                 what: "local CA key",
                 path: key_path.clone(),

@@ -184,30 +184,30 @@ async fn run_with_database(
         &[
             vars.as_slice(),
             &[
-            ("TENANT_VAULT_ADMIN_TOKEN", admin_token.as_str()),
-            ("DATABASE_URL", database_url),
-            ("INFISICAL_SITE_URL", infisical.site_url()),
-            (
-                "INFISICAL_CLIENT_ID",
-                infisical.args.infisical_client_id.as_deref().unwrap_or(""),
-            ),
-            (
-                "INFISICAL_CLIENT_SECRET",
-                infisical
-                    .args
-                    .infisical_client_secret
-                    .as_ref()
-                    .map(|s| s.expose())
-                    .unwrap_or(""),
-            ),
-            (
-                "INFISICAL_PROJECT_ID",
-                infisical.args.infisical_project_id.as_deref().unwrap_or(""),
-            ),
-            (
-                "INFISICAL_ENVIRONMENT",
-                infisical.args.infisical_environment.as_str(),
-            ),
+                ("TENANT_VAULT_ADMIN_TOKEN", admin_token.as_str()),
+                ("DATABASE_URL", database_url),
+                ("INFISICAL_SITE_URL", infisical.site_url()),
+                (
+                    "INFISICAL_CLIENT_ID",
+                    infisical.args.infisical_client_id.as_deref().unwrap_or(""),
+                ),
+                (
+                    "INFISICAL_CLIENT_SECRET",
+                    infisical
+                        .args
+                        .infisical_client_secret
+                        .as_ref()
+                        .map(|s| s.expose())
+                        .unwrap_or(""),
+                ),
+                (
+                    "INFISICAL_PROJECT_ID",
+                    infisical.args.infisical_project_id.as_deref().unwrap_or(""),
+                ),
+                (
+                    "INFISICAL_ENVIRONMENT",
+                    infisical.args.infisical_environment.as_str(),
+                ),
             ],
         ]
         .concat(),
