@@ -500,3 +500,91 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> 
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     write_file(path, bytes, 0o600)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{ServerName, UnixTime};
+
+    fn args(cert: bool, key: bool, ca: bool, insecure: bool) -> TlsArgs {
+        TlsArgs {
+            tls_cert: cert.then(|| "c.pem".into()),
+            tls_key: key.then(|| "k.pem".into()),
+            tls_client_ca: ca.then(|| "ca.pem".into()),
+            insecure_no_tls: insecure,
+        }
+    }
+
+    #[test]
+    fn check_refuses_plain_http_off_loopback_and_half_settings() {
+        let public: SocketAddr = "0.0.0.0:8210".parse().unwrap();
+        let lan: SocketAddr = "10.1.2.3:8210".parse().unwrap();
+        let v6: SocketAddr = "[::1]:8210".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:8210".parse().unwrap();
+        for addr in [public, lan] {
+            let err = args(false, false, false, false).check(addr).unwrap_err();
+            assert!(err.to_string().contains("--insecure-no-tls"), "{err}");
+            assert_eq!(args(false, false, false, true).check(addr).unwrap(), None);
+            let files = args(true, true, true, false).check(addr).unwrap().unwrap();
+            assert_eq!(files.client_ca, Some(PathBuf::from("ca.pem")));
+        }
+        for addr in [local, v6] {
+            assert_eq!(args(false, false, false, false).check(addr).unwrap(), None);
+        }
+        for (half, needle) in [
+            (args(true, false, false, false), "needs --tls-key"),
+            (args(false, true, false, false), "needs --tls-cert"),
+            (args(false, false, true, false), "--tls-client-ca needs"),
+            (args(true, true, false, true), "contradicts"),
+        ] {
+            let err = half.check(local).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    fn verifies(ca_pem: &str, cert_pem: &str, name: &str) -> bool {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .unwrap();
+        let leaf = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        verifier
+            .verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())
+            .is_ok()
+    }
+
+    #[test]
+    fn a_reloaded_local_ca_issues_certificates_the_old_ca_file_verifies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (first, created) = LocalCa::load_or_create(tmp.path(), "dev CA").unwrap();
+        assert!(created);
+        let ca_file = std::fs::read_to_string(tmp.path().join("ca.crt")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tmp.path().join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let (again, created) = LocalCa::load_or_create(tmp.path(), "dev CA").unwrap();
+        assert!(!created);
+        let cert = again.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+        assert!(verifies(&ca_file, &cert.cert_pem, "localhost"));
+        assert!(verifies(&ca_file, &cert.cert_pem, "127.0.0.1"));
+        assert!(!verifies(&ca_file, &cert.cert_pem, "example.com"));
+        // Another CA's certificate does not pass.
+        let other = LocalCa::generate("other").unwrap();
+        let foreign = other.issue_server(&["localhost"]).unwrap();
+        assert!(!verifies(&ca_file, &foreign.cert_pem, "localhost"));
+        drop(first);
+        assert!(!format!("{:?}", cert).contains("PRIVATE KEY"));
+    }
+}

@@ -98,6 +98,7 @@ impl Serve {
             }
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("serve did not report listening within 60 s; it said:\n{seen}");
     }
 
