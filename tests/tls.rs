@@ -473,6 +473,71 @@ async fn a_failed_reload_keeps_the_certificate_in_use() {
     assert_eq!(peer_cert(&resp), der(&cert.cert_pem));
 }
 
+#[tokio::test]
+async fn dev_tls_serves_https_and_names_its_ca_in_dev_env() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    // Plain dev stays on loopback: another address is refused before anything starts.
+    let out = Command::new(BIN)
+        .args(["dev", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(&dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("INFISICAL_SITE_URL")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("loopback") && err.contains("--tls"), "{err}");
+
+    let mut child = Command::new(BIN)
+        .args(["dev", "--tls", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("INFISICAL_SITE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let env_file = dir.join("dev.env");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !env_file.exists() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("dev --tls did not write dev.env");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let vars: std::collections::HashMap<String, String> = std::fs::read_to_string(&env_file)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let addr = &vars["TENANT_VAULT_ADDR"];
+    assert!(addr.starts_with("https://127.0.0.1:"), "{addr}");
+    let ca = std::fs::read(&vars["TENANT_VAULT_CACERT"]).expect("the CA file dev.env names");
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let created = client
+        .post(format!("{addr}/v1/admin/tenants"))
+        .bearer_auth(&vars["TENANT_VAULT_ADMIN_TOKEN"])
+        .json(&serde_json::json!({"slug": "acme", "name": "Acme"}))
+        .send()
+        .await;
+    let plain = reqwest::get(addr.replace("https://", "http://") + "/healthz").await;
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(created.unwrap().status(), 201);
+    assert!(plain.is_err(), "dev --tls answered plain HTTP");
+    assert!(status.success(), "dev --tls did not stop cleanly: {status}");
+}
+
 async fn ssl_cluster(dir: &Path) -> PostgresCluster {
     PostgresCluster::start(
         &PgBinaries::locate().expect("PostgreSQL binaries"),

@@ -54,6 +54,12 @@ pub struct DevArgs {
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    if !args.tls && !args.http.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "dev mode serves plain HTTP only on a loopback address, not on {}; add --tls",
+            args.http.listen
+        );
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
@@ -159,12 +165,6 @@ async fn run_with_database(
             .to_string(),
     };
 
-    if !args.tls && !args.http.listen.ip().is_loopback() {
-        anyhow::bail!(
-            "dev mode serves plain HTTP only on a loopback address, not on {}; add --tls",
-            args.http.listen
-        );
-    }
     let listener = tokio::net::TcpListener::bind(args.http.listen)
         .await
         .with_context(|| format!("cannot listen on {} (use --listen)", args.http.listen))?;
