@@ -14,4 +14,6 @@ USER tenant-vault
 WORKDIR /var/lib/tenant-vault
 EXPOSE 8210
 ENTRYPOINT ["tenant-vault"]
+# Off loopback, `serve` needs TLS (TENANT_VAULT_TLS_CERT, TENANT_VAULT_TLS_KEY) or, behind a
+# TLS-terminating proxy on a private network, TENANT_VAULT_INSECURE_NO_TLS=true (docs/tls.md).
 CMD ["serve", "--listen", "0.0.0.0:8210"]

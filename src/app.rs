@@ -14,7 +14,7 @@ use crate::api::{self, AppState, HttpSettings};
 use crate::audit;
 use crate::cache::SecretCache;
 use crate::config::{
-    DatabaseArgs, HttpArgs, InfisicalArgs, KeyArgs, MasterKeySourceKind, ServiceArgs,
+    DatabaseArgs, HttpArgs, InfisicalArgs, KeyArgs, MasterKeySourceKind, ServiceArgs, TlsArgs,
 };
 use crate::infisical::{InfisicalClient, InfisicalConfig};
 use crate::keys::master;
@@ -26,6 +26,7 @@ use crate::keys::{
 use crate::service::fallback::{InfisicalFallback, SecretFallback};
 use crate::service::{Limits, Vault};
 use crate::store;
+use crate::tls::{ServerTls, TlsListener};
 
 /// A built vault and its background audit writer.
 pub struct App {
@@ -150,12 +151,13 @@ impl App {
             ));
     }
 
-    /// Serves HTTP on `listener` until `shutdown` resolves, then drains requests and flushes
-    /// the audit trail.
+    /// Serves HTTP (HTTPS with `tls`) on `listener` until `shutdown` resolves, then drains
+    /// requests and flushes the audit trail.
     pub async fn serve(
         mut self,
         listener: TcpListener,
         http: HttpSettings,
+        tls: Option<Arc<ServerTls>>,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         self.start_background();
@@ -165,6 +167,7 @@ impl App {
             AppState::ready(self.vault.clone()),
             &http,
             max_value_bytes,
+            tls,
         );
         shutdown.await;
         let served = server.stop().await;
@@ -199,15 +202,27 @@ impl Server {
         state: AppState,
         http: &HttpSettings,
         max_value_bytes: usize,
+        tls: Option<Arc<ServerTls>>,
     ) -> Self {
         let router = api::router_with_state(state, http, max_value_bytes);
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
+            let stopped = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            match tls {
+                // The TLS hook: the same server on a listener that yields TLS streams.
+                Some(tls) => {
+                    axum::serve(TlsListener::new(listener, tls)?, router)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                }
+                None => {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                }
+            }
         });
         Self { stop, task }
     }
@@ -229,6 +244,7 @@ pub struct ServeSettings {
     pub keys: KeyArgs,
     pub infisical: InfisicalArgs,
     pub service: ServiceArgs,
+    pub tls: TlsArgs,
     /// Apply pending migrations at start-up.
     pub migrate: bool,
 }
@@ -243,15 +259,19 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         keys,
         infisical,
         service,
+        tls,
         migrate,
     } = settings;
     // Settings errors are permanent: report them before listening.
     parts(&keys, &infisical)?;
+    let tls = server_tls(&tls, http.listen)?;
     let pool = store::connect_lazy(db.database_url.expose(), db.db_max_connections)
         .context("invalid DATABASE_URL")?;
     let listener = TcpListener::bind(http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", http.listen))?;
+    // The bound address, so `--listen 127.0.0.1:0` logs the port it got.
+    let bound = listener.local_addr().unwrap_or(http.listen);
     let state = AppState::starting("loading and verifying the master key");
     let server = Server::start(
         listener,
@@ -260,8 +280,10 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
             request_timeout: Duration::from_secs(http.request_timeout_secs),
         },
         service.max_value_bytes as usize,
+        tls.clone(),
     );
-    tracing::info!(addr = %http.listen, "tenant-vault listening (not ready until the master key is verified)");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(addr = %bound, scheme, "tenant-vault listening (not ready until the master key is verified)");
 
     let build = build_with_retry(&state, || async {
         store::ping(&pool)
@@ -296,6 +318,30 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     server.stop().await?;
     app.shutdown().await;
     Ok(())
+}
+
+/// The TLS settings `serve` runs with: checked (see `TlsArgs::check`), loaded, reloaded on
+/// SIGHUP from here on; `None` for plain HTTP, which the log flags when others can reach it.
+fn server_tls(
+    args: &TlsArgs,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<Option<Arc<ServerTls>>> {
+    let Some(files) = args.check(listen)? else {
+        if !listen.ip().is_loopback() {
+            tracing::warn!(addr = %listen, "--insecure-no-tls: serving plain HTTP on an address other machines can reach; tokens and secrets cross the network in clear unless a TLS-terminating proxy on a private network is in front");
+        }
+        return Ok(None);
+    };
+    let tls = ServerTls::load(files)?;
+    tls.reload_on_sighup()
+        .context("cannot install the SIGHUP handler for TLS reloads")?;
+    let files = tls.files();
+    tracing::info!(
+        cert = %files.cert.display(),
+        client_ca = files.client_ca.as_ref().map(|p| p.display().to_string()),
+        "TLS on (1.2 and 1.3); SIGHUP reloads the certificate"
+    );
+    Ok(Some(tls))
 }
 
 /// A pool for `url`, connected now (one-shot commands and dev mode).

@@ -201,3 +201,26 @@ pub struct InfisicalArgs {
           value_parser = clap::value_parser!(u64).range(100..=60_000), value_name = "MS")]
     pub infisical_timeout_ms: u64,
 }
+
+/// TLS for `serve` (see docs/tls.md; the checks are in `tls`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// PEM certificate chain (leaf first) to serve HTTPS with (TLS 1.2 and 1.3). Re-read,
+    /// with the key, on SIGHUP: new connections get the new certificate, open ones stay.
+    #[arg(long, env = "TENANT_VAULT_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "TENANT_VAULT_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): every client must then present a certificate they signed
+    /// (service-to-service deployments). Re-read on SIGHUP.
+    #[arg(long, env = "TENANT_VAULT_TLS_CLIENT_CA", value_name = "PEM")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Serve plain HTTP on a non-loopback --listen address. Only behind a TLS-terminating
+    /// proxy on a private network; without TLS, `serve` refuses such an address.
+    #[arg(long, env = "TENANT_VAULT_INSECURE_NO_TLS")]
+    pub insecure_no_tls: bool,
+}

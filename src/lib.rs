@@ -13,8 +13,8 @@
 //! ```
 //!
 //! Beside the chain: `config` (settings, a leaf anyone may read), `telemetry` (logging and
-//! metrics set-up, used by `cli` and `api`), and `pg` (a private PostgreSQL for `cli::dev`
-//! and the tests).
+//! metrics set-up, used by `cli` and `api`), `pg` (a private PostgreSQL for `cli::dev`
+//! and the tests), and `tls` (the HTTPS acceptor for `app`, a local CA for `dev` and `pg`).
 
 /// The HTTP API: routes, extractors, the one error-to-HTTP mapping.
 pub mod api;
@@ -44,3 +44,5 @@ pub mod service;
 pub mod store;
 /// Logging and metrics set-up.
 pub mod telemetry;
+/// TLS: the reloadable server acceptor and a local CA for dev mode and tests.
+pub mod tls;

@@ -5,6 +5,8 @@
 //! Layout of a cluster dir `D`: `D/data` is PGDATA, `D/postgres.log` the server log
 //! (appended across runs), `D/port` the port remembered from the last successful start,
 //! and `D` also holds the Unix socket (`D/.s.PGSQL.<port>`; disabled if the path is too long).
+//! With `ssl`, `D/tls` holds a local CA (`ca.crt`, `ca.key`) and the server's certificate
+//! (`server.crt`, `server.key`, issued anew at each start for 127.0.0.1 and localhost).
 //!
 //! `postgres` runs as a direct child of a dedicated thread with `PR_SET_PDEATHSIG=SIGINT`, in
 //! its own process group, so it never outlives this process (even after SIGKILL) and a
@@ -71,6 +73,8 @@ pub enum PgError {
         "PostgreSQL (pid {pid}) did not exit after SIGINT and SIGQUIT; kill it by hand: `kill -9 {pid}`"
     )]
     StopTimeout { pid: u32 },
+    #[error("cannot make PostgreSQL's TLS certificate: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> PgError {
@@ -139,6 +143,9 @@ pub struct ClusterOptions {
     /// Tests only: fsync, synchronous_commit and full_page_writes off (and initdb --no-sync).
     pub throwaway: bool,
     pub max_connections: u32,
+    /// `ssl=on` with a certificate from a local CA in `dir/tls` (see [`PostgresCluster::ca_cert`]),
+    /// so clients can connect with `sslmode=verify-full`; plain connections stay allowed.
+    pub ssl: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -357,6 +364,25 @@ fn pidfile_ready(data: &Path, pid: u32) -> bool {
         && lines.get(7).is_none_or(|s| s.trim() == "ready")
 }
 
+/// The CA in `tls` (kept across starts) and a new server certificate from it for 127.0.0.1
+/// and localhost. PostgreSQL insists that its key is private to the user it runs as.
+fn server_certificate(tls: &Path, who: Option<RunAs>) -> Result<(), PgError> {
+    use crate::tls::{write_file, write_private, LocalCa};
+    fs::create_dir_all(tls).map_err(io_err(format!("creating {}", tls.display())))?;
+    let (ca, _) = LocalCa::load_or_create(tls, "tenant-vault test PostgreSQL CA")?;
+    let server = ca.issue_server(&["127.0.0.1", "localhost"])?;
+    let (crt, key) = (tls.join("server.crt"), tls.join("server.key"));
+    write_private(&key, server.key_pem.as_bytes())?;
+    write_file(&crt, server.cert_pem.as_bytes(), 0o600)?;
+    if let Some(w) = who {
+        for p in [tls, crt.as_path(), key.as_path()] {
+            std::os::unix::fs::chown(p, Some(w.uid), Some(w.gid))
+                .map_err(io_err(format!("chown {} to postgres", p.display())))?;
+        }
+    }
+    Ok(())
+}
+
 /// `postgres` for `opts` on 127.0.0.1:`port`, logging to `log`, as `who`, dying with its parent.
 fn postmaster_command(
     bin: &PgBinaries,
@@ -374,6 +400,14 @@ fn postmaster_command(
         "listen_addresses=127.0.0.1".into(),
         "logging_collector=off".into(),
     ];
+    if opts.ssl {
+        let tls = opts.dir.join("tls");
+        settings.extend([
+            "ssl=on".into(),
+            format!("ssl_cert_file={}", tls.join("server.crt").display()),
+            format!("ssl_key_file={}", tls.join("server.key").display()),
+        ]);
+    }
     if opts.throwaway {
         settings.extend(
             [
@@ -456,6 +490,9 @@ impl PostgresCluster {
         }
         if !data.join("PG_VERSION").exists() {
             initdb(binaries, &opts, who).await?;
+        }
+        if opts.ssl {
+            server_certificate(&dir.join("tls"), who)?;
         }
         let remembered = fs::read_to_string(&port_file)
             .ok()
@@ -562,6 +599,13 @@ impl PostgresCluster {
         &self.dir
     }
 
+    /// The CA certificate that signed the server's, when started with `ssl`: a client's
+    /// `sslrootcert` for `sslmode=verify-full`.
+    pub fn ca_cert(&self) -> Option<PathBuf> {
+        let ca = self.dir.join("tls").join("ca.crt");
+        ca.is_file().then_some(ca)
+    }
+
     /// `postgres://postgres@127.0.0.1:{port}/{database}`
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
@@ -619,6 +663,7 @@ mod tests {
             port,
             throwaway: true,
             max_connections: 300,
+            ssl: false,
         }
     }
 

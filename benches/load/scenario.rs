@@ -323,6 +323,7 @@ impl Database {
                 port: None,
                 throwaway: true,
                 max_connections: 200,
+                ssl: false,
             },
         )
         .await

@@ -4,6 +4,7 @@
 //! how-to, and on Ctrl-C stops everything it started. A second run reuses the same data.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -16,6 +17,7 @@ use crate::crypto::SecretValue;
 use crate::infisical::{Emulator, EmulatorConfig, EmulatorHandle, Seed};
 use crate::pg::{self, ClusterOptions, PgBinaries, PostgresCluster};
 use crate::service::RequestContext;
+use crate::tls::{LocalCa, ServerTls, TlsFiles};
 
 const DEV_DATABASE: &str = "tenant_vault";
 
@@ -44,9 +46,20 @@ pub struct DevArgs {
 
     #[command(flatten)]
     pub service: ServiceArgs,
+
+    /// Serve HTTPS with a certificate from a local CA kept in the data dir (`tls/ca.crt`,
+    /// created on first use); dev.env then says TENANT_VAULT_CACERT=<that file>.
+    #[arg(long, env = "TENANT_VAULT_DEV_TLS")]
+    pub tls: bool,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    if !args.tls && !args.http.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "dev mode serves plain HTTP only on a loopback address, not on {}; add --tls",
+            args.http.listen
+        );
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
@@ -91,6 +104,7 @@ async fn start_private_postgres(data_dir: &Path) -> anyhow::Result<PostgresClust
             port: None,
             throwaway: false,
             max_connections: 100,
+            ssl: false,
         },
     )
     .await?;
@@ -154,45 +168,94 @@ async fn run_with_database(
     let listener = tokio::net::TcpListener::bind(args.http.listen)
         .await
         .with_context(|| format!("cannot listen on {} (use --listen)", args.http.listen))?;
-    let addr = format!("http://{}", listener.local_addr()?);
+    let tls = match args.tls {
+        true => Some(dev_tls(data_dir, args.http.listen)?),
+        false => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let addr = format!("{scheme}://{}", listener.local_addr()?);
+    let cacert = tls.as_ref().map(|(_, ca)| ca.display().to_string());
+    let mut vars = vec![("TENANT_VAULT_ADDR", addr.as_str())];
+    if let Some(ca) = &cacert {
+        vars.push(("TENANT_VAULT_CACERT", ca.as_str()));
+    }
     write_env_file(
         &env_path,
         &[
-            ("TENANT_VAULT_ADDR", addr.as_str()),
-            ("TENANT_VAULT_ADMIN_TOKEN", admin_token.as_str()),
-            ("DATABASE_URL", database_url),
-            ("INFISICAL_SITE_URL", infisical.site_url()),
-            (
-                "INFISICAL_CLIENT_ID",
-                infisical.args.infisical_client_id.as_deref().unwrap_or(""),
-            ),
-            (
-                "INFISICAL_CLIENT_SECRET",
-                infisical
-                    .args
-                    .infisical_client_secret
-                    .as_ref()
-                    .map(|s| s.expose())
-                    .unwrap_or(""),
-            ),
-            (
-                "INFISICAL_PROJECT_ID",
-                infisical.args.infisical_project_id.as_deref().unwrap_or(""),
-            ),
-            (
-                "INFISICAL_ENVIRONMENT",
-                infisical.args.infisical_environment.as_str(),
-            ),
-        ],
+            vars.as_slice(),
+            &[
+                ("TENANT_VAULT_ADMIN_TOKEN", admin_token.as_str()),
+                ("DATABASE_URL", database_url),
+                ("INFISICAL_SITE_URL", infisical.site_url()),
+                (
+                    "INFISICAL_CLIENT_ID",
+                    infisical.args.infisical_client_id.as_deref().unwrap_or(""),
+                ),
+                (
+                    "INFISICAL_CLIENT_SECRET",
+                    infisical
+                        .args
+                        .infisical_client_secret
+                        .as_ref()
+                        .map(|s| s.expose())
+                        .unwrap_or(""),
+                ),
+                (
+                    "INFISICAL_PROJECT_ID",
+                    infisical.args.infisical_project_id.as_deref().unwrap_or(""),
+                ),
+                (
+                    "INFISICAL_ENVIRONMENT",
+                    infisical.args.infisical_environment.as_str(),
+                ),
+            ],
+        ]
+        .concat(),
     )?;
-    print_howto(&addr, &env_path, private_pg, infisical.emulated());
+    print_howto(
+        &addr,
+        &env_path,
+        private_pg,
+        infisical.emulated(),
+        cacert.is_some(),
+    );
 
     let http = HttpSettings {
         request_timeout: Duration::from_secs(args.http.request_timeout_secs),
     };
-    let result = app.serve(listener, http, app::shutdown_signal()).await;
+    let tls = tls.map(|(tls, _)| tls);
+    let result = app.serve(listener, http, tls, app::shutdown_signal()).await;
     infisical.stop().await;
     result
+}
+
+/// `dev --tls`: the data dir's local CA (created on first use) and a fresh server
+/// certificate from it for localhost, 127.0.0.1, ::1 and the listen address. Returns the
+/// acceptor and the CA certificate's path (what clients trust).
+fn dev_tls(
+    data_dir: &Path,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<(Arc<ServerTls>, PathBuf)> {
+    let dir = data_dir.join("tls");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (ca, created) = LocalCa::load_or_create(&dir, "tenant-vault dev CA")?;
+    if created {
+        eprintln!("created a local CA for dev TLS in {}", dir.display());
+    }
+    let ip = listen.ip().to_string();
+    let mut names = vec!["localhost", "127.0.0.1", "::1"];
+    if !listen.ip().is_unspecified() && !names.contains(&ip.as_str()) {
+        names.push(&ip);
+    }
+    let server = ca.issue_server(&names)?;
+    let files = TlsFiles {
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+        client_ca: None,
+    };
+    crate::tls::write_private(&files.key, server.key_pem.as_bytes())?;
+    crate::tls::write_file(&files.cert, server.cert_pem.as_bytes(), 0o644)?;
+    Ok((ServerTls::load(files)?, dir.join("ca.crt")))
 }
 
 /// Infisical for dev mode: the configured one, or the built-in emulator.
@@ -346,7 +409,7 @@ fn write_env_file(path: &Path, vars: &[(&str, &str)]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_howto(addr: &str, env_path: &Path, private_pg: bool, emulated: bool) {
+fn print_howto(addr: &str, env_path: &Path, private_pg: bool, emulated: bool, tls: bool) {
     let env = env_path.display();
     let pg = if private_pg {
         "a private PostgreSQL (stopped with this process)"
@@ -358,21 +421,27 @@ fn print_howto(addr: &str, env_path: &Path, private_pg: bool, emulated: bool) {
     } else {
         "your Infisical"
     };
+    // With --tls, curl trusts the dev CA named in dev.env.
+    let curl = if tls {
+        r#"curl --cacert "$TENANT_VAULT_CACERT""#
+    } else {
+        "curl"
+    };
     println!(
         r#"
 tenant-vault dev is running at {addr}, on {pg} and {infisical}.
 Settings for clients are in {env}. In another shell:
 
   set -a; . {env}; set +a
-  curl -s -X POST "$TENANT_VAULT_ADDR/v1/admin/tenants" \
+  {curl} -s -X POST "$TENANT_VAULT_ADDR/v1/admin/tenants" \
        -H "Authorization: Bearer $TENANT_VAULT_ADMIN_TOKEN" \
        -H 'content-type: application/json' -d '{{"slug":"acme","name":"Acme Inc"}}'
-  ACME=$(curl -s -X POST "$TENANT_VAULT_ADDR/v1/admin/tenants/acme/tokens" \
+  ACME=$({curl} -s -X POST "$TENANT_VAULT_ADDR/v1/admin/tenants/acme/tokens" \
        -H "Authorization: Bearer $TENANT_VAULT_ADMIN_TOKEN" | sed -E 's/.*"token":"([^"]+)".*/\1/')
-  curl -s -X PUT "$TENANT_VAULT_ADDR/v1/tenants/acme/secrets/STRIPE_KEY" \
+  {curl} -s -X PUT "$TENANT_VAULT_ADDR/v1/tenants/acme/secrets/STRIPE_KEY" \
        -H "Authorization: Bearer $ACME" -H 'content-type: application/json' \
        -d '{{"value":"sk_test_123"}}'
-  curl -si "$TENANT_VAULT_ADDR/v1/tenants/acme/secrets/STRIPE_KEY" -H "Authorization: Bearer $ACME"
+  {curl} -si "$TENANT_VAULT_ADDR/v1/tenants/acme/secrets/STRIPE_KEY" -H "Authorization: Bearer $ACME"
 
 Secrets not in the database are looked up in Infisical under /tenants/<tenant>/ (see the
 README for putting one there with Infisical's API). Press Ctrl-C to stop.

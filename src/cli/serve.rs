@@ -1,7 +1,7 @@
 //! `tenant-vault serve`: the production server (see `app::serve`).
 
 use crate::app::{self, ServeSettings};
-use crate::config::{DatabaseArgs, HttpArgs, InfisicalArgs, KeyArgs, ServiceArgs};
+use crate::config::{DatabaseArgs, HttpArgs, InfisicalArgs, KeyArgs, ServiceArgs, TlsArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeCmd {
@@ -15,6 +15,8 @@ pub struct ServeCmd {
     pub infisical: InfisicalArgs,
     #[command(flatten)]
     pub service: ServiceArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Do not apply pending migrations at start-up.
     #[arg(long, env = "TENANT_VAULT_SKIP_MIGRATIONS")]
     pub skip_migrations: bool,
@@ -27,6 +29,7 @@ pub async fn run(cmd: ServeCmd) -> anyhow::Result<()> {
         keys: cmd.keys,
         infisical: cmd.infisical,
         service: cmd.service,
+        tls: cmd.tls,
         migrate: !cmd.skip_migrations,
     })
     .await

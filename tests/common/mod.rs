@@ -63,6 +63,7 @@ async fn start_server() -> Server {
                     port: None,
                     throwaway: true,
                     max_connections: 400,
+                    ssl: false,
                 },
             )
             .await
