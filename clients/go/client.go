@@ -180,6 +180,7 @@ type state struct {
 	streamState string
 	streamCh    chan struct{} // closed and replaced on every state change
 	lastEventID string
+	everLive    bool // the event stream has been live at least once (stream goroutine only)
 	ctx         context.Context
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup

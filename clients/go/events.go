@@ -130,10 +130,13 @@ func (s *state) streamOnce(onLive func()) (live, stop bool) {
 				if s.dispatch(event, strings.Join(data, "\n")) {
 					live = true
 					onLive()
-					// Without a resume point, changes while we were away are unknown: start over.
-					if !resumed {
+					// Without a resume point after a live stream, changes while we were away
+					// are unknown: start over. (Entries cached while the first stream was
+					// connecting are only a moment old.)
+					if !resumed && s.everLive {
 						s.dropAll()
 					}
+					s.everLive = true
 					s.setStream("live")
 				}
 			}

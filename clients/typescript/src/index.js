@@ -111,6 +111,7 @@ export class TenantVault {
   #inflight = new Map(); // tenant SEP key -> { promise, invalidated }
   #epoch = 0; // bumped on every invalidation; a batch result older than one is not cached
   #stats = { requests: 0, hits: 0, misses: 0, stale: 0 };
+  #everLive = false; // the event stream has been live at least once
   #batchGet = undefined; // unknown until tried: true or false
   #closed = false;
   #stream = "disabled"; // disabled | connecting | live | down | unsupported | refused | closed
@@ -476,8 +477,11 @@ export class TenantVault {
         await this.#readEvents(res.body, ac, () => {
           live = true;
           backoffMs = 500;
-          // Without a resume point, changes while we were away are unknown: start over.
-          if (!resumed) this.#dropAll();
+          // Without a resume point after a live stream, changes while we were away are
+          // unknown: start over. (Entries cached while the first stream was connecting are
+          // only a moment old; dropping them would make every first read count twice.)
+          if (!resumed && this.#everLive) this.#dropAll();
+          this.#everLive = true;
           this.#setStream("live");
         });
       } catch (err) {

@@ -183,6 +183,7 @@ class SecretsClient:
         self._stream_cond = threading.Condition()
         self._stream_conn: Optional[http.client.HTTPConnection] = None
         self._last_event_id: Optional[str] = None
+        self._ever_live = False  # the event stream has been live at least once
         self._thread: Optional[threading.Thread] = None
         # Without a cache there is nothing for the stream to keep fresh.
         if events and self._ttl > 0:
@@ -555,9 +556,12 @@ class SecretsClient:
                 def ready():
                     nonlocal live, backoff
                     live, backoff = True, 0.5
-                    # Without a resume point, changes while we were away are unknown: start over.
-                    if not resumed:
+                    # Without a resume point after a live stream, changes while we were away
+                    # are unknown: start over. (Entries cached while the first stream was
+                    # connecting are only a moment old.)
+                    if not resumed and self._ever_live:
                         self._drop_all()
+                    self._ever_live = True
                     self._set_stream("live")
 
                 self._read_events(res, ready)
