@@ -169,6 +169,7 @@ func (s *state) dispatch(kind, data string) bool {
 		Tenant  string `json:"tenant"`
 		Key     string `json:"key"`
 		TokenID string `json:"token_id"`
+		Version *int64 `json:"version"`
 	}
 	if data != "" {
 		if err := json.Unmarshal([]byte(data), &d); err != nil {
@@ -182,7 +183,7 @@ func (s *state) dispatch(kind, data string) bool {
 		return true
 	case "secret.written", "secret.deleted", "secret.synced":
 		if d.Tenant != "" && d.Key != "" {
-			s.drop(cacheKey{d.Tenant, d.Key})
+			s.dropOlder(cacheKey{d.Tenant, d.Key}, d.Version)
 		}
 	case "tenant.deleted":
 		if d.Tenant != "" {

@@ -393,6 +393,17 @@ export class TenantVault {
     const f = this.#inflight.get(ck);
     if (f) f.invalidated = true;
   }
+  // An event may arrive after our own read of the version it announces: an entry already
+  // that new stays (a read in flight may predate it and is not cached).
+  #dropOlder(ck, version) {
+    const e = this.#cache.get(ck);
+    if (e !== undefined && typeof version === "number" && e.version >= version) {
+      const f = this.#inflight.get(ck);
+      if (f) f.invalidated = true;
+      return;
+    }
+    this.#drop(ck);
+  }
   #dropTenant(tenant) {
     this.#epoch++;
     const prefix = tenant + SEP;
@@ -563,7 +574,7 @@ export class TenantVault {
       case "secret.written":
       case "secret.deleted":
       case "secret.synced":
-        if (typeof d.tenant === "string" && typeof d.key === "string") this.#drop(d.tenant + SEP + d.key);
+        if (typeof d.tenant === "string" && typeof d.key === "string") this.#dropOlder(d.tenant + SEP + d.key, d.version);
         break;
       case "tenant.deleted":
         if (typeof d.tenant === "string") this.#dropTenant(d.tenant);

@@ -447,6 +447,19 @@ class SecretsClient:
             if f is not None:
                 f.invalidated = True
 
+    def _drop_older(self, ck, version) -> None:
+        """Drops an entry older than an announced version. An event may arrive after our own
+        read of that version: an entry already that new stays (a read in flight may predate
+        it and is not cached)."""
+        with self._lock:
+            e = self._cache.get(ck)
+            if e is not None and isinstance(version, int) and isinstance(e.version, int) and e.version >= version:
+                f = self._inflight.get(ck)
+                if f is not None:
+                    f.invalidated = True
+                return
+        self._drop(ck)
+
     def _drop_tenant(self, tenant) -> None:
         with self._lock:
             self._epoch += 1
@@ -615,7 +628,7 @@ class SecretsClient:
             ready()
         elif kind in ("secret.written", "secret.deleted", "secret.synced"):
             if isinstance(d.get("tenant"), str) and isinstance(d.get("key"), str):
-                self._drop((d["tenant"], d["key"]))
+                self._drop_older((d["tenant"], d["key"]), d.get("version"))
         elif kind == "tenant.deleted":
             if isinstance(d.get("tenant"), str):
                 self._drop_tenant(d["tenant"])
