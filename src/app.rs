@@ -117,8 +117,9 @@ impl App {
             max_value_bytes: service.max_value_bytes as usize,
             data_key_max_encryptions: service.data_key_max_encryptions,
             version_retention: service.version_retention,
+            batch_get_max_items: service.client_api.batch_get_max_items as usize,
         };
-        let vault = Vault::new(
+        let mut vault = Vault::new(
             pool,
             masters,
             source,
@@ -127,6 +128,9 @@ impl App {
             limits,
             service.cache_max_entries,
         );
+        vault.set_event_settings(crate::service::events::EventSettings::from_args(
+            &service.client_api,
+        ));
         App {
             vault: Arc::new(vault),
             audit_task,
@@ -170,6 +174,8 @@ impl App {
             tls,
         );
         shutdown.await;
+        // Open event streams would hold up the graceful shutdown.
+        self.vault.events().close();
         let served = server.stop().await;
         self.shutdown().await;
         served
@@ -315,6 +321,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     state.set_vault(app.vault.clone());
     tracing::info!("tenant-vault ready");
     shutdown_signal().await;
+    app.vault.events().close(); // open event streams would hold up the graceful shutdown
     server.stop().await?;
     app.shutdown().await;
     Ok(())

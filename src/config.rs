@@ -100,6 +100,47 @@ pub struct ServiceArgs {
     #[arg(long, env = "TENANT_VAULT_VERSION_RETENTION", default_value_t = 10,
           value_parser = clap::value_parser!(i32).range(1..=1000), value_name = "N")]
     pub version_retention: i32,
+
+    #[command(flatten)]
+    pub client_api: ClientApiArgs,
+}
+
+/// The routes client caches use: the event stream (`GET /v1/events`) and batch reads
+/// (`POST /v1/secrets/batch-get`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientApiArgs {
+    /// Seconds of silence after which an event stream gets a `: heartbeat` comment line.
+    #[arg(long, env = "TENANT_VAULT_EVENTS_HEARTBEAT_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=300), value_name = "SECS")]
+    pub events_heartbeat_secs: u64,
+
+    /// Recent events each replica keeps, so a stream that reconnects with `Last-Event-ID`
+    /// gets what it missed; further back it gets `reset`.
+    #[arg(long, env = "TENANT_VAULT_EVENTS_REPLAY_WINDOW", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000), value_name = "EVENTS")]
+    pub events_replay_window: u64,
+
+    /// Events an event stream may fall behind (a slow reader) before it skips ahead and
+    /// gets `reset`. One buffer of this size is shared by all streams of a replica.
+    #[arg(long, env = "TENANT_VAULT_EVENTS_STREAM_BUFFER", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=65_536), value_name = "EVENTS")]
+    pub events_stream_buffer: u64,
+
+    /// Most (tenant, key) items in one `POST /v1/secrets/batch-get`; more is 400.
+    #[arg(long, env = "TENANT_VAULT_BATCH_GET_MAX_ITEMS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=1000), value_name = "N")]
+    pub batch_get_max_items: u64,
+}
+
+impl Default for ClientApiArgs {
+    fn default() -> Self {
+        Self {
+            events_heartbeat_secs: 15,
+            events_replay_window: 10_000,
+            events_stream_buffer: 1024,
+            batch_get_max_items: 100,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]

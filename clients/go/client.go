@@ -180,6 +180,7 @@ type state struct {
 	streamState string
 	streamCh    chan struct{} // closed and replaced on every state change
 	lastEventID string
+	everLive    bool // the event stream has been live at least once (stream goroutine only)
 	ctx         context.Context
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
@@ -602,6 +603,22 @@ func (s *state) drop(ck cacheKey) {
 		f.invalidated = true
 	}
 	s.mu.Unlock()
+}
+
+// dropOlder drops an entry older than an announced version. An event may arrive after our
+// own read of that version: an entry already that new stays (a read in flight may predate
+// it and is not cached).
+func (s *state) dropOlder(ck cacheKey, version *int64) {
+	s.mu.Lock()
+	if e := s.cache[ck]; e != nil && version != nil && e.version >= *version {
+		if f := s.inflight[ck]; f != nil {
+			f.invalidated = true
+		}
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	s.drop(ck)
 }
 
 func (s *state) dropTenant(tenant string) {

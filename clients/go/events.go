@@ -130,10 +130,13 @@ func (s *state) streamOnce(onLive func()) (live, stop bool) {
 				if s.dispatch(event, strings.Join(data, "\n")) {
 					live = true
 					onLive()
-					// Without a resume point, changes while we were away are unknown: start over.
-					if !resumed {
+					// Without a resume point after a live stream, changes while we were away
+					// are unknown: start over. (Entries cached while the first stream was
+					// connecting are only a moment old.)
+					if !resumed && s.everLive {
 						s.dropAll()
 					}
+					s.everLive = true
 					s.setStream("live")
 				}
 			}
@@ -166,6 +169,7 @@ func (s *state) dispatch(kind, data string) bool {
 		Tenant  string `json:"tenant"`
 		Key     string `json:"key"`
 		TokenID string `json:"token_id"`
+		Version *int64 `json:"version"`
 	}
 	if data != "" {
 		if err := json.Unmarshal([]byte(data), &d); err != nil {
@@ -179,7 +183,7 @@ func (s *state) dispatch(kind, data string) bool {
 		return true
 	case "secret.written", "secret.deleted", "secret.synced":
 		if d.Tenant != "" && d.Key != "" {
-			s.drop(cacheKey{d.Tenant, d.Key})
+			s.dropOlder(cacheKey{d.Tenant, d.Key}, d.Version)
 		}
 	case "tenant.deleted":
 		if d.Tenant != "" {

@@ -1,9 +1,11 @@
 //! The HTTP API: routes, and the layers every request passes through (request id, redacted
-//! auth header, tracing by matched route, body limit, timeout). Handlers are thin: they
-//! validate, call the service, and map its answer.
+//! auth header, tracing by matched route, body limit, timeout; event streams have no
+//! timeout). Handlers are thin: they validate, call the service, and map its answer.
 
 pub mod admin;
+pub mod batch;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod keys;
@@ -126,20 +128,26 @@ pub fn router_with_state(
     let body_limit = max_value_bytes * 6 + 4096;
     crate::telemetry::prometheus(); // record from the first request on
     let x_request_id = header::HeaderName::from_static("x-request-id");
-    Router::new()
+    let requests = Router::new()
         .merge(secrets::router())
+        .merge(batch::router())
         .merge(admin::router())
         .merge(keys::router())
         .merge(versions::router())
         .merge(health::router())
         .route_layer(axum::middleware::from_fn(track_request))
         .fallback(|| async { error::ApiError::not_found() })
-        .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             settings.request_timeout,
-        ))
+        ));
+    // Streams stay open by design: no request timeout (the layer above bounds the time to
+    // the response head only, but a later change to it must not cut streams).
+    let streams = events::router().route_layer(axum::middleware::from_fn(track_request));
+    requests
+        .merge(streams)
+        .with_state(state)
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 // The matched route, not the raw URI: no ids of one tenant leak into metrics

@@ -92,6 +92,7 @@ pub fn default_service() -> ServiceArgs {
         max_value_bytes: 65_536,
         data_key_max_encryptions: 1 << 31,
         version_retention: 10,
+        client_api: Default::default(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! checks, tenants, tokens, and the secret lookup (cache -> database). Each operation writes
 //! its audit event. Errors are `ServiceError`, which the API maps to HTTP once.
 
+pub mod events;
 pub mod fallback;
 pub mod import;
 pub mod key_status;
@@ -37,6 +38,8 @@ pub struct Limits {
     pub data_key_max_encryptions: i64,
     /// Versions of a secret kept, the current one included.
     pub version_retention: i32,
+    /// Most items in one batch read.
+    pub batch_get_max_items: usize,
 }
 
 impl Default for Limits {
@@ -45,6 +48,7 @@ impl Default for Limits {
             max_value_bytes: 64 * 1024,
             data_key_max_encryptions: rotation::DEFAULT_DATA_KEY_MAX_ENCRYPTIONS,
             version_retention: 10,
+            batch_get_max_items: 100,
         }
     }
 }
@@ -175,6 +179,8 @@ pub struct Vault {
     pub(crate) fallback: Option<Arc<dyn fallback::SecretFallback>>,
     /// Keys found nowhere, remembered briefly so a missing key cannot hammer Infisical.
     pub(crate) not_found: NotFoundCache,
+    /// Event streams (`GET /v1/events`), fed by the change listener.
+    pub(crate) events: events::EventHub,
 }
 
 impl Vault {
@@ -201,7 +207,13 @@ impl Vault {
             key_source,
             fallback: None,
             not_found: NotFoundCache::default(),
+            events: events::EventHub::new(events::EventSettings::default()),
         }
+    }
+
+    /// Event stream settings (before any stream opens).
+    pub fn set_event_settings(&mut self, settings: events::EventSettings) {
+        self.events = events::EventHub::new(settings);
     }
 
     /// Adds the Infisical step to the lookup; a key found nowhere is remembered as missing

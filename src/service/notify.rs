@@ -2,7 +2,9 @@
 //! (see `store::notify`), and every replica runs `listen`, which drops exactly the cache
 //! entries a change makes stale and loads new master key versions. While the listening
 //! connection is down notifications are lost, so the caches are dropped whole when the loss
-//! is seen and again once listening resumes.
+//! is seen and again once listening resumes. Every notification, this replica's own
+//! included, then goes to the replica's event streams (`events.rs`); a loss sends them
+//! `reset`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,9 +13,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgConnection;
 
-use super::{ServiceError, Vault};
-use crate::domain::{DataKeyId, SecretKey, TenantId};
-use crate::store::{self, notify::Event, notify::Notification, StoreError};
+use super::{ServiceError, TenantRef, Vault};
+use crate::domain::{DataKeyId, SecretKey, TenantId, TokenId};
+use crate::store::notify::{Event, Notification, SecretChange};
+use crate::store::{self, StoreError};
 
 /// `application_name` of the listening connection.
 pub const LISTENER_APPLICATION_NAME: &str = "tenant-vault-listener";
@@ -27,28 +30,37 @@ pub struct ListenerStats {
 }
 
 impl Vault {
+    /// Announces a secret change; `version` is the new current version (none for a delete).
     pub(crate) async fn notify_secret(
         &self,
         tx: &mut PgConnection,
-        tenant: TenantId,
+        tenant: &TenantRef,
         key: &SecretKey,
+        change: SecretChange,
+        version: Option<i32>,
     ) -> Result<(), StoreError> {
         store::notify::event(
             tx,
             self.rotation.origin,
             &Event::Secret {
-                tenant: tenant.0,
+                tenant: tenant.id.0,
                 key: key.to_string(),
+                slug: Some(tenant.slug.to_string()),
+                change: Some(change),
+                version,
             },
         )
         .await
     }
 
+    /// Announces a tenant's creation or deletion.
     pub(crate) async fn notify_tenant(
         &self,
         tx: &mut PgConnection,
         tenant: TenantId,
+        slug: &str,
         destroyed: &[DataKeyId],
+        deleted: bool,
     ) -> Result<(), StoreError> {
         store::notify::event(
             tx,
@@ -56,6 +68,28 @@ impl Vault {
             &Event::Tenant {
                 tenant: tenant.0,
                 destroyed_keys: destroyed.iter().map(|id| id.0).collect(),
+                slug: Some(slug.to_owned()),
+                deleted: Some(deleted),
+            },
+        )
+        .await
+    }
+
+    /// Announces a token's revocation, in the transaction that revokes it: every replica
+    /// forgets its cached check, and its event streams (`token.revoked`) end.
+    pub async fn notify_token_revoked(
+        &self,
+        tx: &mut PgConnection,
+        token: TokenId,
+        tenant: Option<&TenantRef>,
+    ) -> Result<(), StoreError> {
+        store::notify::event(
+            tx,
+            self.rotation.origin,
+            &Event::TokenRevoked {
+                token_id: token.0,
+                tenant: tenant.map(|t| t.id.0),
+                slug: tenant.map(|t| t.slug.to_string()),
             },
         )
         .await
@@ -73,7 +107,7 @@ impl Vault {
     /// Applies one change made by any replica (this one included).
     pub async fn apply_event(&self, event: Event) {
         match event {
-            Event::Secret { tenant, key } => {
+            Event::Secret { tenant, key, .. } => {
                 if let Ok(key) = SecretKey::parse(&key) {
                     self.cache.invalidate(TenantId(tenant), &key).await;
                     self.not_found.forget(TenantId(tenant), &key).await;
@@ -82,6 +116,7 @@ impl Vault {
             Event::Tenant {
                 tenant,
                 destroyed_keys,
+                ..
             } => {
                 let tenant = TenantId(tenant);
                 let ids: Vec<DataKeyId> = destroyed_keys.into_iter().map(DataKeyId).collect();
@@ -95,6 +130,10 @@ impl Vault {
             } => {
                 let ids: Vec<DataKeyId> = destroyed_keys.into_iter().map(DataKeyId).collect();
                 self.data_keys.forget(TenantId(tenant), &ids).await;
+            }
+            Event::TokenRevoked { .. } => {
+                // Token checks are cached by hash, not id: forget them all (revocations are rare).
+                self.tokens.forget_all();
             }
             Event::MasterKey { version } => {
                 if let Err(e) = self.masters().refresh(&self.pool).await {
@@ -150,6 +189,7 @@ pub fn spawn_listener(vault: Arc<Vault>) -> tokio::task::JoinHandle<()> {
             if !first {
                 // Changes made while we were not listening were not announced to us.
                 vault.drop_caches();
+                vault.events().publish_reset("missed_changes");
                 if let Err(e) = vault.masters().refresh(&vault.pool).await {
                     tracing::warn!(error = %e, "master key refresh after reconnect failed");
                 }
@@ -165,9 +205,15 @@ pub fn spawn_listener(vault: Arc<Vault>) -> tokio::task::JoinHandle<()> {
                 match listener.try_recv().await {
                     Ok(Some(n)) => {
                         match Notification::parse(n.payload()) {
-                            // Its sender applied it already.
-                            Some(n) if n.origin == vault.rotation.origin => {}
-                            Some(n) => vault.apply_event(n.event).await,
+                            Some(n) => {
+                                // Its sender applied it already (right after its commit).
+                                if n.origin != vault.rotation.origin {
+                                    vault.apply_event(n.event.clone()).await;
+                                }
+                                // Streams hear of it after this replica's caches dropped it,
+                                // so a client that re-reads at once gets the new value.
+                                vault.events().publish_change(&n.event);
+                            }
                             None => tracing::debug!("ignoring an unknown notification"),
                         }
                         vault
@@ -181,6 +227,7 @@ pub fn spawn_listener(vault: Arc<Vault>) -> tokio::task::JoinHandle<()> {
                             "lost the connection that listens for changes; dropping caches"
                         );
                         vault.drop_caches();
+                        vault.events().publish_reset("missed_changes");
                         break;
                     }
                 }

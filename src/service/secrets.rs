@@ -15,6 +15,7 @@ use crate::cache::CachedSecret;
 use crate::crypto::SecretValue;
 use crate::domain::{DataKeyId, SecretKey, TenantId};
 use crate::keys::{SecretPlace, StoredSecret};
+use crate::store::notify::SecretChange;
 use crate::store::{self, secrets::NewSecret, StoreError};
 
 pub use crate::domain::SecretSource;
@@ -159,7 +160,9 @@ impl Vault {
             }
         };
         // Imported as version 1; if a writer created the key meanwhile, theirs wins.
-        let result = self.write_secret(tenant, key, &value, Some(0)).await;
+        let result = self
+            .write_secret(tenant, key, &value, Some(0), SecretChange::Synced)
+            .await;
         self.secret_event(
             ctx,
             AuditAction::SecretImport,
@@ -224,7 +227,7 @@ impl Vault {
     ) -> Result<i32, ServiceError> {
         self.ensure_auditable()?;
         let result = self
-            .write_secret(tenant, key, &value, cas)
+            .write_secret(tenant, key, &value, cas, SecretChange::Written)
             .await
             .map(|(v, _)| v);
         self.cache.invalidate(tenant.id, key).await;
@@ -238,6 +241,7 @@ impl Vault {
         key: &SecretKey,
         value: &SecretValue,
         cas: Option<i32>,
+        change: SecretChange,
     ) -> Result<(i32, DateTime<Utc>), ServiceError> {
         let limit = self.limits.max_value_bytes;
         if value.len() > limit {
@@ -315,7 +319,8 @@ impl Vault {
                     at
                 }
             };
-            self.notify_secret(&mut tx, tenant.id, key).await?;
+            self.notify_secret(&mut tx, tenant, key, change, Some(version))
+                .await?;
             tx.commit().await.map_err(StoreError::from)?;
             if exhausted {
                 // This was its last encryption; the next write gets a new key.
@@ -342,7 +347,8 @@ impl Vault {
             let version = store::secrets::delete(&mut *tx, tenant.id, key)
                 .await?
                 .ok_or(ServiceError::SecretNotFound)?;
-            self.notify_secret(&mut tx, tenant.id, key).await?;
+            self.notify_secret(&mut tx, tenant, key, SecretChange::Deleted, None)
+                .await?;
             tx.commit().await.map_err(StoreError::from)?;
             Ok(version)
         }

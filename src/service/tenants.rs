@@ -37,7 +37,8 @@ impl Vault {
         };
         let tenant = TenantId(row.id);
         self.data_keys.create(&mut tx, tenant, 1).await?;
-        self.notify_tenant(&mut tx, tenant, &[]).await?;
+        self.notify_tenant(&mut tx, tenant, &row.slug, &[], false)
+            .await?;
         tx.commit().await.map_err(StoreError::from)?;
 
         let mut e = self.event(ctx, AuditAction::TenantCreate, AuditOutcome::Success);
@@ -69,7 +70,8 @@ impl Vault {
         if !store::tenants::mark_deleted(&mut *tx, tenant).await? {
             return Err(ServiceError::TenantNotFound);
         }
-        self.notify_tenant(&mut tx, tenant, &ids).await?;
+        self.notify_tenant(&mut tx, tenant, &row.slug, &ids, true)
+            .await?;
         tx.commit().await.map_err(StoreError::from)?;
 
         self.data_keys.forget(tenant, &ids).await;

@@ -86,9 +86,15 @@ impl Vault {
         self.ensure_auditable()?;
         let result = async {
             let old = self.load_version(tenant.id, key, version).await?;
-            self.write_secret(tenant, key, &old.value, None)
-                .await
-                .map(|(version, _)| version)
+            self.write_secret(
+                tenant,
+                key,
+                &old.value,
+                None,
+                crate::store::notify::SecretChange::Written,
+            )
+            .await
+            .map(|(version, _)| version)
         }
         .await;
         self.cache.invalidate(tenant.id, key).await;

@@ -16,16 +16,43 @@ pub async fn send(db: impl PgExecutor<'_>, payload: &str) -> StoreResult<()> {
     Ok(())
 }
 
-/// What changed. Receivers drop exactly what the change makes stale.
+/// What changed. Receivers drop exactly what the change makes stale, and tell their event
+/// streams (`GET /v1/events`). Fields marked "optional" were added later: a payload from an
+/// older replica lacks them and still parses.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
-    /// A secret's current value changed (write, rollback, delete).
-    Secret { tenant: uuid::Uuid, key: String },
+    /// A secret's current value changed (write, rollback, import, delete).
+    Secret {
+        tenant: uuid::Uuid,
+        key: String,
+        /// Optional: the tenant's slug, for event streams.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slug: Option<String>,
+        /// Optional: what happened to it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        change: Option<SecretChange>,
+        /// Optional: the new current version (none after a delete).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<i32>,
+    },
     /// A tenant was created or deleted (its tokens and keys go with it).
     Tenant {
         tenant: uuid::Uuid,
         destroyed_keys: Vec<uuid::Uuid>,
+        /// Optional: the tenant's slug, for event streams.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slug: Option<String>,
+        /// Optional: true for a deletion, false for a creation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deleted: Option<bool>,
+    },
+    /// An access token was revoked (caches and event streams of that token end).
+    TokenRevoked {
+        token_id: uuid::Uuid,
+        /// The token's tenant, for tenant tokens.
+        tenant: Option<uuid::Uuid>,
+        slug: Option<String>,
     },
     /// A tenant's data keys changed: a new active key, or old keys destroyed.
     DataKey {
@@ -34,6 +61,18 @@ pub enum Event {
     },
     /// A new master key version is active.
     MasterKey { version: i32 },
+}
+
+/// How a secret changed, as event streams name it (`secret.written`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretChange {
+    /// Written through the API (a PUT or a rollback).
+    Written,
+    /// Deleted through the API.
+    Deleted,
+    /// Imported from Infisical by the lookup.
+    Synced,
 }
 
 /// An event and the replica that sent it (which has applied it already and skips it).
@@ -74,11 +113,55 @@ mod tests {
             event: Event::Tenant {
                 tenant: uuid::Uuid::new_v4(),
                 destroyed_keys: vec![uuid::Uuid::new_v4(); 100],
+                slug: Some("a".repeat(63)),
+                deleted: Some(true),
             },
         };
         let text = n.payload();
         assert!(text.len() < 8000);
         assert_eq!(Notification::parse(&text), Some(n));
         assert_eq!(Notification::parse("{\"kind\":\"nope\"}"), None);
+    }
+
+    #[test]
+    fn payloads_of_older_replicas_still_parse() {
+        let tenant = uuid::Uuid::new_v4();
+        let origin = uuid::Uuid::new_v4();
+        let old =
+            format!(r#"{{"origin":"{origin}","kind":"secret","tenant":"{tenant}","key":"K"}}"#);
+        assert_eq!(
+            Notification::parse(&old).map(|n| n.event),
+            Some(Event::Secret {
+                tenant,
+                key: "K".into(),
+                slug: None,
+                change: None,
+                version: None,
+            })
+        );
+        let old = format!(
+            r#"{{"origin":"{origin}","kind":"tenant","tenant":"{tenant}","destroyed_keys":[]}}"#
+        );
+        assert!(matches!(
+            Notification::parse(&old).map(|n| n.event),
+            Some(Event::Tenant {
+                deleted: None,
+                slug: None,
+                ..
+            })
+        ));
+        // The longest secret event stays far below PostgreSQL's limit.
+        let n = Notification {
+            origin,
+            event: Event::Secret {
+                tenant,
+                key: "K".repeat(255),
+                slug: Some("a".repeat(63)),
+                change: Some(SecretChange::Synced),
+                version: Some(i32::MAX),
+            },
+        };
+        assert!(n.payload().len() < 1000);
+        assert_eq!(Notification::parse(&n.payload()), Some(n));
     }
 }

@@ -111,6 +111,7 @@ export class TenantVault {
   #inflight = new Map(); // tenant SEP key -> { promise, invalidated }
   #epoch = 0; // bumped on every invalidation; a batch result older than one is not cached
   #stats = { requests: 0, hits: 0, misses: 0, stale: 0 };
+  #everLive = false; // the event stream has been live at least once
   #batchGet = undefined; // unknown until tried: true or false
   #closed = false;
   #stream = "disabled"; // disabled | connecting | live | down | unsupported | refused | closed
@@ -392,6 +393,17 @@ export class TenantVault {
     const f = this.#inflight.get(ck);
     if (f) f.invalidated = true;
   }
+  // An event may arrive after our own read of the version it announces: an entry already
+  // that new stays (a read in flight may predate it and is not cached).
+  #dropOlder(ck, version) {
+    const e = this.#cache.get(ck);
+    if (e !== undefined && typeof version === "number" && e.version >= version) {
+      const f = this.#inflight.get(ck);
+      if (f) f.invalidated = true;
+      return;
+    }
+    this.#drop(ck);
+  }
   #dropTenant(tenant) {
     this.#epoch++;
     const prefix = tenant + SEP;
@@ -476,8 +488,11 @@ export class TenantVault {
         await this.#readEvents(res.body, ac, () => {
           live = true;
           backoffMs = 500;
-          // Without a resume point, changes while we were away are unknown: start over.
-          if (!resumed) this.#dropAll();
+          // Without a resume point after a live stream, changes while we were away are
+          // unknown: start over. (Entries cached while the first stream was connecting are
+          // only a moment old; dropping them would make every first read count twice.)
+          if (!resumed && this.#everLive) this.#dropAll();
+          this.#everLive = true;
           this.#setStream("live");
         });
       } catch (err) {
@@ -559,7 +574,7 @@ export class TenantVault {
       case "secret.written":
       case "secret.deleted":
       case "secret.synced":
-        if (typeof d.tenant === "string" && typeof d.key === "string") this.#drop(d.tenant + SEP + d.key);
+        if (typeof d.tenant === "string" && typeof d.key === "string") this.#dropOlder(d.tenant + SEP + d.key, d.version);
         break;
       case "tenant.deleted":
         if (typeof d.tenant === "string") this.#dropTenant(d.tenant);

@@ -183,6 +183,7 @@ class SecretsClient:
         self._stream_cond = threading.Condition()
         self._stream_conn: Optional[http.client.HTTPConnection] = None
         self._last_event_id: Optional[str] = None
+        self._ever_live = False  # the event stream has been live at least once
         self._thread: Optional[threading.Thread] = None
         # Without a cache there is nothing for the stream to keep fresh.
         if events and self._ttl > 0:
@@ -446,6 +447,19 @@ class SecretsClient:
             if f is not None:
                 f.invalidated = True
 
+    def _drop_older(self, ck, version) -> None:
+        """Drops an entry older than an announced version. An event may arrive after our own
+        read of that version: an entry already that new stays (a read in flight may predate
+        it and is not cached)."""
+        with self._lock:
+            e = self._cache.get(ck)
+            if e is not None and isinstance(version, int) and isinstance(e.version, int) and e.version >= version:
+                f = self._inflight.get(ck)
+                if f is not None:
+                    f.invalidated = True
+                return
+        self._drop(ck)
+
     def _drop_tenant(self, tenant) -> None:
         with self._lock:
             self._epoch += 1
@@ -555,9 +569,12 @@ class SecretsClient:
                 def ready():
                     nonlocal live, backoff
                     live, backoff = True, 0.5
-                    # Without a resume point, changes while we were away are unknown: start over.
-                    if not resumed:
+                    # Without a resume point after a live stream, changes while we were away
+                    # are unknown: start over. (Entries cached while the first stream was
+                    # connecting are only a moment old.)
+                    if not resumed and self._ever_live:
                         self._drop_all()
+                    self._ever_live = True
                     self._set_stream("live")
 
                 self._read_events(res, ready)
@@ -611,7 +628,7 @@ class SecretsClient:
             ready()
         elif kind in ("secret.written", "secret.deleted", "secret.synced"):
             if isinstance(d.get("tenant"), str) and isinstance(d.get("key"), str):
-                self._drop((d["tenant"], d["key"]))
+                self._drop_older((d["tenant"], d["key"]), d.get("version"))
         elif kind == "tenant.deleted":
             if isinstance(d.get("tenant"), str):
                 self._drop_tenant(d["tenant"])

@@ -1,0 +1,157 @@
+//! `POST /v1/secrets/batch-get`: many (tenant, key) reads in one round trip, so a client can
+//! fill its cache at once. Each item goes through the single read's path (authorisation,
+//! cache -> database -> Infisical, one audit row) and fails on its own: the answer lists a
+//! value or an error per item, in request order.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::extract::{AppJson, Caller, RequestId};
+use super::AppState;
+use crate::domain::{SecretKey, TenantSlug};
+use crate::service::{Principal, SecretRead, ServiceError, Vault};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/secrets/batch-get", post(batch_get))
+}
+
+/// Items looked up at once: enough to overlap database round trips, few enough that one
+/// batch cannot take the whole connection pool.
+const CONCURRENCY: usize = 8;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchGet {
+    items: Vec<Item>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Item {
+    tenant: String,
+    key: String,
+}
+
+/// One item's answer: the value, or why not.
+enum Outcome {
+    Found(SecretRead),
+    Failed(ApiError),
+}
+
+/// Serialised straight from borrowed data, like the single read.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ItemBody<'a> {
+    Found {
+        tenant: &'a str,
+        key: &'a str,
+        value: &'a str,
+        version: i32,
+        updated_at: chrono::DateTime<chrono::Utc>,
+        source: &'static str,
+    },
+    Failed {
+        tenant: &'a str,
+        key: &'a str,
+        error: ErrorBody<'a>,
+    },
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'static str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct BatchBody<'a> {
+    results: Vec<ItemBody<'a>>,
+}
+
+async fn batch_get(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    RequestId(rid): RequestId,
+    AppJson(body): AppJson<BatchGet>,
+) -> Result<Response, ApiError> {
+    let vault = state.vault()?;
+    let max = vault.limits().batch_get_max_items;
+    if body.items.len() > max {
+        return Err(ServiceError::InvalidInput(format!(
+            "field `items`: at most {max} items per batch-get, got {}",
+            body.items.len()
+        ))
+        .into());
+    }
+    let reads = body.items.into_iter().map(|item| {
+        let (vault, who, rid) = (vault.clone(), who.clone(), rid.clone());
+        async move {
+            let outcome = read_one(&vault, &who, rid, &item).await;
+            (item, outcome)
+        }
+    });
+    let outcomes: Vec<(Item, Outcome)> = futures::stream::iter(reads)
+        .buffered(CONCURRENCY) // answers in request order
+        .collect()
+        .await;
+    let results = outcomes
+        .iter()
+        .map(|(item, outcome)| match outcome {
+            Outcome::Found(read) => ItemBody::Found {
+                tenant: &item.tenant,
+                key: &item.key,
+                value: read.secret.value.expose(),
+                version: read.secret.version,
+                updated_at: read.secret.updated_at,
+                source: read.source.as_str(),
+            },
+            Outcome::Failed(e) => ItemBody::Failed {
+                tenant: &item.tenant,
+                key: &item.key,
+                error: ErrorBody {
+                    code: e.code,
+                    message: &e.message,
+                },
+            },
+        })
+        .collect();
+    let mut response = Json(BatchBody { results }).into_response();
+    // Secrets must not land in shared caches.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// One item, exactly as `GET /v1/tenants/{tenant}/secrets/{key}` would read it.
+async fn read_one(
+    vault: &Vault,
+    who: &Principal,
+    request_id: Option<String>,
+    item: &Item,
+) -> Outcome {
+    let slug = match TenantSlug::parse(&item.tenant) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Failed(ApiError::bad_request("invalid_tenant", e.0)),
+    };
+    let key = match SecretKey::parse(&item.key) {
+        Ok(k) => k,
+        Err(e) => return Outcome::Failed(ApiError::bad_request("invalid_secret_key", e.0)),
+    };
+    let read = async {
+        let tenant = vault.authorize_tenant(who, &slug, request_id.clone())?;
+        vault
+            .get_secret(&who.context(request_id), &tenant, &key)
+            .await
+    };
+    match read.await {
+        Ok(read) => Outcome::Found(read),
+        Err(e) => Outcome::Failed(e.into()),
+    }
+}
