@@ -223,6 +223,42 @@ pub enum AuditAction {
     #[serde(rename = "data_key.rotate")]
     #[sqlx(rename = "data_key.rotate")]
     DataKeyRotate,
+    #[serde(rename = "events.subscribe")]
+    #[sqlx(rename = "events.subscribe")]
+    EventsSubscribe,
+    #[serde(rename = "secret.sync")]
+    #[sqlx(rename = "secret.sync")]
+    SecretSync,
+    #[serde(rename = "secret.archive_read")]
+    #[sqlx(rename = "secret.archive_read")]
+    SecretArchiveRead,
+    #[serde(rename = "infisical.webhook")]
+    #[sqlx(rename = "infisical.webhook")]
+    InfisicalWebhook,
+    #[serde(rename = "tenant.infisical_mode")]
+    #[sqlx(rename = "tenant.infisical_mode")]
+    TenantInfisicalMode,
+    #[serde(rename = "tenant.limits")]
+    #[sqlx(rename = "tenant.limits")]
+    TenantLimits,
+    #[serde(rename = "token.revoke")]
+    #[sqlx(rename = "token.revoke")]
+    TokenRevoke,
+    #[serde(rename = "token.rotate")]
+    #[sqlx(rename = "token.rotate")]
+    TokenRotate,
+    #[serde(rename = "token.list")]
+    #[sqlx(rename = "token.list")]
+    TokenList,
+    #[serde(rename = "keys.read")]
+    #[sqlx(rename = "keys.read")]
+    KeysRead,
+    #[serde(rename = "access.scope")]
+    #[sqlx(rename = "access.scope")]
+    AccessScope,
+    #[serde(rename = "access.rate_limit")]
+    #[sqlx(rename = "access.rate_limit")]
+    AccessRateLimit,
 }
 
 impl AuditAction {
@@ -243,6 +279,18 @@ impl AuditAction {
             AuditAction::TenantDelete => "tenant.delete",
             AuditAction::MasterKeyRotate => "master_key.rotate",
             AuditAction::DataKeyRotate => "data_key.rotate",
+            AuditAction::EventsSubscribe => "events.subscribe",
+            AuditAction::SecretSync => "secret.sync",
+            AuditAction::SecretArchiveRead => "secret.archive_read",
+            AuditAction::InfisicalWebhook => "infisical.webhook",
+            AuditAction::TenantInfisicalMode => "tenant.infisical_mode",
+            AuditAction::TenantLimits => "tenant.limits",
+            AuditAction::TokenRevoke => "token.revoke",
+            AuditAction::TokenRotate => "token.rotate",
+            AuditAction::TokenList => "token.list",
+            AuditAction::KeysRead => "keys.read",
+            AuditAction::AccessScope => "access.scope",
+            AuditAction::AccessRateLimit => "access.rate_limit",
         }
     }
 }
@@ -263,6 +311,11 @@ pub enum AuditOutcome {
     IntegrityError,
     DependencyError,
     Error,
+    Queued,
+    Updated,
+    Deleted,
+    Restored,
+    Failed,
 }
 
 impl AuditOutcome {
@@ -277,6 +330,11 @@ impl AuditOutcome {
             AuditOutcome::IntegrityError => "integrity_error",
             AuditOutcome::DependencyError => "dependency_error",
             AuditOutcome::Error => "error",
+            AuditOutcome::Queued => "queued",
+            AuditOutcome::Updated => "updated",
+            AuditOutcome::Deleted => "deleted",
+            AuditOutcome::Restored => "restored",
+            AuditOutcome::Failed => "failed",
         }
     }
 }

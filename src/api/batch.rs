@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::extract::{AppJson, Caller, RequestId};
 use super::AppState;
 use crate::domain::{SecretKey, TenantSlug};
-use crate::service::{Principal, SecretRead, ServiceError, Vault};
+use crate::service::{InputError, Principal, SecretRead, ServiceError, Vault};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/secrets/batch-get", post(batch_get))
@@ -83,10 +83,10 @@ async fn batch_get(
     let vault = state.vault()?;
     let max = vault.limits().batch_get_max_items;
     if body.items.len() > max {
-        return Err(ServiceError::InvalidInput(format!(
-            "field `items`: at most {max} items per batch-get, got {}",
-            body.items.len()
-        ))
+        return Err(ServiceError::InvalidInput(InputError::TooManyItems {
+            max,
+            got: body.items.len(),
+        })
         .into());
     }
     let reads = body.items.into_iter().map(|item| {

@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::{Principal, PrincipalKind, RequestContext, ServiceError, TenantRef, Vault};
 use crate::config::ClientApiArgs;
-use crate::domain::{TenantId, TenantSlug, TokenId};
+use crate::domain::{AuditAction, AuditOutcome, TenantId, TenantSlug, TokenId};
 use crate::store::notify::{Event, SecretChange};
 
 /// Open event streams on this replica (a gauge).
@@ -434,7 +434,7 @@ impl Vault {
         last_id: Option<&str>,
     ) -> Result<EventStream, ServiceError> {
         self.ensure_auditable()?;
-        let mut e = self.event(ctx, "events.subscribe", "success");
+        let mut e = self.event(ctx, AuditAction::EventsSubscribe, AuditOutcome::Success);
         if let PrincipalKind::Tenant(t) = &who.kind {
             e.tenant_id = Some(t.id.0);
             e.tenant_slug = Some(t.slug.to_string());

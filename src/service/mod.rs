@@ -64,6 +64,8 @@ pub enum InputError {
     VersionNotPositive,
     #[error("token ttl is too large")]
     TokenTtlTooLarge,
+    #[error("field `items`: at most {max} items per batch-get, got {got}")]
+    TooManyItems { max: usize, got: usize },
 }
 
 /// A dependency answered, but not with something we can use (502).
