@@ -100,21 +100,27 @@ impl InfisicalClient {
         }
     }
 
+    /// A POST to an auth endpoint: its JSON holds a credential, so it becomes zeroizing bytes
+    /// and the `Value` is wiped.
+    fn auth_request(&self, path: &[&str], body: serde_json::Value) -> Req {
+        let bytes = Zeroizing::new(body.to_string().into_bytes());
+        zeroize_json(body);
+        Req {
+            method: Method::POST,
+            url: self.url(path),
+            query: Vec::new(),
+            body: Some(bytes),
+            body_limit: 64 * 1024,
+        }
+    }
+
     pub(super) async fn do_login(&self) -> Result<TokenState> {
         let cfg = &self.inner.cfg;
         let body = json!({
             "clientId": cfg.client_id,
             "clientSecret": cfg.client_secret.as_str(),
         });
-        let bytes = Zeroizing::new(body.to_string().into_bytes());
-        zeroize_json(body);
-        let req = Req {
-            method: Method::POST,
-            url: self.url(&["api", "v1", "auth", "universal-auth", "login"]),
-            query: Vec::new(),
-            body: Some(bytes),
-            body_limit: 64 * 1024,
-        };
+        let req = self.auth_request(&["api", "v1", "auth", "universal-auth", "login"], body);
         let started = Instant::now();
         let resp = self.execute(&req, None).await?;
         match resp.status {
@@ -147,15 +153,7 @@ impl InfisicalClient {
 
     pub(super) async fn do_renew(&self, state: &TokenState) -> Result<TokenState> {
         let body = json!({ "accessToken": state.token.as_str() });
-        let bytes = Zeroizing::new(body.to_string().into_bytes());
-        zeroize_json(body);
-        let req = Req {
-            method: Method::POST,
-            url: self.url(&["api", "v1", "auth", "token", "renew"]),
-            query: Vec::new(),
-            body: Some(bytes),
-            body_limit: 64 * 1024,
-        };
+        let req = self.auth_request(&["api", "v1", "auth", "token", "renew"], body);
         let started = Instant::now();
         let resp = self.execute(&req, None).await?;
         match resp.status {
