@@ -469,6 +469,7 @@ impl TestInfisical {
             master_key_folder: "/tenant-vault".into(),
             infisical_fallback: true,
             infisical_timeout_ms: 1000,
+            sync: Default::default(),
         };
         Self {
             handle,
