@@ -595,3 +595,48 @@ async fn cli_sync_infisical_prints_a_summary() {
     assert!(!ok);
     assert!(err.contains("--tenant"), "{err}");
 }
+
+#[tokio::test]
+async fn rotations_succeed_however_many_were_interrupted_after_the_source_write() {
+    use tenant_vault::keys::rotation::FailPoint;
+    let (_infisical, app) = setup(&[]).await;
+    let acme = app.tenant("acme").await;
+    for i in 0..5 {
+        app.put_secret(
+            "acme",
+            &format!("K{i}"),
+            &acme,
+            json!({"value": format!("v{i}")}),
+        )
+        .await;
+    }
+    // Killed three times between writing MASTER_ENCRYPTION_KEY_V{n} and the commit.
+    app.vault
+        .set_rotation_fail_point(Some(FailPoint::AfterSourceWrite));
+    for _ in 0..3 {
+        let res = app.admin_post("/v1/admin/master-key/rotate").await;
+        assert_eq!(
+            res.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{}",
+            res.text
+        );
+    }
+    app.vault.set_rotation_fail_point(None);
+    let res = app.admin_post("/v1/admin/master-key/rotate").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    assert_eq!(res.body["previous_version"], 1);
+    // V2..V4 are orphans in Infisical, skipped and never adopted.
+    assert_eq!(res.body["version"], 5);
+    // Every secret reads, here and on a fresh replica that loads the keys from Infisical.
+    let restarted = app.another_instance().await;
+    for i in 0..5 {
+        for a in [&app, &restarted] {
+            let res = a.get_secret("acme", &format!("K{i}"), &acme).await;
+            assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+            assert_eq!(res.body["value"], format!("v{i}"));
+        }
+    }
+    let res = app.admin_post("/v1/admin/master-key/rotate").await;
+    assert_eq!(res.body["version"], 6, "{}", res.text);
+}
