@@ -117,7 +117,11 @@ impl App {
     ) -> App {
         let (sink, audit_task) =
             audit::spawn_writer(pool.clone(), data_dir.join("audit-journal.jsonl"));
-        let cache = SecretCache::new(service.cache_ttl_secs, service.cache_max_entries);
+        let cache = SecretCache::new(service.cache_ttl_secs, service.cache_max_entries)
+            .with_max_stale(
+                Duration::from_secs(service.max_stale_secs),
+                service.cache_max_entries,
+            );
         let limits = Limits {
             max_value_bytes: service.max_value_bytes as usize,
             data_key_max_encryptions: service.data_key_max_encryptions,

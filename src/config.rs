@@ -85,6 +85,13 @@ pub struct ServiceArgs {
           value_parser = clap::value_parser!(u64).range(0..=3600), value_name = "SECS")]
     pub not_found_cache_secs: u64,
 
+    /// Seconds past its TTL a cached value may still be served (marked
+    /// `x-secret-source: stale`, with `Age`) while PostgreSQL and Infisical cannot be
+    /// reached; then 503. 0 turns stale serving off.
+    #[arg(long, env = "TENANT_VAULT_MAX_STALE_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(0..=86_400), value_name = "SECS")]
+    pub max_stale_secs: u64,
+
     /// Largest secret value accepted, in bytes; larger PUTs get 413.
     #[arg(long, env = "TENANT_VAULT_MAX_VALUE_BYTES", default_value_t = 65_536,
           value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024), value_name = "BYTES")]

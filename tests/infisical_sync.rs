@@ -640,3 +640,63 @@ async fn rotations_succeed_however_many_were_interrupted_after_the_source_write(
     let res = app.admin_post("/v1/admin/master-key/rotate").await;
     assert_eq!(res.body["version"], 6, "{}", res.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_values_are_served_within_the_budget_while_postgres_and_infisical_are_down() {
+    let mut infisical = TestInfisical::start(&[]).await;
+    infisical.args.sync.infisical_recheck_secs = 0;
+    let mut service = service_args(1);
+    service.max_stale_secs = 2;
+    let app = TestApp::with_infisical(&infisical, service).await;
+    let acme = app.tenant("acme").await;
+    let globex = app.tenant("globex").await;
+    app.put_secret("acme", "K", &acme, json!({"value": "kept"}))
+        .await;
+    app.put_secret("globex", "G", &globex, json!({"value": "gone"}))
+        .await;
+    assert_eq!(value_of(&app, "acme", "K", &acme).await.1, "kept");
+    assert_eq!(value_of(&app, "globex", "G", &globex).await.1, "gone");
+    // A deleted tenant is never served stale.
+    let del = app
+        .call(
+            Method::DELETE,
+            "/v1/admin/tenants/globex",
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(del.status, StatusCode::OK);
+
+    infisical.faults(json!({"down": true}));
+    app.pool.close().await;
+    eventually("the value is served stale past its TTL", || async {
+        let res = app.get_secret("acme", "K", &acme).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+        res.headers["x-secret-source"] == "stale"
+    })
+    .await;
+    let res = app.get_secret("acme", "K", &acme).await;
+    if res.status == StatusCode::OK {
+        assert_eq!(res.body["value"], "kept");
+        let age: u64 = res.headers["age"].to_str().unwrap().parse().unwrap();
+        assert!(age <= 3, "{age}");
+    }
+    let gone = app.get_secret("globex", "G", &globex).await;
+    assert_ne!(gone.status, StatusCode::OK, "{}", gone.text);
+    // Past the budget: 503, not an ever older value.
+    eventually("past the stale budget the answer is 503", || async {
+        let res = app.get_secret("acme", "K", &acme).await;
+        if res.status == StatusCode::OK {
+            assert_eq!(res.headers["x-secret-source"], "stale");
+            return false;
+        }
+        assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE, "{}", res.text);
+        true
+    })
+    .await;
+    // A key never loaded has nothing stale to serve.
+    assert_eq!(
+        app.get_secret("acme", "OTHER", &acme).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}

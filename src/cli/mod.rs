@@ -93,6 +93,7 @@ pub fn default_service() -> ServiceArgs {
     ServiceArgs {
         cache_ttl_secs: 0,
         cache_max_entries: 1000,
+        max_stale_secs: 300,
         not_found_cache_secs: 0,
         max_value_bytes: 65_536,
         data_key_max_encryptions: 1 << 31,

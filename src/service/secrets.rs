@@ -24,6 +24,8 @@ pub use crate::domain::SecretSource;
 pub struct SecretRead {
     pub secret: Arc<CachedSecret>,
     pub source: SecretSource,
+    /// Set when served stale: how old the value is (the `Age` header).
+    pub age: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -120,13 +122,39 @@ impl Vault {
                     secret.loaded_from
                 },
                 secret,
+                age: None,
             })
             .map_err(|shared| (*shared).clone());
+        let result = match result {
+            Err(ServiceError::Unavailable(what)) => self.serve_stale(tenant, key, what).await,
+            other => other,
+        };
         match &result {
             Ok(read) => metrics::counter!("tenant_vault_secret_reads_total", "source" => read.source.as_str()).increment(1),
             Err(e) => metrics::counter!("tenant_vault_secret_read_failures_total", "outcome" => outcome_of(e).as_str()).increment(1),
         }
         self.audited(ctx, AuditAction::SecretRead, tenant, Some(key), result)
+    }
+
+    /// Stale-if-error: the dependencies are down, so a value loaded before may be served
+    /// for at most `TENANT_VAULT_MAX_STALE_SECS` past its TTL; past that, the 503 stands.
+    async fn serve_stale(
+        &self,
+        tenant: &TenantRef,
+        key: &SecretKey,
+        what: &'static str,
+    ) -> Result<SecretRead, ServiceError> {
+        match self.cache.stale(tenant.id, key).await {
+            Some((secret, age)) => {
+                tracing::warn!(tenant = %tenant.slug, key = %key, age_secs = age.as_secs(), unavailable = what, "serving a stale value");
+                Ok(SecretRead {
+                    secret,
+                    source: SecretSource::Stale,
+                    age: Some(age),
+                })
+            }
+            None => Err(ServiceError::Unavailable(what)),
+        }
     }
 
     /// The database, then the fallback (Infisical, see `sync.rs`): a value found there is
