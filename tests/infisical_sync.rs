@@ -700,3 +700,81 @@ async fn stale_values_are_served_within_the_budget_while_postgres_and_infisical_
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+#[tokio::test]
+async fn the_emulator_webhook_api_refuses_bad_input_like_infisical() {
+    let (infisical, app) = setup(&[]).await;
+    let created = create_webhook(&infisical, "http://127.0.0.1:9/hook", "/tenants/**").await;
+    let token = created["token"].as_str().unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/webhooks", infisical.addr);
+    let post = |body: Value| http.post(&url).bearer_auth(token).json(&body).send();
+    let base = json!({"projectId": infisical.project, "environment": ENVIRONMENT,
+                      "webhookUrl": "http://127.0.0.1:9/hook", "secretPath": "/tenants/**"});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    for (body, status) in [
+        (with("webhookUrl", json!("not a url")), 422),
+        (with("type", json!("carrier-pigeon")), 422),
+        (with("environment", json!("nope")), 404),
+        (with("projectId", json!("no-such-project")), 404),
+        (
+            json!({"environment": ENVIRONMENT, "webhookUrl": "http://x/"}),
+            422,
+        ),
+    ] {
+        let res = post(body.clone()).await.unwrap();
+        assert_eq!(res.status().as_u16(), status, "{body}");
+        let err: Value = res.json().await.unwrap();
+        assert_eq!(err["statusCode"], status, "{err}");
+    }
+    let res = http.post(&url).json(&base).send().await.unwrap();
+    assert_eq!(res.status(), 401, "no token");
+    let res = http
+        .delete(format!("{url}/{}", uuid::Uuid::new_v4()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    // Deleting the real one works, and the list is empty after.
+    let id = created["list"]["webhooks"][0]["id"].as_str().unwrap();
+    let res = http
+        .delete(format!("{url}/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let list: Value = http
+        .get(&url)
+        .query(&[("projectId", infisical.project.as_str())])
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["webhooks"].as_array().unwrap().len(), 0);
+    // The mode of a tenant that does not exist: 404.
+    let res = app
+        .call(
+            Method::PUT,
+            "/v1/admin/tenants/nosuch/infisical-mode",
+            Some(&app.admin_token),
+            Some(json!({"mode": "follow"})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND, "{}", res.text);
+    // Without a webhook secret the receiver is off.
+    let mut off = TestInfisical::start(&[]).await;
+    off.args.sync.infisical_recheck_secs = 0;
+    let plain = TestApp::with_infisical(&off, service_args(60)).await;
+    let res = post_hook(&plain, "{}", None).await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    assert_eq!(res.code(), "not_configured");
+}

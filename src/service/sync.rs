@@ -430,7 +430,8 @@ impl Vault {
                 (Some(row), _) => {
                     let follows = row.origin == SecretOrigin::Infisical
                         && mode == InfisicalMode::Follow
-                        && row.infisical_version != Some(secret.version);
+                        && (row.infisical_version != Some(secret.version)
+                            || row.infisical_secret_id.as_deref() != Some(secret.id.as_str()));
                     if follows
                         && self
                             .apply_remote(ctx, &tenant, &key, &folder, &secret, Some(row.version))
@@ -647,7 +648,9 @@ async fn recheck_one(vault: &Vault, spacing: Duration) -> Result<(), ServiceErro
     if !store::sync::take_recheck_slot(&vault.pool, spacing.as_millis() as i64).await? {
         return Ok(());
     }
-    let Some((_, slug)) = store::sync::claim_due(&vault.pool, next).await? else {
+    let Some((_, slug)) =
+        store::sync::claim_due(&vault.pool, next, vault.sync_settings.mode).await?
+    else {
         return Ok(());
     };
     let Ok(slug) = TenantSlug::parse(&slug) else {

@@ -80,6 +80,7 @@ pub struct OriginRow {
     pub secret_key: String,
     pub version: i32,
     pub origin: SecretOrigin,
+    pub infisical_secret_id: Option<String>,
     pub infisical_version: Option<i32>,
 }
 
@@ -134,7 +135,8 @@ pub enum Origin {
 pub async fn origins(db: impl PgExecutor<'_>, tenant: TenantId) -> StoreResult<Vec<OriginRow>> {
     Ok(sqlx::query_as!(
         OriginRow,
-        r#"select secret_key, version, origin as "origin: SecretOrigin", infisical_version
+        r#"select secret_key, version, origin as "origin: SecretOrigin",
+                  infisical_secret_id, infisical_version
            from company_secrets where company_id = $1"#,
         tenant.0
     )
@@ -264,18 +266,23 @@ pub async fn take_recheck_slot(db: impl PgExecutor<'_>, spacing_ms: i64) -> Stor
     Ok(done.rows_affected() == 1)
 }
 
-/// Claims the live, imported tenant whose folder is most overdue for a re-check (never
-/// checked counts as due) by moving its next check to `next_check_at`; replicas racing for
-/// it skip each other's rows.
+/// Claims the followed tenant folder most overdue for a re-check (never checked counts as
+/// due) by moving its next check to `next_check_at`; replicas racing for it skip each
+/// other's rows. Followed: a live tenant that reads Infisical, in follow mode (its own or
+/// `global_mode`), holding at least one secret imported from there.
 pub async fn claim_due(
     db: impl PgExecutor<'_>,
     next_check_at: DateTime<Utc>,
+    global_mode: InfisicalMode,
 ) -> StoreResult<Option<(Uuid, String)>> {
     let row = sqlx::query!(
         r#"with due as (
              select t.id, t.slug from tenants t
              left join infisical_sync_state s on s.tenant_id = t.id
              where t.deleted_at is null and t.infisical_import
+               and coalesce(t.infisical_mode, $2) = 'follow'
+               and exists (select 1 from company_secrets c
+                           where c.company_id = t.id and c.origin = 'infisical')
                and coalesce(s.next_check_at, '-infinity') <= now()
              order by coalesce(s.next_check_at, '-infinity')
              limit 1
@@ -287,7 +294,8 @@ pub async fn claim_due(
              returning tenant_id
            )
            select due.id as "id!", due.slug as "slug!" from due join claimed on claimed.tenant_id = due.id"#,
-        next_check_at
+        next_check_at,
+        global_mode as InfisicalMode
     )
     .fetch_optional(db)
     .await?;
@@ -312,7 +320,8 @@ pub async fn origins_of(
 ) -> StoreResult<Option<OriginRow>> {
     Ok(sqlx::query_as!(
         OriginRow,
-        r#"select secret_key, version, origin as "origin: SecretOrigin", infisical_version
+        r#"select secret_key, version, origin as "origin: SecretOrigin",
+                  infisical_secret_id, infisical_version
            from company_secrets where company_id = $1 and secret_key = $2"#,
         tenant.0,
         key.as_str()
