@@ -778,3 +778,66 @@ async fn the_emulator_webhook_api_refuses_bad_input_like_infisical() {
     assert_eq!(res.status, StatusCode::NOT_FOUND);
     assert_eq!(res.code(), "not_configured");
 }
+
+#[tokio::test]
+async fn secrets_copied_by_import_infisical_are_followed_too() {
+    let (infisical, app) = setup(&[("/tenants/initech", "K", "v1")]).await;
+    let client = infisical.client();
+    let secrets = client
+        .list_secrets("/tenants/initech")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(tenant_vault::service::fallback::remote)
+        .collect();
+    let slug = TenantSlug::parse("initech").unwrap();
+    let report = app
+        .vault
+        .import_tenant(&RequestContext::default(), &slug, secrets, false)
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    let origin: String = sqlx::query_scalar("select origin from company_secrets")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(origin, "infisical");
+    client
+        .update_secret("/tenants/initech", "K", "v2")
+        .await
+        .unwrap();
+    let r = sync(&app, "initech").await;
+    assert_eq!(r.changed, 1, "{r:?}");
+    let token = app.token_for("initech").await;
+    assert_eq!(value_of(&app, "initech", "K", &token).await.1, "v2");
+}
+
+#[tokio::test]
+async fn import_infisical_marks_equal_values_written_before_as_imported() {
+    let (infisical, app) = setup(&[("/tenants/acme", "K", "same")]).await;
+    let acme = app.tenant("acme").await;
+    app.put_secret("acme", "K", &acme, json!({"value": "same"}))
+        .await;
+    let secrets = infisical
+        .client()
+        .list_secrets("/tenants/acme")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(tenant_vault::service::fallback::remote)
+        .collect();
+    let slug = TenantSlug::parse("acme").unwrap();
+    let report = app
+        .vault
+        .import_tenant(&RequestContext::default(), &slug, secrets, false)
+        .await
+        .unwrap();
+    assert_eq!(report.unchanged, 1);
+    infisical
+        .client()
+        .update_secret("/tenants/acme", "K", "newer")
+        .await
+        .unwrap();
+    assert_eq!(sync(&app, "acme").await.changed, 1);
+    assert_eq!(value_of(&app, "acme", "K", &acme).await.1, "newer");
+}

@@ -25,7 +25,7 @@ pub enum FallbackError {
 
 /// A secret as the fallback holds it: its value, and the id and version that tell a later
 /// re-read whether it changed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RemoteSecret {
     pub key: String,
     pub value: SecretValue,
@@ -65,7 +65,7 @@ fn classify(e: InfisicalError) -> FallbackError {
     }
 }
 
-fn remote(secret: crate::infisical::Secret) -> RemoteSecret {
+pub fn remote(secret: crate::infisical::Secret) -> RemoteSecret {
     RemoteSecret {
         value: SecretValue::new(secret.value.expose().to_owned()),
         key: secret.key,

@@ -553,6 +553,51 @@ impl Vault {
         Ok(removed)
     }
 
+    /// Records that a stored secret equals Infisical's `remote` (origin, id, version).
+    pub(super) async fn mark_imported(
+        &self,
+        tenant: &TenantRef,
+        key: &SecretKey,
+        remote: &RemoteSecret,
+    ) -> Result<(), ServiceError> {
+        let origin = Origin::Infisical {
+            folder: crate::infisical::tenant_folder(&tenant.slug),
+            secret_id: remote.id.clone(),
+            version: remote.version,
+        };
+        Ok(store::sync::set_origin(&self.pool, tenant.id, key, &origin).await?)
+    }
+
+    /// Writes one secret brought in by `import infisical`, recording its Infisical origin.
+    pub(super) async fn import_one(
+        &self,
+        ctx: &RequestContext,
+        tenant: &TenantRef,
+        key: &SecretKey,
+        remote: &RemoteSecret,
+    ) -> Result<i32, ServiceError> {
+        self.ensure_auditable()?;
+        let origin = Origin::Infisical {
+            folder: crate::infisical::tenant_folder(&tenant.slug),
+            secret_id: remote.id.clone(),
+            version: remote.version,
+        };
+        let result = self
+            .write_secret_from(
+                tenant,
+                key,
+                &remote.value,
+                None,
+                SecretChange::Synced,
+                &origin,
+            )
+            .await
+            .map(|(v, _)| v);
+        self.cache.invalidate(tenant.id, key).await;
+        self.not_found.forget(tenant.id, key).await;
+        self.audited(ctx, AuditAction::SecretImport, tenant, Some(key), result)
+    }
+
     /// Re-reads every live tenant that reads Infisical (or one), for `sync infisical`.
     pub async fn synced_tenants(&self) -> Result<Vec<TenantSlug>, ServiceError> {
         let rows = store::sync::importing_tenants(&self.pool).await?;
