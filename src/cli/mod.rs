@@ -1,7 +1,8 @@
 //! The command line: `serve`, `migrate`, `init`, `dev`, `tenant create`, `token create`,
-//! `import infisical`, `infisical-emulator`, `rotate`. A thin layer: each command parses its
+//! `import infisical`, `infisical-emulator`, `rotate`, `archive init`. A thin layer: each command parses its
 //! flags, builds what it needs through `app`, calls the vault's operations, and prints.
 
+pub mod archive;
 pub mod dev;
 pub mod emulator;
 pub mod import;
@@ -55,6 +56,9 @@ pub enum Command {
     Import(import::ImportCmd),
     /// Run the built-in Infisical emulator (for development and tests; in memory).
     InfisicalEmulator(emulator::EmulatorCmd),
+    /// The cold vault (OpenBao archive).
+    #[command(subcommand)]
+    Archive(archive::ArchiveCmd),
 }
 
 #[derive(clap::Args, Debug)]
@@ -80,6 +84,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::InfisicalEmulator(cmd) => emulator::run(cmd).await,
         Command::Tenant(cmd) => tenant::run(cmd).await,
         Command::Token(cmd) => token::run(cmd).await,
+        Command::Archive(cmd) => archive::run(cmd).await,
     }
 }
 

@@ -2,6 +2,7 @@
 //! checks, tenants, tokens, and the secret lookup (cache -> database). Each operation writes
 //! its audit event. Errors are `ServiceError`, which the API maps to HTTP once.
 
+pub mod archive;
 pub mod events;
 pub mod fallback;
 pub mod import;
@@ -183,6 +184,8 @@ pub struct Vault {
     pub(crate) not_found: NotFoundCache,
     /// Event streams (`GET /v1/events`), fed by the change listener.
     pub(crate) events: events::EventHub,
+    /// The cold vault (OpenBao), when configured.
+    pub(crate) archive: Option<Arc<archive::ArchiveState>>,
 }
 
 impl Vault {
@@ -210,6 +213,7 @@ impl Vault {
             fallback: None,
             not_found: NotFoundCache::default(),
             events: events::EventHub::new(events::EventSettings::default()),
+            archive: None,
         }
     }
 
