@@ -44,7 +44,7 @@ pub fn policy_rules(mount: &str) -> String {
     format!(
         "# tenant-vault's cold vault: archived versions under {mount}/tenants/ only.\n\
          path \"{mount}/data/tenants/*\" {{\n  capabilities = [\"create\", \"read\", \"update\"]\n}}\n\
-         path \"{mount}/metadata/tenants/*\" {{\n  capabilities = [\"read\", \"update\", \"delete\", \"list\"]\n}}\n"
+         path \"{mount}/metadata/tenants/*\" {{\n  capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"]\n}}\n"
     )
 }
 

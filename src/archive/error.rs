@@ -46,6 +46,8 @@ pub(crate) fn error_words(body: &[u8]) -> String {
             })
         })
         .unwrap_or_default();
+    // OpenBao's multi-error text ("1 error occurred:\n\t* permission denied") on one line.
+    let words = words.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut words = if words.is_empty() {
         "no error text".to_string()
     } else {

@@ -1,5 +1,5 @@
 //! A local OpenBao server for `dev --archive` and the tests: the real `bao` binary on a free
-//! loopback port, file storage in a directory of its own (so a stop and a start keep the
+//! loopback port, integrated (raft) storage in a directory of its own (so a stop and a start keep the
 //! archive), the file audit device on, initialised once (one key share) and unsealed at every
 //! start. The unseal key and root token stay in `init.json` in that directory (mode 0600):
 //! fine for a dev box, never for production.
@@ -106,11 +106,10 @@ impl LocalBao {
             &conf,
             format!(
                 "ui = false\n\
-                 disable_mlock = true\n\
                  api_addr = \"http://127.0.0.1:{port}\"\n\
                  cluster_addr = \"https://127.0.0.1:{cluster_port}\"\n\
                  listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  cluster_address = \"127.0.0.1:{cluster_port}\"\n  tls_disable = true\n}}\n\
-                 storage \"file\" {{\n  path = \"{}\"\n}}\n\
+                 storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"tenant-vault-dev\"\n}}\n\
                  audit \"file\" \"file\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
                 dir.join("data").display(),
                 audit_log.display()

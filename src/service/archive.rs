@@ -55,15 +55,6 @@ enum StepError {
     Service(#[from] ServiceError),
 }
 
-impl StepError {
-    fn is_unavailable(&self) -> bool {
-        match self {
-            StepError::Archive(e) => e.is_unavailable(),
-            StepError::Service(e) => matches!(e, ServiceError::Unavailable(_)),
-        }
-    }
-}
-
 /// An OpenBao failure as the API answers it (the detail is logged here, once).
 fn archive_failure(err: ArchiveError) -> ServiceError {
     if err.is_unavailable() {
@@ -223,7 +214,7 @@ impl Vault {
                 retain_until: Some(a.retain_until),
             }))
             .collect();
-        out.sort_by(|a, b| b.version.cmp(&a.version));
+        out.sort_by_key(|v| std::cmp::Reverse(v.version));
         Ok(out)
     }
 
@@ -253,7 +244,10 @@ impl Vault {
                 }
             }
         }
-        while purges_done && pass.archived + pass.failed < PASS_LIMIT {
+        // One archiver at a time (the lock lives as long as this transaction).
+        let mut lock = self.pool.begin().await.map_err(StoreError::from)?;
+        let locked = store::archive::try_lock_archiver(&mut lock).await?;
+        while locked && purges_done && pass.archived < PASS_LIMIT {
             if archive.client.breaker_state() == BreakerState::Open {
                 break;
             }
@@ -282,12 +276,12 @@ impl Vault {
                     tracing::warn!(tenant = %row.slug, key = %row.secret_key, version = row.version, error = %e, "archiving a version failed; it stays in PostgreSQL and is retried");
                     store::archive::count_failure(&self.pool, row.secret_id, row.version).await?;
                     pass.failed += 1;
-                    if e.is_unavailable() {
-                        break;
-                    }
+                    // The next pass tries again (this one first, unless it keeps failing).
+                    break;
                 }
             }
         }
+        drop(lock);
         pass.pending = store::archive::pending_count(&self.pool).await?;
         metrics::gauge!("tenant_vault_archive_pending").set(pass.pending as f64);
         Ok(pass)

@@ -10,6 +10,20 @@ use super::versions::KeptVersionRow;
 use super::StoreResult;
 use crate::domain::{ArchiveReason, SecretKey, TenantId};
 
+/// The archiver's lock ("tvarch"): one archiver at a time across replicas, so the versions of
+/// a key reach OpenBao in order and a retried write can be recognised.
+const ARCHIVER_LOCK: i64 = 0x7476_6172_6368_7401;
+
+/// Takes the archiver's lock for the caller's transaction; false if another holds it.
+pub async fn try_lock_archiver(conn: &mut sqlx::PgConnection) -> StoreResult<bool> {
+    Ok(sqlx::query_scalar!(
+        r#"select pg_try_advisory_xact_lock($1) as "locked!""#,
+        ARCHIVER_LOCK
+    )
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
 /// Retention with the archive on: kept versions at or below `version` move to the outbox
 /// instead of being deleted (one statement, so nothing is both or neither).
 pub async fn queue_pruned(
@@ -155,8 +169,8 @@ pub struct PendingRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// The next version to archive, locked until the transaction ends (other replicas skip it).
-/// Fewest attempts first, so one version that keeps failing does not hold up the rest.
+/// The next version to archive, locked until the transaction ends: key by key, in version
+/// order; a version that failed five times goes to the back, so it cannot hold up the rest.
 pub async fn next_pending(db: impl PgExecutor<'_>) -> StoreResult<Option<PendingRow>> {
     Ok(sqlx::query_as!(
         PendingRow,
@@ -165,7 +179,7 @@ pub async fn next_pending(db: impl PgExecutor<'_>) -> StoreResult<Option<Pending
                   o.created_at
            from archive_outbox o join tenants t on t.id = o.company_id
            where t.deleted_at is null
-           order by o.attempts, o.company_id, o.secret_key, o.secret_id, o.version
+           order by o.attempts >= 5, o.company_id, o.secret_key, o.secret_id, o.version
            limit 1
            for update of o skip locked"#
     )
