@@ -643,3 +643,214 @@ async fn metrics_show_infisical_latency_and_its_breaker() {
     );
     assert!(!text.contains("infisical-value"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_init_command_writes_credentials_that_log_in() {
+    use std::os::unix::fs::PermissionsExt;
+    let bao = TestBao::start(Duration::from_secs(3600)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("root-token");
+    std::fs::write(&token_file, bao.bao.root_token.expose()).unwrap();
+    let (role_file, secret_file) = (dir.path().join("role-id"), dir.path().join("secret-id"));
+    let url = bao.bao.url();
+    let args = [
+        "archive",
+        "init",
+        "--addr",
+        url.as_str(),
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--mount",
+        "cold",
+        "--role-id-file",
+        role_file.to_str().unwrap(),
+        "--secret-id-file",
+        secret_file.to_str().unwrap(),
+    ];
+    let (ok, out, err) = common::run_binary(&args, &[]);
+    assert!(ok, "{err}");
+    assert!(err.contains("KV v2 mount cold (created)"), "{err}");
+    for f in [&role_file, &secret_file] {
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+    let secret_id = std::fs::read_to_string(&secret_file).unwrap();
+    assert!(!out.contains(&secret_id) && !err.contains(&secret_id));
+    // The files are what serve reads with the _FILE settings; they log in.
+    let client = tenant_vault::app::archive_client(&ArchiveArgs {
+        archive_addr: Some(url.clone()),
+        archive_mount: "cold".into(),
+        archive_role_id_file: Some(role_file.clone()),
+        archive_secret_id_file: Some(secret_file.clone()),
+        ..Default::default()
+    })
+    .unwrap()
+    .unwrap();
+    let info = client.token_info().await.unwrap();
+    assert!(info.policies.iter().any(|p| p == "tenant-vault-archive"));
+    let (_, mounts) = bao.root(RMethod::GET, "sys/mounts").await;
+    assert_eq!(
+        mounts["data"]["cold/"]["options"]["version"], "2",
+        "{mounts}"
+    );
+
+    // Again: the mount is reused; printed credentials this time.
+    let (ok, out, err) = common::run_binary(
+        &[
+            "archive",
+            "init",
+            "--addr",
+            &url,
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--mount",
+            "cold",
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("(already there)"), "{err}");
+    assert!(
+        out.contains("TENANT_VAULT_ARCHIVE_ROLE_ID=")
+            && out.contains("TENANT_VAULT_ARCHIVE_SECRET_ID=")
+    );
+
+    // Bad input: no token, a wrong token, a bad mount name, a mount of another kind.
+    let (ok, _, err) = common::run_binary(&["archive", "init", "--addr", &url], &[]);
+    assert!(!ok && err.contains("BAO_TOKEN"), "{err}");
+    let (ok, _, err) = common::run_binary(
+        &["archive", "init", "--addr", &url],
+        &[("BAO_TOKEN", "s.not-a-real-token-do-not-print")],
+    );
+    assert!(!ok && err.contains("permission denied"), "{err}");
+    assert!(!err.contains("not-a-real-token-do-not-print"));
+    let (ok, _, err) = common::run_binary(
+        &[
+            "archive",
+            "init",
+            "--addr",
+            &url,
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--mount",
+            "../sys",
+        ],
+        &[],
+    );
+    assert!(!ok && err.contains("mount"), "{err}");
+    let (ok, _, err) = common::run_binary(
+        &[
+            "archive",
+            "init",
+            "--addr",
+            &url,
+            "--token-file",
+            token_file.to_str().unwrap(),
+            "--mount",
+            "sys",
+        ],
+        &[],
+    );
+    assert!(!ok && err.contains("not KV version 2"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_archive_runs_openbao_and_archives() {
+    let (_pool, db_url) = common::fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tenant-vault"))
+        .args(["dev", "--archive", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("DATABASE_URL", &db_url)
+        .env_remove("INFISICAL_SITE_URL")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let _kill = Kill(child.id());
+    let env_file = dir.path().join("dev.env");
+    eventually("dev --archive writes dev.env", || async {
+        env_file.exists()
+    })
+    .await;
+    let env: std::collections::HashMap<String, String> = std::fs::read_to_string(&env_file)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let bao_addr = env["TENANT_VAULT_ARCHIVE_ADDR"].clone();
+    assert_eq!(env["TENANT_VAULT_ARCHIVE_MOUNT"], MOUNT);
+    assert!(!env["TENANT_VAULT_ARCHIVE_SECRET_ID"].is_empty());
+    let (addr, admin) = (&env["TENANT_VAULT_ADDR"], &env["TENANT_VAULT_ADMIN_TOKEN"]);
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{addr}/v1/admin/tenants"))
+        .bearer_auth(admin)
+        .json(&json!({"slug": "acme", "name": "Acme"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = http
+        .post(format!("{addr}/v1/admin/tenants/acme/tokens"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = v["token"].as_str().unwrap().to_string();
+    for n in 1..=11 {
+        let r = http
+            .put(format!("{addr}/v1/tenants/acme/secrets/K"))
+            .bearer_auth(&token)
+            .json(&json!({"value": value(n)}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // The server's own worker archives version 1 (woken by the write).
+    let url = format!("{addr}/v1/tenants/acme/secrets/K?version=1");
+    eventually("version 1 is read from the archive", || async {
+        let r = http.get(&url).bearer_auth(&token).send().await.unwrap();
+        r.headers()
+            .get("x-secret-source")
+            .and_then(|v| v.to_str().ok())
+            == Some("archive")
+    })
+    .await;
+    let r = http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["value"],
+        value(1)
+    );
+    let audit = std::fs::read_to_string(dir.path().join("openbao/audit.log")).unwrap();
+    assert!(audit.contains(&format!("{MOUNT}/data/tenants/acme/K")));
+
+    // Ctrl-C stops tenant-vault and OpenBao.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dev did not stop on SIGINT"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}");
+    let down = http.get(format!("{bao_addr}/v1/sys/health")).send().await;
+    assert!(down.is_err(), "OpenBao still answers after dev stopped");
+}
