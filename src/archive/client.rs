@@ -682,6 +682,49 @@ mod tests {
     }
 
     #[test]
+    fn tokens_renew_at_two_thirds_and_expire_a_second_early() {
+        let t = Token {
+            value: SecretValue::new("t".into()),
+            obtained: Instant::now(),
+            ttl: Duration::from_secs(30),
+            login_ttl: Duration::from_secs(30),
+            renewable: true,
+        };
+        let at = |s| t.obtained + Duration::from_secs(s);
+        assert!(!t.renew_due(at(19)) && t.renew_due(at(20)));
+        assert!(!t.expired(at(28)) && t.expired(at(29)));
+    }
+
+    #[test]
+    fn auth_answers_are_parsed() {
+        let t = parse_auth(
+            &json!({"auth": {"client_token": "s.x", "lease_duration": 120, "renewable": true}}),
+        )
+        .unwrap();
+        assert_eq!((t.ttl, t.renewable), (Duration::from_secs(120), true));
+        let t = parse_auth(&json!({"auth": {"client_token": "s.x", "lease_duration": 0}})).unwrap();
+        assert_eq!(
+            t.ttl,
+            Duration::from_secs(3600),
+            "no expiry: check back hourly"
+        );
+        assert!(parse_auth(&json!({"auth": null})).is_err());
+        assert!(parse_auth(&json!({"auth": {"client_token": ""}})).is_err());
+    }
+
+    #[test]
+    fn error_words_are_one_short_line() {
+        let body = serde_json::to_vec(
+            &json!({"errors": ["1 error occurred:\n\t* permission denied\n\n"]}),
+        )
+        .unwrap();
+        assert_eq!(error_words(&body), "1 error occurred: * permission denied");
+        assert_eq!(error_words(b"not json"), "no error text");
+        let long = format!(r#"{{"errors":["{}"]}}"#, "é".repeat(400));
+        assert!(error_words(long.as_bytes()).len() <= 304);
+    }
+
+    #[test]
     fn secret_id_is_not_in_debug() {
         let cfg = ArchiveConfig::new(
             "http://127.0.0.1:1",

@@ -226,6 +226,14 @@ impl Vault {
         let Some(archive) = self.archive.clone() else {
             return Ok(pass);
         };
+        // One archiver at a time across replicas (the lock lives as long as this
+        // transaction): a key's versions reach OpenBao in order, and a purge cannot race the
+        // archiving of a reused slug.
+        let mut lock = self.pool.begin().await.map_err(StoreError::from)?;
+        if !store::archive::try_lock_archiver(&mut lock).await? {
+            pass.pending = store::archive::pending_count(&self.pool).await?;
+            return Ok(pass);
+        }
         // A slug can be reused after a delete: its old archive goes before new versions land.
         let mut purges_done = true;
         for purge in store::archive::purges(&self.pool).await? {
@@ -244,10 +252,7 @@ impl Vault {
                 }
             }
         }
-        // One archiver at a time (the lock lives as long as this transaction).
-        let mut lock = self.pool.begin().await.map_err(StoreError::from)?;
-        let locked = store::archive::try_lock_archiver(&mut lock).await?;
-        while locked && purges_done && pass.archived < PASS_LIMIT {
+        while purges_done && pass.archived < PASS_LIMIT {
             if archive.client.breaker_state() == BreakerState::Open {
                 break;
             }
