@@ -456,6 +456,19 @@ async fn approle_login_token_renewal_and_a_policy_limited_to_the_mount() {
     assert!(renewed.last_renewal_time.is_some(), "{renewed:?}");
     assert_eq!(client.auth_counts(), (1, 1));
 
+    // A token revoked behind its back: the next call is refused, logs in again, succeeds.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/auth/token/revoke-accessor", bao.bao.url()))
+        .header("X-Vault-Token", bao.bao.root_token.expose())
+        .json(&json!({"accessor": renewed.accessor}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let again = client.token_info().await.unwrap();
+    assert_ne!(again.accessor, renewed.accessor);
+    assert_eq!(client.auth_counts(), (2, 1));
+
     // What the role's token may and may not do: only <mount>/{data,metadata}/tenants/*.
     let http = reqwest::Client::new();
     let login: serde_json::Value = http
