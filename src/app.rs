@@ -11,11 +11,14 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, HttpSettings};
+use crate::archive::{ArchiveClient, ArchiveConfig};
 use crate::audit;
 use crate::cache::SecretCache;
 use crate::config::{
-    DatabaseArgs, HttpArgs, InfisicalArgs, KeyArgs, MasterKeySourceKind, ServiceArgs, TlsArgs,
+    ArchiveArgs, DatabaseArgs, HttpArgs, InfisicalArgs, KeyArgs, MasterKeySourceKind, ServiceArgs,
+    TlsArgs,
 };
+use crate::crypto::SecretValue;
 use crate::infisical::{InfisicalClient, InfisicalConfig};
 use crate::keys::master;
 pub use crate::keys::master::Initialised;
@@ -54,6 +57,8 @@ pub struct Parts {
     pub fallback: Option<Arc<dyn SecretFallback>>,
     /// Infisical sync (webhook, re-check, mode).
     pub sync: SyncSettings,
+    /// The cold vault (OpenBao), when configured.
+    pub archive: Option<ArchiveClient>,
 }
 
 impl Parts {
@@ -62,7 +67,14 @@ impl Parts {
             source,
             fallback: None,
             sync: SyncSettings::default(),
+            archive: None,
         }
+    }
+
+    /// Adds the archive (see `archive_client`).
+    pub fn with_archive(mut self, archive: Option<ArchiveClient>) -> Self {
+        self.archive = archive;
+        self
     }
 }
 
@@ -97,6 +109,10 @@ impl App {
         vault.set_sync_settings(parts.sync);
         if let Some(fallback) = parts.fallback {
             vault.set_fallback(fallback, Duration::from_secs(service.not_found_cache_secs));
+        }
+        if let Some(archive) = parts.archive {
+            tracing::info!(mount = archive.mount(), "cold vault: OpenBao archive on");
+            vault.set_archive(archive);
         }
         Ok(app)
     }
@@ -168,6 +184,9 @@ impl App {
             crate::service::sync::spawn_rechecker(self.vault.clone()),
         ];
         self.background.0.extend(sync.into_iter().flatten());
+        if let Some(worker) = crate::service::archive::spawn_archive_worker(self.vault.clone()) {
+            self.background.0.push(worker);
+        }
     }
 
     /// Serves HTTP (HTTPS with `tls`) on `listener` until `shutdown` resolves, then drains
@@ -266,6 +285,7 @@ pub struct ServeSettings {
     pub infisical: InfisicalArgs,
     pub service: ServiceArgs,
     pub tls: TlsArgs,
+    pub archive: ArchiveArgs,
     /// Apply pending migrations at start-up.
     pub migrate: bool,
 }
@@ -281,10 +301,12 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         infisical,
         service,
         tls,
+        archive,
         migrate,
     } = settings;
     // Settings errors are permanent: report them before listening.
     parts(&keys, &infisical)?;
+    let archive = archive_client(&archive)?;
     let tls = server_tls(&tls, http.listen)?;
     let pool = store::connect_lazy(db.database_url.expose(), db.db_max_connections)
         .context("invalid DATABASE_URL")?;
@@ -313,7 +335,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         if migrate {
             self::migrate(&pool).await?;
         }
-        let parts = parts(&keys, &infisical)?;
+        let parts = parts(&keys, &infisical)?.with_archive(archive.clone());
         App::build_with(pool.clone(), parts, &keys.data_dir, &service).await
     });
     let built = tokio::select! {
@@ -539,7 +561,57 @@ pub fn parts(keys: &KeyArgs, infisical: &InfisicalArgs) -> anyhow::Result<Parts>
         source,
         fallback,
         sync: infisical.sync.settings(),
+        archive: None,
     })
+}
+
+/// The archive's OpenBao client when TENANT_VAULT_ARCHIVE_ADDR is set; a clear error if the
+/// settings are half there (no role id, no secret id, both a value and a file, unreadable
+/// files). Never logs in here: an unreachable OpenBao only delays archiving.
+pub fn archive_client(args: &ArchiveArgs) -> anyhow::Result<Option<ArchiveClient>> {
+    let Some(addr) = args
+        .archive_addr
+        .as_deref()
+        .filter(|a| !a.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let read = |value: Option<String>, file: &Option<std::path::PathBuf>, name: &str| {
+        match (value, file) {
+            (Some(_), Some(_)) => anyhow::bail!("set {name} or {name}_FILE, not both"),
+            (Some(v), None) => Ok(v),
+            (None, Some(path)) => Ok(std::fs::read_to_string(path)
+                .with_context(|| format!("{name}_FILE: cannot read {}", path.display()))?
+                .trim()
+                .to_string()),
+            (None, None) => anyhow::bail!(
+                "TENANT_VAULT_ARCHIVE_ADDR is set but {name} (or {name}_FILE) is not;                  `tenant-vault archive init` creates them"
+            ),
+        }
+    };
+    let role_id = read(
+        args.archive_role_id.clone(),
+        &args.archive_role_id_file,
+        "TENANT_VAULT_ARCHIVE_ROLE_ID",
+    )?;
+    let secret_id = SecretValue::new(read(
+        args.archive_secret_id
+            .as_ref()
+            .map(|s| s.expose().to_string()),
+        &args.archive_secret_id_file,
+        "TENANT_VAULT_ARCHIVE_SECRET_ID",
+    )?);
+    let mut config = ArchiveConfig::new(addr, &args.archive_mount, &role_id, secret_id);
+    if let Some(ca) = &args.archive_cacert {
+        config.ca_cert_pem = Some(std::fs::read(ca).with_context(|| {
+            format!("TENANT_VAULT_ARCHIVE_CACERT: cannot read {}", ca.display())
+        })?);
+    }
+    config.retention = Duration::from_secs(u64::from(args.archive_retention_days) * 86_400);
+    config.request_timeout = Duration::from_millis(args.archive_timeout_ms);
+    Ok(Some(
+        ArchiveClient::new(config).context("invalid archive settings")?,
+    ))
 }
 
 /// Resolves on SIGINT or SIGTERM.

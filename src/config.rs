@@ -339,3 +339,74 @@ pub struct TlsArgs {
     #[arg(long, env = "TENANT_VAULT_INSECURE_NO_TLS")]
     pub insecure_no_tls: bool,
 }
+
+/// The cold vault: OpenBao KV v2 for versions out of retention and deleted secrets (see the
+/// README, "The cold vault"). Off unless TENANT_VAULT_ARCHIVE_ADDR is set.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ArchiveArgs {
+    /// OpenBao address, e.g. https://openbao.internal:8200. Unset: no archive (pruned
+    /// versions and deleted secrets are gone from the database for good).
+    #[arg(long, env = "TENANT_VAULT_ARCHIVE_ADDR", value_name = "URL")]
+    pub archive_addr: Option<String>,
+
+    /// The KV version 2 mount the archive writes under (`<mount>/tenants/{slug}/{key}`).
+    #[arg(
+        long,
+        env = "TENANT_VAULT_ARCHIVE_MOUNT",
+        default_value = "tenant-vault-archive",
+        value_name = "PATH"
+    )]
+    pub archive_mount: String,
+
+    /// AppRole role id (from `tenant-vault archive init`).
+    #[arg(long, env = "TENANT_VAULT_ARCHIVE_ROLE_ID", value_name = "ID")]
+    pub archive_role_id: Option<String>,
+
+    /// File holding the AppRole role id (instead of --archive-role-id).
+    #[arg(long, env = "TENANT_VAULT_ARCHIVE_ROLE_ID_FILE", value_name = "FILE")]
+    pub archive_role_id_file: Option<PathBuf>,
+
+    /// AppRole secret id. Prefer --archive-secret-id-file or the environment variable: a
+    /// flag shows in `ps`.
+    #[arg(
+        long,
+        env = "TENANT_VAULT_ARCHIVE_SECRET_ID",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub archive_secret_id: Option<SecretValue>,
+
+    /// File holding the AppRole secret id.
+    #[arg(long, env = "TENANT_VAULT_ARCHIVE_SECRET_ID_FILE", value_name = "FILE")]
+    pub archive_secret_id_file: Option<PathBuf>,
+
+    /// PEM CA certificate(s) to trust for an https:// archive address.
+    #[arg(long, env = "TENANT_VAULT_ARCHIVE_CACERT", value_name = "PEM")]
+    pub archive_cacert: Option<PathBuf>,
+
+    /// Days the archive keeps a version (KV v2 `delete_version_after`); default 5 years.
+    #[arg(long, env = "TENANT_VAULT_ARCHIVE_RETENTION_DAYS", default_value_t = 1825,
+          value_parser = clap::value_parser!(u32).range(1..=36_500), value_name = "DAYS")]
+    pub archive_retention_days: u32,
+
+    /// Milliseconds one OpenBao request may take.
+    #[arg(long, env = "TENANT_VAULT_ARCHIVE_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000), value_name = "MS")]
+    pub archive_timeout_ms: u64,
+}
+
+impl Default for ArchiveArgs {
+    fn default() -> Self {
+        Self {
+            archive_addr: None,
+            archive_mount: "tenant-vault-archive".into(),
+            archive_role_id: None,
+            archive_role_id_file: None,
+            archive_secret_id: None,
+            archive_secret_id_file: None,
+            archive_cacert: None,
+            archive_retention_days: 1825,
+            archive_timeout_ms: 5000,
+        }
+    }
+}

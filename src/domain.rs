@@ -121,6 +121,8 @@ pub enum SecretSource {
     /// A cached value past its TTL, served because PostgreSQL (and Infisical) could not
     /// be reached (bounded by `TENANT_VAULT_MAX_STALE_SECS`).
     Stale,
+    /// The cold vault (OpenBao), for a version no longer kept in PostgreSQL.
+    Archive,
 }
 
 impl SecretSource {
@@ -130,6 +132,28 @@ impl SecretSource {
             SecretSource::Database => "database",
             SecretSource::Infisical => "infisical",
             SecretSource::Stale => "stale",
+            SecretSource::Archive => "archive",
+        }
+    }
+}
+
+/// Why a version went to the archive (`archive_outbox.reason`, `archived_versions.reason`,
+/// and the archive entry's metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum ArchiveReason {
+    /// It fell out of the versions kept in PostgreSQL.
+    Retention,
+    /// Its secret was deleted.
+    Deleted,
+}
+
+impl ArchiveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArchiveReason::Retention => "retention",
+            ArchiveReason::Deleted => "deleted",
         }
     }
 }

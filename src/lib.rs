@@ -7,7 +7,8 @@
 //!  -> app                                 composition root, the one place that serves
 //!   -> api                                HTTP routes
 //!    -> service                           the vault's operations
-//!     -> keys, cache, infisical, audit    key rings, caches, Infisical client, audit trail
+//!     -> keys, cache, infisical, archive, audit
+//!                                         key rings, caches, Infisical and OpenBao clients, audit
 //!      -> store                           SQL
 //!       -> crypto, domain                 pure
 //! ```
@@ -20,8 +21,12 @@
 pub mod api;
 /// Composition root: builds the vault from settings and serves it.
 pub mod app;
+/// The cold vault: versions out of retention and deleted secrets archived to OpenBao KV v2.
+pub mod archive;
 /// Append-only, hash-chained audit trail written in batches off the request path.
 pub mod audit;
+/// A circuit breaker for remote dependencies (a leaf, like `domain`).
+pub mod breaker;
 /// The in-memory secret cache (moka): bounded, TTL, single-flight loads.
 pub mod cache;
 /// The command line: one module per command under `cli/`, including `tenant-vault dev`.

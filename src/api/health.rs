@@ -22,6 +22,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
         metrics::gauge!("tenant_vault_cache_entries").set(vault.cache_entries() as f64);
         metrics::gauge!("tenant_vault_audit_failing")
             .set(f64::from(u8::from(vault.audit().is_failing())));
+        // The breaker publishes its changes; this covers a client made before the recorder.
+        if let Some(archive) = vault.archive_client() {
+            metrics::gauge!("tenant_vault_breaker_state", "dependency" => "archive")
+                .set(archive.breaker_state().gauge());
+        }
     }
     (
         [(

@@ -81,7 +81,10 @@ pub async fn read_version(
     }))
     .into_response();
     let headers = response.headers_mut();
-    headers.insert("x-secret-source", HeaderValue::from_static("database"));
+    headers.insert(
+        "x-secret-source",
+        HeaderValue::from_static(secret.loaded_from.as_str()),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }

@@ -51,6 +51,12 @@ pub struct DevArgs {
     /// created on first use); dev.env then says TENANT_VAULT_CACERT=<that file>.
     #[arg(long, env = "TENANT_VAULT_DEV_TLS")]
     pub tls: bool,
+
+    /// Also run a local OpenBao (the `bao` binary; scripts/install-deps installs it) as the
+    /// cold vault, kept in the data dir's `openbao/` with its audit log there; dev.env then
+    /// carries the TENANT_VAULT_ARCHIVE_* settings.
+    #[arg(long, env = "TENANT_VAULT_DEV_ARCHIVE")]
+    pub archive: bool,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -136,7 +142,12 @@ async fn run_with_database(
         master_key: None,
         data_dir: data_dir.to_path_buf(),
     };
-    let parts = app::parts(&keys, &infisical.args)?;
+    let mut archive = match args.archive {
+        true => Some(start_archive(data_dir).await?),
+        false => None,
+    };
+    let parts = app::parts(&keys, &infisical.args)?
+        .with_archive(archive.as_ref().map(|a| a.client.clone()));
     // First run: create the master key in Infisical, like `tenant-vault init`.
     let initialised = app::initialise_master_key(&pool, &parts, &infisical.args, None).await?;
     if !matches!(initialised, Initialised::Already { .. }) {
@@ -178,6 +189,9 @@ async fn run_with_database(
     let mut vars = vec![("TENANT_VAULT_ADDR", addr.as_str())];
     if let Some(ca) = &cacert {
         vars.push(("TENANT_VAULT_CACERT", ca.as_str()));
+    }
+    if let Some(a) = &archive {
+        vars.extend(a.env.iter().map(|(k, v)| (*k, v.as_str())));
     }
     write_env_file(
         &env_path,
@@ -226,7 +240,62 @@ async fn run_with_database(
     let tls = tls.map(|(tls, _)| tls);
     let result = app.serve(listener, http, tls, app::shutdown_signal()).await;
     infisical.stop().await;
+    if let Some(a) = archive.as_mut() {
+        eprintln!("stopping OpenBao");
+        a.bao.stop().await;
+    }
     result
+}
+
+/// `dev --archive`: the local OpenBao, set up like `tenant-vault archive init` would.
+struct DevArchive {
+    bao: crate::archive::server::LocalBao,
+    client: crate::archive::ArchiveClient,
+    env: Vec<(&'static str, String)>,
+}
+
+async fn start_archive(data_dir: &Path) -> anyhow::Result<DevArchive> {
+    use crate::archive::{admin, server, ArchiveClient, ArchiveConfig};
+    let bin = server::locate().map_err(anyhow::Error::msg)?;
+    let bao = server::LocalBao::start(&bin, &data_dir.join("openbao"), None)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let mount = "tenant-vault-archive";
+    let outcome = admin::init(&admin::InitRequest {
+        addr: bao.url(),
+        token: bao.root_token.clone(),
+        ca_cert_pem: None,
+        mount: mount.into(),
+        policy: mount.into(),
+        role: mount.into(),
+        retention: Duration::from_secs(1825 * 86_400),
+        token_ttl: Duration::from_secs(3600),
+        token_max_ttl: Duration::from_secs(86_400),
+    })
+    .await
+    .context("setting up the dev archive in OpenBao")?;
+    let client = ArchiveClient::new(ArchiveConfig::new(
+        &bao.url(),
+        mount,
+        &outcome.role_id,
+        outcome.secret_id.clone(),
+    ))?;
+    eprintln!(
+        "started OpenBao at {} (cold vault; audit log {})",
+        bao.url(),
+        bao.audit_log.display()
+    );
+    let env = vec![
+        ("TENANT_VAULT_ARCHIVE_ADDR", bao.url()),
+        ("TENANT_VAULT_ARCHIVE_MOUNT", mount.to_string()),
+        ("TENANT_VAULT_ARCHIVE_ROLE_ID", outcome.role_id.clone()),
+        (
+            "TENANT_VAULT_ARCHIVE_SECRET_ID",
+            outcome.secret_id.expose().to_string(),
+        ),
+        ("BAO_ADDR", bao.url()),
+    ];
+    Ok(DevArchive { bao, client, env })
 }
 
 /// `dev --tls`: the data dir's local CA (created on first use) and a fresh server

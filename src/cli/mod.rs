@@ -1,7 +1,8 @@
 //! The command line: `serve`, `migrate`, `init`, `dev`, `tenant create`, `token create`,
-//! `import infisical`, `infisical-emulator`, `rotate`. A thin layer: each command parses its
+//! `import infisical`, `infisical-emulator`, `rotate`, `archive init`. A thin layer: each command parses its
 //! flags, builds what it needs through `app`, calls the vault's operations, and prints.
 
+pub mod archive;
 pub mod dev;
 pub mod emulator;
 pub mod import;
@@ -32,6 +33,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest command's settings does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the HTTP API (production).
@@ -59,6 +62,9 @@ pub enum Command {
     Sync(sync::SyncCmd),
     /// Run the built-in Infisical emulator (for development and tests; in memory).
     InfisicalEmulator(emulator::EmulatorCmd),
+    /// The cold vault (OpenBao archive).
+    #[command(subcommand)]
+    Archive(archive::ArchiveCmd),
 }
 
 #[derive(clap::Args, Debug)]
@@ -85,6 +91,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::InfisicalEmulator(cmd) => emulator::run(cmd).await,
         Command::Tenant(cmd) => tenant::run(cmd).await,
         Command::Token(cmd) => token::run(cmd).await,
+        Command::Archive(cmd) => archive::run(cmd).await,
     }
 }
 

@@ -1,7 +1,9 @@
 //! `tenant-vault serve`: the production server (see `app::serve`).
 
 use crate::app::{self, ServeSettings};
-use crate::config::{DatabaseArgs, HttpArgs, InfisicalArgs, KeyArgs, ServiceArgs, TlsArgs};
+use crate::config::{
+    ArchiveArgs, DatabaseArgs, HttpArgs, InfisicalArgs, KeyArgs, ServiceArgs, TlsArgs,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeCmd {
@@ -17,6 +19,8 @@ pub struct ServeCmd {
     pub service: ServiceArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub archive: ArchiveArgs,
     /// Do not apply pending migrations at start-up.
     #[arg(long, env = "TENANT_VAULT_SKIP_MIGRATIONS")]
     pub skip_migrations: bool,
@@ -30,6 +34,7 @@ pub async fn run(cmd: ServeCmd) -> anyhow::Result<()> {
         infisical: cmd.infisical,
         service: cmd.service,
         tls: cmd.tls,
+        archive: cmd.archive,
         migrate: !cmd.skip_migrations,
     })
     .await

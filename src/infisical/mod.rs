@@ -13,13 +13,12 @@
 //!   for latency, 5xx, 429, outages and token expiry. See `docs/infisical-emulator.md`.
 //! - [`paths`]: the allow-lists that keep a tenant inside `/tenants/{slug}`.
 
-mod breaker;
 pub mod client;
 pub mod emulator;
 pub mod paths;
 pub mod webhook;
 
-pub use breaker::BreakerState;
+pub use crate::breaker::BreakerState;
 pub use client::{ConfigError, Folder, InfisicalClient, InfisicalConfig, InfisicalError, Secret};
 pub use emulator::{Emulator, EmulatorConfig, EmulatorError, EmulatorHandle, Faults, Seed};
 pub use paths::{tenant_folder, validate_folder_path, validate_secret_name};

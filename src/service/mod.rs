@@ -2,6 +2,7 @@
 //! checks, tenants, tokens, and the secret lookup (cache -> database). Each operation writes
 //! its audit event. Errors are `ServiceError`, which the API maps to HTTP once.
 
+pub mod archive;
 pub mod events;
 pub mod fallback;
 pub mod import;
@@ -193,6 +194,8 @@ pub struct Vault {
     /// Infisical sync settings and the webhook re-read queue (`sync.rs`).
     pub(crate) sync_settings: sync::SyncSettings,
     pub(crate) sync_queue: sync::SyncQueue,
+    /// The cold vault (OpenBao), when configured.
+    pub(crate) archive: Option<Arc<archive::ArchiveState>>,
 }
 
 impl Vault {
@@ -222,6 +225,7 @@ impl Vault {
             events: events::EventHub::new(events::EventSettings::default()),
             sync_settings: sync::SyncSettings::default(),
             sync_queue: sync::SyncQueue::default(),
+            archive: None,
         }
     }
 

@@ -114,6 +114,7 @@ impl Vault {
             Err(ServiceError::Unavailable(_)) => AuditOutcome::Unavailable,
             Err(_) => AuditOutcome::Error,
         };
+        rotation_metric("master_key", false, outcome);
         self.audit
             .record(self.event(ctx, AuditAction::MasterKeyRotate, outcome));
         result
@@ -141,15 +142,13 @@ impl Vault {
         .await
         .map_err(ServiceError::from)
         .and_then(|r| r.ok_or_else(|| ServiceError::internal(RotationSkipped)));
-        let mut e = self.event(
-            ctx,
-            AuditAction::DataKeyRotate,
-            if result.is_ok() {
-                AuditOutcome::Success
-            } else {
-                AuditOutcome::Error
-            },
-        );
+        let outcome = if result.is_ok() {
+            AuditOutcome::Success
+        } else {
+            AuditOutcome::Error
+        };
+        rotation_metric("data_key", false, outcome);
+        let mut e = self.event(ctx, AuditAction::DataKeyRotate, outcome);
         e.tenant_id = Some(tenant.id);
         e.tenant_slug = Some(tenant.slug.clone());
         self.audit.record(e);
@@ -180,6 +179,7 @@ impl Vault {
         .await?;
         if let Some(r) = rotated {
             tracing::info!(tenant = %tenant.0, previous_version = r.previous_version, version = r.version, "data key reached its encryption ceiling and was rotated");
+            rotation_metric("data_key", true, AuditOutcome::Success);
             let mut e = self.event(
                 &RequestContext::default(),
                 AuditAction::DataKeyRotate,
@@ -191,4 +191,15 @@ impl Vault {
         }
         Ok(())
     }
+}
+
+/// `tenant_vault_key_rotations_total`: rotation events by kind, trigger and outcome.
+fn rotation_metric(kind: &'static str, automatic: bool, outcome: AuditOutcome) {
+    metrics::counter!(
+        "tenant_vault_key_rotations_total",
+        "kind" => kind,
+        "automatic" => if automatic { "true" } else { "false" },
+        "outcome" => outcome.as_str()
+    )
+    .increment(1);
 }

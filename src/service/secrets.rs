@@ -316,7 +316,7 @@ impl Vault {
                     store::secrets::archive_current(&mut *tx, row.id).await?;
                     let at = store::secrets::update(&mut *tx, new).await?;
                     let keep_after = version - self.limits.version_retention;
-                    store::versions::prune(&mut *tx, row.id, keep_after).await?;
+                    self.prune_versions(&mut tx, row.id, keep_after).await?;
                     at
                 }
             };
@@ -324,6 +324,7 @@ impl Vault {
             self.notify_secret(&mut tx, tenant, key, change, Some(version))
                 .await?;
             tx.commit().await.map_err(StoreError::from)?;
+            self.wake_archiver();
             if exhausted {
                 // This was its last encryption; the next write gets a new key.
                 if let Err(e) = self.retire_exhausted_data_key(tenant.id, data_key.id).await {
@@ -347,12 +348,14 @@ impl Vault {
         let result = async {
             let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
             self.leave_tombstone(&mut tx, tenant, key).await?;
+            self.archive_before_delete(&mut tx, tenant.id, key).await?;
             let version = store::secrets::delete(&mut *tx, tenant.id, key)
                 .await?
                 .ok_or(ServiceError::SecretNotFound)?;
             self.notify_secret(&mut tx, tenant, key, SecretChange::Deleted, None)
                 .await?;
             tx.commit().await.map_err(StoreError::from)?;
+            self.wake_archiver();
             Ok(version)
         }
         .await;

@@ -534,23 +534,26 @@ impl Vault {
         version: i32,
     ) -> Result<bool, ServiceError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        // Archive, then delete (the cold vault keeps what Infisical deleted); if the row moved
+        // on meanwhile, the rollback on drop also takes the archive entry back.
+        self.archive_before_delete(&mut tx, tenant.id, key).await?;
         let removed = store::sync::delete_if_synced(&mut *tx, tenant.id, key, version).await?;
-        if removed {
-            self.notify_secret(&mut tx, tenant, key, SecretChange::Deleted, None)
-                .await?;
+        if !removed {
+            return Ok(false);
         }
+        self.notify_secret(&mut tx, tenant, key, SecretChange::Deleted, None)
+            .await?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.wake_archiver();
         self.cache.invalidate(tenant.id, key).await;
-        if removed {
-            self.sync_event(
-                ctx,
-                AuditAction::SecretSync,
-                AuditOutcome::Deleted,
-                tenant,
-                Some(key),
-            );
-        }
-        Ok(removed)
+        self.sync_event(
+            ctx,
+            AuditAction::SecretSync,
+            AuditOutcome::Deleted,
+            tenant,
+            Some(key),
+        );
+        Ok(true)
     }
 
     /// Records that a stored secret equals Infisical's `remote` (origin, id, version).

@@ -89,6 +89,8 @@ impl Vault {
         let tenant = TenantId(row.id);
         let ids = store::data_keys::destroy_for_tenant(&mut *tx, tenant).await?;
         store::tokens::revoke_for_tenant(&mut *tx, tenant).await?;
+        self.archive_forget_tenant(&mut tx, tenant, &row.slug)
+            .await?;
         if !store::tenants::mark_deleted(&mut *tx, tenant).await? {
             return Err(ServiceError::TenantNotFound);
         }
@@ -96,6 +98,7 @@ impl Vault {
             .await?;
         tx.commit().await.map_err(StoreError::from)?;
 
+        self.wake_archiver();
         self.data_keys.forget(tenant, &ids).await;
         self.cache.invalidate_tenant(tenant);
         self.tokens.forget_tenant(tenant);

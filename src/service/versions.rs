@@ -19,6 +19,11 @@ pub struct VersionInfo {
     /// When this version was written.
     pub created_at: DateTime<Utc>,
     pub current: bool,
+    /// Moved to the cold vault (OpenBao); read with `?version=N` like any other.
+    pub archived: bool,
+    /// Until when the archive keeps it (archived versions only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retain_until: Option<DateTime<Utc>>,
 }
 
 impl Vault {
@@ -38,6 +43,8 @@ impl Vault {
                 version: current.version,
                 created_at: current.updated_at,
                 current: true,
+                archived: false,
+                retain_until: None,
             }];
             out.extend(
                 store::versions::list(&self.pool, tenant.id, key)
@@ -48,15 +55,19 @@ impl Vault {
                         version: v.version,
                         created_at: v.created_at,
                         current: false,
+                        archived: false,
+                        retain_until: None,
                     }),
             );
+            out.extend(self.archived_version_infos(current.id).await?);
             Ok(out)
         }
         .await;
         self.audited(ctx, AuditAction::SecretVersions, tenant, Some(key), result)
     }
 
-    /// One version of a secret, current or kept. Not cached.
+    /// One version of a secret: current, kept, or (with the archive) from OpenBao, audited
+    /// as `secret.archive_read`. Not cached.
     pub async fn get_secret_version(
         &self,
         ctx: &RequestContext,
@@ -65,14 +76,25 @@ impl Vault {
         version: i32,
     ) -> Result<Arc<CachedSecret>, ServiceError> {
         self.ensure_auditable()?;
-        let result = self.load_version(tenant.id, key, version).await;
-        self.audited(
-            ctx,
-            AuditAction::SecretReadVersion,
-            tenant,
-            Some(key),
-            result,
-        )
+        let (result, action) = self.load_any_version(tenant, key, version).await;
+        self.audited(ctx, action, tenant, Some(key), result)
+    }
+
+    /// PostgreSQL first; a version no longer there comes from the archive. The audit action
+    /// says which was asked.
+    async fn load_any_version(
+        &self,
+        tenant: &TenantRef,
+        key: &SecretKey,
+        version: i32,
+    ) -> (Result<Arc<CachedSecret>, ServiceError>, AuditAction) {
+        match self.load_version(tenant.id, key, version).await {
+            Err(ServiceError::VersionNotFound(_)) if self.archive.is_some() => (
+                self.read_archived(tenant, key, version).await,
+                AuditAction::SecretArchiveRead,
+            ),
+            other => (other, AuditAction::SecretReadVersion),
+        }
     }
 
     /// Writes a new version whose value equals `version`'s. Returns the new version.
@@ -85,7 +107,7 @@ impl Vault {
     ) -> Result<i32, ServiceError> {
         self.ensure_auditable()?;
         let result = async {
-            let old = self.load_version(tenant.id, key, version).await?;
+            let old = self.load_any_version(tenant, key, version).await.0?;
             self.write_secret(
                 tenant,
                 key,
@@ -122,9 +144,14 @@ impl Vault {
                     current.updated_at,
                 )
             } else {
-                let kept = store::versions::get(&self.pool, tenant, key, version)
-                    .await?
-                    .ok_or(ServiceError::VersionNotFound(version))?;
+                let kept = match store::versions::get(&self.pool, tenant, key, version).await? {
+                    Some(kept) => kept,
+                    // Out of retention but not archived yet: still here.
+                    None => self
+                        .pending_version(current.id, version)
+                        .await?
+                        .ok_or(ServiceError::VersionNotFound(version))?,
+                };
                 (
                     kept.secret_value_encrypted,
                     kept.data_key_id,

@@ -225,7 +225,8 @@ pub async fn remaining_under_old_keys(
     .await?)
 }
 
-/// Destroys the tenant's decrypt-only keys that no ciphertext refers to any more.
+/// Destroys the tenant's decrypt-only keys that no ciphertext refers to any more (versions
+/// waiting for the archive included: the archiver decrypts them, so their key waits).
 pub async fn destroy_unreferenced_old_keys(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
@@ -235,6 +236,7 @@ pub async fn destroy_unreferenced_old_keys(
          where d.tenant_id = $1 and d.state = 'decrypt_only'
            and not exists (select 1 from company_secrets c where c.data_key_id = d.id)
            and not exists (select 1 from company_secret_versions v where v.data_key_id = d.id)
+           and not exists (select 1 from archive_outbox o where o.data_key_id = d.id)
          returning d.id",
         tenant.0
     )

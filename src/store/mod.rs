@@ -2,6 +2,7 @@
 //! schema in `migrations/` (offline data in `sqlx-data/`). No crypto and no policy here: rows
 //! in, rows out. Functions take any executor, so callers compose them into transactions.
 
+pub mod archive;
 pub mod audit;
 pub mod data_keys;
 pub mod key_rotations;

@@ -3,6 +3,7 @@
 //! database cloned from it for every test. `TestApp` drives the real router in-process.
 #![allow(dead_code)]
 
+pub mod archive;
 pub mod infisical;
 
 use std::sync::{Arc, Mutex, OnceLock};

@@ -32,9 +32,9 @@ use zeroize::Zeroizing;
 
 use crate::crypto::SecretValue;
 
-use super::breaker::{BreakerState, CircuitBreaker};
 use super::paths::{join_path, validate_folder_name, validate_folder_path, validate_secret_name};
 use super::trim_value;
+use crate::breaker::{BreakerState, CircuitBreaker};
 use auth::TokenState;
 use transport::{Req, Resp};
 use wire::{
@@ -118,7 +118,7 @@ impl InfisicalClient {
             .user_agent(concat!("tenant-vault/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ConfigError::HttpClient)?;
-        let breaker = CircuitBreaker::new(cfg.breaker_threshold, cfg.breaker_cooldown);
+        let breaker = CircuitBreaker::new("infisical", cfg.breaker_threshold, cfg.breaker_cooldown);
         Ok(Self {
             inner: Arc::new(Inner {
                 http,

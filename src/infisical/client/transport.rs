@@ -7,10 +7,10 @@ use rand::Rng;
 use reqwest::{Method, StatusCode, Url};
 use zeroize::Zeroizing;
 
-use super::super::breaker::CircuitBreaker;
 use super::error::{InfisicalError, Result};
 use super::wire::ErrorBody;
 use super::InfisicalClient;
+use crate::breaker::CircuitBreaker;
 
 /// One HTTP request, rebuilt for every attempt.
 pub(super) struct Req {
@@ -96,8 +96,11 @@ impl InfisicalClient {
                 breaker,
                 armed: true,
             };
+            let started = std::time::Instant::now();
             let outcome = self.attempt(req, token).await;
             guard.armed = false;
+            metrics::histogram!("tenant_vault_infisical_request_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
             let delay = match outcome {
                 Ok((status, headers, body)) if status.is_server_error() => {
                     breaker.on_failure();

@@ -1,6 +1,7 @@
-//! A small circuit breaker for the Infisical client.
+//! A small circuit breaker for the clients of remote dependencies (Infisical, the OpenBao
+//! archive).
 //!
-//! When Infisical is down, every caller would otherwise wait out timeouts and retries; with the
+//! When a dependency is down, every caller would otherwise wait out timeouts and retries; with the
 //! breaker open they get an answer in microseconds and the lookup path can fall back or answer
 //! 503 at once. Closed: requests flow, consecutive failures are counted. Open: requests are
 //! refused until the cool-down passes. Half-open: exactly one probe is let through; its success
@@ -17,6 +18,17 @@ pub enum BreakerState {
     HalfOpen,
 }
 
+impl BreakerState {
+    /// The value of the `tenant_vault_breaker_state` gauge: 0 closed, 1 half-open, 2 open.
+    pub fn gauge(self) -> f64 {
+        match self {
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Inner {
     Closed { failures: u32 },
@@ -26,14 +38,19 @@ enum Inner {
 
 #[derive(Debug)]
 pub(crate) struct CircuitBreaker {
+    /// The dependency, for logs and the `dependency` label of the state gauge.
+    name: &'static str,
     threshold: u32,
     cooldown: Duration,
     inner: Mutex<Inner>,
 }
 
 impl CircuitBreaker {
-    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
+    pub(crate) fn new(name: &'static str, threshold: u32, cooldown: Duration) -> Self {
+        metrics::gauge!("tenant_vault_breaker_state", "dependency" => name)
+            .set(BreakerState::Closed.gauge());
         Self {
+            name,
             threshold: threshold.max(1),
             cooldown,
             inner: Mutex::new(Inner::Closed { failures: 0 }),
@@ -57,6 +74,7 @@ impl CircuitBreaker {
                     *inner = Inner::HalfOpen {
                         probe_in_flight: true,
                     };
+                    self.publish(BreakerState::HalfOpen);
                     true
                 } else {
                     false
@@ -78,9 +96,10 @@ impl CircuitBreaker {
         let mut inner = self.lock();
         if !matches!(*inner, Inner::Closed { failures: 0 }) {
             if !matches!(*inner, Inner::Closed { .. }) {
-                tracing::info!("Infisical circuit breaker closed");
+                tracing::info!(dependency = self.name, "circuit breaker closed");
             }
             *inner = Inner::Closed { failures: 0 };
+            self.publish(BreakerState::Closed);
         }
     }
 
@@ -97,12 +116,14 @@ impl CircuitBreaker {
         };
         if open {
             tracing::warn!(
+                dependency = self.name,
                 cooldown_ms = self.cooldown.as_millis() as u64,
-                "Infisical circuit breaker opened"
+                "circuit breaker opened"
             );
             *inner = Inner::Open {
                 until: Instant::now() + self.cooldown,
             };
+            self.publish(BreakerState::Open);
         }
     }
 
@@ -113,6 +134,10 @@ impl CircuitBreaker {
         if let Inner::HalfOpen { probe_in_flight } = &mut *inner {
             *probe_in_flight = false;
         }
+    }
+
+    fn publish(&self, state: BreakerState) {
+        metrics::gauge!("tenant_vault_breaker_state", "dependency" => self.name).set(state.gauge());
     }
 
     pub(crate) fn state(&self) -> BreakerState {
@@ -131,7 +156,7 @@ mod tests {
 
     #[test]
     fn opens_after_threshold_and_probes_once() {
-        let b = CircuitBreaker::new(2, Duration::from_millis(30));
+        let b = CircuitBreaker::new("test", 2, Duration::from_millis(30));
         assert!(b.try_acquire());
         b.on_failure();
         assert_eq!(b.state(), BreakerState::Closed);
@@ -152,7 +177,7 @@ mod tests {
 
     #[test]
     fn success_resets_the_count() {
-        let b = CircuitBreaker::new(2, Duration::from_secs(60));
+        let b = CircuitBreaker::new("test", 2, Duration::from_secs(60));
         b.on_failure();
         b.on_success();
         b.on_failure();
