@@ -93,10 +93,17 @@ impl App {
             let vault = Arc::get_mut(&mut app.vault).expect("not shared yet");
             vault.set_fallback(fallback, Duration::from_secs(service.not_found_cache_secs));
         }
+        // The token key exists from start-up on; creating it gives tokens issued before
+        // verifiers existed theirs (see `Vault::token_key`).
+        app.vault
+            .token_key()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot load the token key: {e}"))?;
         Ok(app)
     }
 
-    /// A vault without master keys, for commands that wrap no key (issuing a token).
+    /// A vault without master keys, for commands that wrap and verify nothing (listing and
+    /// revoking tokens).
     pub fn without_master_key(pool: PgPool, service: &ServiceArgs) -> App {
         let keyring = Arc::new(MasterKeyring::from_keys(Vec::new()));
         Self::with_keyring(pool, keyring, None, Path::new("."), service)
@@ -118,6 +125,8 @@ impl App {
             data_key_max_encryptions: service.data_key_max_encryptions,
             version_retention: service.version_retention,
             batch_get_max_items: service.client_api.batch_get_max_items as usize,
+            token_default_ttl_secs: service.tokens.token_default_ttl_secs,
+            token_max_ttl_secs: service.tokens.token_max_ttl_secs,
         };
         let mut vault = Vault::new(
             pool,
@@ -270,6 +279,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     } = settings;
     // Settings errors are permanent: report them before listening.
     parts(&keys, &infisical)?;
+    service.tokens.check()?;
     let tls = server_tls(&tls, http.listen)?;
     let pool = store::connect_lazy(db.database_url.expose(), db.db_max_connections)
         .context("invalid DATABASE_URL")?;

@@ -5,6 +5,7 @@
 pub mod data_keys;
 pub mod envelopes;
 pub mod infisical;
+pub mod internal_keys;
 pub mod master;
 pub mod rotation;
 pub mod source;
@@ -12,6 +13,7 @@ pub mod source;
 pub use data_keys::DataKeyring;
 pub use envelopes::{SecretPlace, StoredSecret};
 pub use infisical::{InfisicalSource, MasterFolderError};
+pub use internal_keys::{InternalKey, InternalKeyPurpose, InternalKeys};
 pub use master::MasterKeyring;
 pub use source::{Cause, CreatedMasterKey, DevFileSource, EnvSource, MasterKeySource, SourceError};
 
@@ -50,6 +52,10 @@ pub enum KeyError {
     SecretIntegrity,
     #[error("data key {0} was destroyed")]
     Destroyed(DataKeyId),
+    #[error("the {0} internal key failed its integrity check")]
+    InternalKeyIntegrity(&'static str),
+    #[error("the {0} internal key is missing after it was created")]
+    InternalKeyMissing(&'static str),
     #[error("tenant has no active data key")]
     NoActiveKey,
     #[error(transparent)]
