@@ -447,6 +447,24 @@ async fn a_key_pattern_limits_what_a_token_sees() {
         .put_secret("acme", "STRIPE_NEW", &scoped, json!({"value": "x"}))
         .await;
     assert_eq!(res.status, StatusCode::OK);
+    // Scope refusals are audited (aggregated), with the token and the tenant named.
+    app.flush_audit().await;
+    let rows: Vec<(Option<uuid::Uuid>, Option<String>, Option<i32>)> = sqlx::query_as(
+        "select token_id, tenant_slug, count from audit_events where action = 'access.scope'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let of = |token: &str| uuid::Uuid::parse_str(&id_of(token)).unwrap();
+    for (token, n) in [(&svc, 1), (&scoped, 2)] {
+        let counted: i32 = rows
+            .iter()
+            .filter(|r| r.0 == Some(of(token)))
+            .map(|r| r.2.unwrap())
+            .sum();
+        assert_eq!(counted, n, "{rows:?}");
+    }
+    assert!(rows.iter().all(|r| r.1.as_deref() == Some("acme")));
 }
 
 #[tokio::test]

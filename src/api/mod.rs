@@ -138,10 +138,7 @@ pub fn router_with_state(
         .merge(versions::router())
         .merge(tokens::router())
         .merge(health::router())
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            access::audit_access,
-        ))
+        .route_layer(axum::middleware::from_fn(access::note_route))
         .route_layer(axum::middleware::from_fn(track_request))
         .fallback(|| async { error::ApiError::not_found() })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -152,14 +149,16 @@ pub fn router_with_state(
     // Streams stay open by design: no request timeout (the layer above bounds the time to
     // the response head only, but a later change to it must not cut streams).
     let streams = events::router()
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            access::audit_access,
-        ))
+        .route_layer(axum::middleware::from_fn(access::note_route))
         .route_layer(axum::middleware::from_fn(track_request));
     requests
         .merge(streams)
-        .with_state(state)
+        .with_state(state.clone())
+        // Outside everything that may refuse a request (rate limits included).
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            access::audit_access,
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 // The matched route, not the raw URI: no ids of one tenant leak into metrics
