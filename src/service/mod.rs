@@ -186,7 +186,11 @@ impl RequestContext {
     pub fn cli() -> Self {
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| format!("uid{}", unsafe { libc::getuid() }));
+            .unwrap_or_else(|_| {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata("/proc/self")
+                    .map_or_else(|_| "unknown".to_owned(), |m| format!("uid{}", m.uid()))
+            });
         Self {
             actor: Some(format!("cli:{user}")),
             ..Self::default()
