@@ -510,6 +510,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn service_tokens_see_their_tenants_and_keys_only() {
+        use crate::domain::KeyPattern;
+        use crate::service::{Scopes, TenantSet};
+        let hub = EventHub::new(EventSettings::default());
+        let (acme, globex, initech) = (tenant("acme"), tenant("globex"), tenant("initech"));
+        let who = Arc::new(Principal {
+            token_id: TokenId(uuid::Uuid::new_v4()),
+            kind: PrincipalKind::Service {
+                tenants: TenantSet::Only(vec![acme.slug.clone(), globex.slug.clone()]),
+            },
+            expires_at: None,
+            scopes: Scopes {
+                read: true,
+                write: false,
+                key_pattern: Some(KeyPattern::parse("STRIPE_*").unwrap()),
+            },
+        });
+        let mut s = hub.subscribe(who, None);
+        assert_eq!(next(&mut s).await.name, "ready");
+        written(&hub, &initech, "STRIPE_KEY", 1);
+        written(&hub, &acme, "SENDGRID_KEY", 1);
+        written(&hub, &globex, "STRIPE_KEY", 3);
+        let e = next(&mut s).await;
+        assert_eq!(
+            e.data,
+            r#"{"key":"STRIPE_KEY","tenant":"globex","version":3}"#
+        );
+    }
+
+    #[tokio::test]
     async fn resumes_within_the_window_and_resets_outside_it() {
         let hub = EventHub::new(EventSettings {
             replay_window: 3,
