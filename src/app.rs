@@ -96,9 +96,9 @@ impl App {
         // The token key exists from start-up on; creating it gives tokens issued before
         // verifiers existed theirs (see `Vault::token_key`).
         app.vault
-            .token_key()
+            .load_token_key()
             .await
-            .map_err(|e| anyhow::anyhow!("cannot load the token key: {e}"))?;
+            .context("cannot load the token key")?;
         Ok(app)
     }
 

@@ -419,8 +419,12 @@ impl Vault {
     /// creates it fills in the verifier of every token issued before verifiers existed, in
     /// the same transaction. From then on a row without a valid verifier never authenticates.
     pub async fn token_key(&self) -> Result<Arc<InternalKey>, ServiceError> {
-        Ok(self
-            .internal_keys
+        Ok(self.load_token_key().await?)
+    }
+
+    /// `token_key`, with the keys layer's error (start-up tells passing failures by it).
+    pub async fn load_token_key(&self) -> Result<Arc<InternalKey>, KeyError> {
+        self.internal_keys
             .get_or_create_with(InternalKeyPurpose::Token, async |conn, key| {
                 let rows = store::tokens::missing_verifiers(&mut *conn).await?;
                 let (ids, verifiers): (Vec<Uuid>, Vec<Vec<u8>>) = rows
@@ -433,7 +437,7 @@ impl Vault {
                 }
                 Ok::<(), KeyError>(())
             })
-            .await?)
+            .await
     }
 
     /// Checks a bearer token. Cached for a minute; unknown tokens are never cached.
