@@ -1,6 +1,7 @@
 //! Key management: where the master key comes from and whether it is the right one, and the
-//! per-tenant data keys (creation, unwrapping, caching, destruction), and the secret envelopes
-//! sealed under them. The only module that wraps and unwraps keys or opens a secret.
+//! per-tenant data keys (creation, unwrapping, caching, destruction), the internal keys the
+//! service uses for itself (token verifiers, audit), and the secret envelopes sealed under
+//! them. The only module that wraps and unwraps keys or opens a secret.
 
 pub mod data_keys;
 pub mod envelopes;
