@@ -114,10 +114,17 @@ impl App {
             tracing::info!(mount = archive.mount(), "cold vault: OpenBao archive on");
             vault.set_archive(archive);
         }
+        // The token key exists from start-up on; creating it gives tokens issued before
+        // verifiers existed theirs (see `Vault::token_key`).
+        app.vault
+            .load_token_key()
+            .await
+            .context("cannot load the token key")?;
         Ok(app)
     }
 
-    /// A vault without master keys, for commands that wrap no key (issuing a token).
+    /// A vault without master keys, for commands that wrap and verify nothing (listing and
+    /// revoking tokens).
     pub fn without_master_key(pool: PgPool, service: &ServiceArgs) -> App {
         let keyring = Arc::new(MasterKeyring::from_keys(Vec::new()));
         Self::with_keyring(pool, keyring, None, Path::new("."), service)
@@ -143,6 +150,8 @@ impl App {
             data_key_max_encryptions: service.data_key_max_encryptions,
             version_retention: service.version_retention,
             batch_get_max_items: service.client_api.batch_get_max_items as usize,
+            token_default_ttl_secs: service.tokens.token_default_ttl_secs,
+            token_max_ttl_secs: service.tokens.token_max_ttl_secs,
         };
         let mut vault = Vault::new(
             pool,
@@ -307,6 +316,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     // Settings errors are permanent: report them before listening.
     parts(&keys, &infisical)?;
     let archive = archive_client(&archive)?;
+    service.tokens.check()?;
     let tls = server_tls(&tls, http.listen)?;
     let pool = store::connect_lazy(db.database_url.expose(), db.db_max_connections)
         .context("invalid DATABASE_URL")?;

@@ -6,6 +6,7 @@
 //!
 //! An event has no field that could hold a secret value: that is the whole redaction policy.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +26,45 @@ use crate::store::{self, audit::AuditRow, StoreError};
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const MAX_BATCH: usize = 1000;
 const CHANNEL_CAPACITY: usize = 65_536;
+/// Refused and throttled requests are counted in memory and written this often, one row per
+/// (minute, source, route, outcome, token): a flood adds a few rows, not one per request.
+const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(60);
+/// Distinct keys counted per flush; beyond this, requests count under one overflow key.
+const ACCESS_MAX_KEYS: usize = 10_000;
+
+/// What an aggregated access row is counted by (besides its minute).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AccessKey {
+    /// The client address, or `-` when unknown.
+    pub source: String,
+    /// The route template (`/v1/tenants/{tenant}/secrets/{key}`), never the raw path.
+    pub route: String,
+    pub action: AuditAction,
+    pub outcome: AuditOutcome,
+    pub token_id: Option<Uuid>,
+    /// The tenant the request named, when it named a valid one.
+    pub tenant_slug: Option<String>,
+}
+
+type AccessCounts = Arc<std::sync::Mutex<HashMap<(i64, AccessKey), i32>>>;
+
+fn drain_access(counts: &AccessCounts) -> Vec<AuditEvent> {
+    let taken = std::mem::take(&mut *counts.lock().unwrap());
+    let mut rows: Vec<_> = taken.into_iter().collect();
+    rows.sort_by_key(|((minute, _), _)| *minute);
+    rows.into_iter()
+        .map(|((minute, key), n)| {
+            let mut e = AuditEvent::new(key.action, key.outcome);
+            e.occurred_at = DateTime::from_timestamp(minute * 60, 0).unwrap_or(e.occurred_at);
+            e.token_id = key.token_id;
+            e.tenant_slug = key.tenant_slug;
+            e.source = Some(key.source);
+            e.route = Some(key.route);
+            e.count = Some(n);
+            e
+        })
+        .collect()
+}
 
 /// One audited action. Built by the service; carries names and outcomes, never values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +77,19 @@ pub struct AuditEvent {
     pub secret_key: Option<String>,
     pub outcome: AuditOutcome,
     pub request_id: Option<String>,
+    /// Aggregated access rows: the client address (or `-`), the route template, how many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i32>,
+    /// Who ran a command when no token did (`cli:<os user>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// What the action was done to, when it is not a tenant or a secret (a token id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
 impl AuditEvent {
@@ -51,6 +104,11 @@ impl AuditEvent {
             secret_key: None,
             outcome,
             request_id: None,
+            source: None,
+            route: None,
+            count: None,
+            actor: None,
+            subject: None,
         }
     }
 }
@@ -70,7 +128,21 @@ pub fn chain_hash(prev: &[u8], e: &AuditEvent) -> Vec<u8> {
         e.outcome.as_str().to_owned(),
         e.request_id.clone().unwrap_or_default(),
     ];
-    for f in &fields {
+    // Fields added later (migration 0003) join the hash only when set, so rows written
+    // before them still verify.
+    let later = [
+        e.source.clone(),
+        e.route.clone(),
+        e.count.map(|c| c.to_string()),
+        e.actor.clone(),
+        e.subject.clone(),
+    ];
+    let later: &[String] = if later.iter().any(Option::is_some) {
+        &later.map(Option::unwrap_or_default)
+    } else {
+        &[]
+    };
+    for f in fields.iter().chain(later) {
         h.update((f.len() as u32).to_be_bytes());
         h.update(f.as_bytes());
     }
@@ -91,6 +163,11 @@ pub async fn verify_chain(pool: &PgPool) -> Result<usize, VerifyError> {
             secret_key: r.secret_key.clone(),
             outcome: r.outcome,
             request_id: r.request_id.clone(),
+            source: r.source.clone(),
+            route: r.route.clone(),
+            count: r.count,
+            actor: r.actor.clone(),
+            subject: r.subject.clone(),
         };
         if r.prev_hash != prev || r.hash != chain_hash(&prev, &event) {
             return Err(VerifyError::Broken { row: i });
@@ -109,7 +186,7 @@ pub enum VerifyError {
 }
 
 enum Command {
-    Event(AuditEvent),
+    Event(Box<AuditEvent>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -118,15 +195,37 @@ enum Command {
 pub struct AuditSink {
     tx: mpsc::Sender<Command>,
     failing: Arc<AtomicBool>,
+    access: AccessCounts,
 }
 
 impl AuditSink {
     pub fn record(&self, event: AuditEvent) {
-        if let Err(err) = self.tx.try_send(Command::Event(event)) {
+        if let Err(err) = self.tx.try_send(Command::Event(Box::new(event))) {
             // Full channel means the writer is far behind; drop nothing silently.
             tracing::error!(error = %err, "audit channel full or closed: event not recorded");
             self.failing.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Counts a refused or throttled request (401, 403, 429); written aggregated, see
+    /// `ACCESS_FLUSH_EVERY`. Never blocks and never grows without bound.
+    pub fn record_access(&self, key: AccessKey) {
+        let minute = Utc::now().timestamp().div_euclid(60);
+        let mut counts = self.access.lock().unwrap();
+        let key = if counts.len() >= ACCESS_MAX_KEYS && !counts.contains_key(&(minute, key.clone()))
+        {
+            AccessKey {
+                source: "*".into(),
+                route: "*".into(),
+                token_id: None,
+                tenant_slug: None,
+                ..key
+            }
+        } else {
+            key
+        };
+        let n = counts.entry((minute, key)).or_insert(0);
+        *n = n.saturating_add(1);
     }
 
     /// True when events can be neither stored nor journalled: requests must then fail.
@@ -147,14 +246,24 @@ impl AuditSink {
 pub fn spawn_writer(pool: PgPool, journal: PathBuf) -> (AuditSink, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let failing = Arc::new(AtomicBool::new(false));
+    let access = AccessCounts::default();
     let writer = Writer {
         pool,
         journal,
         failing: failing.clone(),
         journal_pending: true, // replay whatever an earlier run left
+        access: access.clone(),
+        access_drained: tokio::time::Instant::now(),
     };
     let handle = tokio::spawn(writer.run(rx));
-    (AuditSink { tx, failing }, handle)
+    (
+        AuditSink {
+            tx,
+            failing,
+            access,
+        },
+        handle,
+    )
 }
 
 struct Writer {
@@ -162,6 +271,8 @@ struct Writer {
     journal: PathBuf,
     failing: Arc<AtomicBool>,
     journal_pending: bool,
+    access: AccessCounts,
+    access_drained: tokio::time::Instant,
 }
 
 impl Writer {
@@ -173,16 +284,22 @@ impl Writer {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     Some(Command::Event(e)) => {
-                        batch.push(e);
+                        batch.push(*e);
                         if batch.len() < MAX_BATCH { continue; }
                     }
                     Some(Command::Flush(done)) => waiters.push(done),
                     None => {
+                        batch.extend(drain_access(&self.access));
                         self.write(std::mem::take(&mut batch)).await;
                         return;
                     }
                 },
                 _ = tick.tick() => {}
+            }
+            // A flush (tests, shutdown) writes the counts so far too.
+            if !waiters.is_empty() || self.access_drained.elapsed() >= ACCESS_FLUSH_EVERY {
+                self.access_drained = tokio::time::Instant::now();
+                batch.extend(drain_access(&self.access));
             }
             self.write(std::mem::take(&mut batch)).await;
             for w in waiters.drain(..) {
@@ -297,6 +414,11 @@ async fn insert_chained(pool: &PgPool, batch: &[AuditEvent]) -> Result<(), Store
                 secret_key: e.secret_key.clone(),
                 outcome: e.outcome,
                 request_id: e.request_id.clone(),
+                source: e.source.clone(),
+                route: e.route.clone(),
+                count: e.count,
+                actor: e.actor.clone(),
+                subject: e.subject.clone(),
                 prev_hash: std::mem::replace(&mut prev, hash.clone()),
                 hash,
             }

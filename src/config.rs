@@ -110,6 +110,55 @@ pub struct ServiceArgs {
 
     #[command(flatten)]
     pub client_api: ClientApiArgs,
+
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+}
+
+/// Default life of a new token: 90 days.
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 90 * 24 * 3600;
+/// Default longest life of a token: one year.
+pub const DEFAULT_TOKEN_MAX_TTL_SECS: u64 = 365 * 24 * 3600;
+/// No setting may make a token live longer than ten years.
+const TOKEN_TTL_CEILING_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// How long tokens live (every kind: admin, tenant, service).
+#[derive(clap::Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// Seconds a new token lives when its request names no TTL; at most
+    /// --token-max-ttl-secs.
+    #[arg(long, env = "TENANT_VAULT_TOKEN_DEFAULT_TTL_SECS", default_value_t = DEFAULT_TOKEN_TTL_SECS,
+          value_parser = clap::value_parser!(u64).range(60..=TOKEN_TTL_CEILING_SECS), value_name = "SECS")]
+    pub token_default_ttl_secs: u64,
+
+    /// The longest TTL a token may be issued with; a longer `ttl_secs` is refused with 400.
+    #[arg(long, env = "TENANT_VAULT_TOKEN_MAX_TTL_SECS", default_value_t = DEFAULT_TOKEN_MAX_TTL_SECS,
+          value_parser = clap::value_parser!(u64).range(60..=TOKEN_TTL_CEILING_SECS), value_name = "SECS")]
+    pub token_max_ttl_secs: u64,
+}
+
+impl Default for TokenArgs {
+    fn default() -> Self {
+        Self {
+            token_default_ttl_secs: DEFAULT_TOKEN_TTL_SECS,
+            token_max_ttl_secs: DEFAULT_TOKEN_MAX_TTL_SECS,
+        }
+    }
+}
+
+impl TokenArgs {
+    /// Refuses a default longer than the maximum (a start-up error, before listening).
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.token_default_ttl_secs > self.token_max_ttl_secs {
+            anyhow::bail!(
+                "--token-default-ttl-secs ({}) is larger than --token-max-ttl-secs ({}); \
+                 TENANT_VAULT_TOKEN_DEFAULT_TTL_SECS must not exceed TENANT_VAULT_TOKEN_MAX_TTL_SECS",
+                self.token_default_ttl_secs,
+                self.token_max_ttl_secs
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The routes client caches use: the event stream (`GET /v1/events`) and batch reads

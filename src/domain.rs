@@ -83,7 +83,7 @@ macro_rules! display_as_str {
         }
     )*};
 }
-display_as_str!(TenantSlug, SecretKey);
+display_as_str!(TenantSlug, SecretKey, KeyPattern);
 
 macro_rules! uuid_newtype {
     ($($(#[$doc:meta])* $t:ident),*) => {$(
@@ -111,6 +111,70 @@ uuid_newtype!(
     /// `access_tokens.id`
     TokenId
 );
+
+/// A glob over secret keys that a token's scope is limited to: a literal key with an
+/// optional `*` at its start, its end or both (`STRIPE_*`, `*_KEY`, `*STRIPE*`, `*`).
+#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct KeyPattern(String);
+
+impl KeyPattern {
+    pub fn parse(raw: &str) -> Result<Self, InvalidName> {
+        const RULE: &str = "a key pattern is a secret key's characters (A-Z, a-z, 0-9, '_', \
+                            '-', '.') with an optional '*' at its start, its end or both";
+        let core = raw.strip_prefix('*').unwrap_or(raw);
+        let core = core.strip_suffix('*').unwrap_or(core);
+        if raw.is_empty()
+            || raw.len() > SecretKey::MAX_LEN + 2
+            || !core
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(InvalidName(RULE));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn matches(&self, key: &SecretKey) -> bool {
+        let key = key.as_str();
+        let p = self.0.as_str();
+        match (p.strip_prefix('*'), p.strip_suffix('*')) {
+            _ if p == "*" || p == "**" => true,
+            (Some(rest), _) if rest.ends_with('*') => key.contains(&rest[..rest.len() - 1]),
+            (Some(suffix), None) => key.ends_with(suffix),
+            (None, Some(prefix)) => key.starts_with(prefix),
+            (None, None) => key == p,
+            (Some(_), Some(_)) => unreachable!("handled by the first arm with a rest"),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `access_tokens.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// Manages tenants, tokens and keys; never reads a secret.
+    Admin,
+    /// Reads (and, if scoped so, writes) one tenant's secrets.
+    Tenant,
+    /// Reads (and, if scoped so, writes) secrets of a set of tenants, or of all.
+    Service,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Admin => "admin",
+            TokenKind::Tenant => "tenant",
+            TokenKind::Service => "service",
+        }
+    }
+}
 
 /// Where a read was answered from (the `x-secret-source` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,6 +394,9 @@ pub enum AuditAction {
     #[serde(rename = "access.rate_limit")]
     #[sqlx(rename = "access.rate_limit")]
     AccessRateLimit,
+    #[serde(rename = "access.unauthenticated")]
+    #[sqlx(rename = "access.unauthenticated")]
+    AccessUnauthenticated,
 }
 
 impl AuditAction {
@@ -362,6 +429,7 @@ impl AuditAction {
             AuditAction::KeysRead => "keys.read",
             AuditAction::AccessScope => "access.scope",
             AuditAction::AccessRateLimit => "access.rate_limit",
+            AuditAction::AccessUnauthenticated => "access.unauthenticated",
         }
     }
 }
@@ -433,6 +501,13 @@ mod tests {
             A::TenantDelete,
             A::MasterKeyRotate,
             A::DataKeyRotate,
+            A::TokenRevoke,
+            A::TokenRotate,
+            A::TokenList,
+            A::KeysRead,
+            A::AccessScope,
+            A::AccessRateLimit,
+            A::AccessUnauthenticated,
         ] {
             assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
         }
@@ -459,6 +534,24 @@ mod tests {
         }
         for s in [MasterKeyState::Active, MasterKeyState::Retired] {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+
+    #[test]
+    fn key_patterns() {
+        let key = |k: &str| SecretKey::parse(k).unwrap();
+        let p = |p: &str| KeyPattern::parse(p).unwrap();
+        assert!(p("STRIPE_*").matches(&key("STRIPE_KEY")));
+        assert!(!p("STRIPE_*").matches(&key("SENDGRID_KEY")));
+        assert!(!p("STRIPE_*").matches(&key("XSTRIPE_KEY")));
+        assert!(p("*_KEY").matches(&key("SENDGRID_KEY")));
+        assert!(!p("*_KEY").matches(&key("SENDGRID_KEYS")));
+        assert!(p("*STRIPE*").matches(&key("OLD_STRIPE_KEY")));
+        assert!(p("*").matches(&key("ANY")));
+        assert!(p("EXACT").matches(&key("EXACT")));
+        assert!(!p("EXACT").matches(&key("EXACTLY")));
+        for bad in ["", "A*B", "**A*", "a b", "a/b", "*a%", &"K".repeat(258)] {
+            assert!(KeyPattern::parse(bad).is_err(), "{bad}");
         }
     }
 

@@ -140,6 +140,175 @@ async fn admin_commands_and_a_wrong_master_key() {
     assert!(err.contains("TENANT_VAULT_MASTER_KEY"), "{err}");
 }
 
+#[test]
+fn token_commands_explain_themselves() {
+    for (cmd, needles) in [
+        ("list", &["--tenant", "--json", "never their secrets"][..]),
+        ("revoke", &["every running replica"][..]),
+        (
+            "rotate",
+            &["--grace-secs", "TENANT_VAULT_TOKEN_MAX_TTL_SECS"][..],
+        ),
+        (
+            "create-service",
+            &[
+                "--tenants",
+                "--all-tenants",
+                "--scopes",
+                "--pattern",
+                "secrets:read",
+            ][..],
+        ),
+        (
+            "create",
+            &[
+                "--scopes",
+                "--pattern",
+                "TENANT_VAULT_TOKEN_DEFAULT_TTL_SECS",
+            ][..],
+        ),
+    ] {
+        let (ok, out, err) = run(&["token", cmd, "--help"], &[]);
+        assert!(ok, "{err}");
+        for needle in needles {
+            assert!(
+                out.contains(needle),
+                "token {cmd} --help lacks {needle}: {out}"
+            );
+        }
+    }
+    let (ok, _, err) = run(
+        &["serve"],
+        &[
+            ("DATABASE_URL", "postgres://127.0.0.1:1/none"),
+            ("TENANT_VAULT_MASTER_KEY_SOURCE", "env"),
+            ("TENANT_VAULT_MASTER_KEY", &"f".repeat(64)),
+            ("TENANT_VAULT_TOKEN_DEFAULT_TTL_SECS", "7200"),
+            ("TENANT_VAULT_TOKEN_MAX_TTL_SECS", "3600"),
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("TENANT_VAULT_TOKEN_MAX_TTL_SECS"), "{err}");
+}
+
+#[tokio::test]
+async fn token_list_revoke_rotate_and_service_tokens_from_the_cli() {
+    let (pool, url) = fresh_database().await;
+    let key = "e".repeat(64);
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("TENANT_VAULT_MASTER_KEY", key.as_str()),
+        ("TENANT_VAULT_MASTER_KEY_SOURCE", "env"),
+        ("USER", "alice"),
+    ];
+    let (ok, _, err) = run(&["tenant", "create", "acme"], &env);
+    assert!(ok, "{err}");
+    let (ok, reader, err) = run(
+        &[
+            "token",
+            "create",
+            "--tenant",
+            "acme",
+            "--scopes",
+            "secrets:read",
+            "--description",
+            "reader",
+        ],
+        &env,
+    );
+    assert!(ok, "{err}");
+    let reader = reader.trim().to_owned();
+    let reader_id = uuid::Uuid::parse_str(&reader[4..36]).unwrap().to_string();
+    let (ok, service, err) = run(
+        &[
+            "token",
+            "create-service",
+            "--tenants",
+            "acme,globex",
+            "--scopes",
+            "secrets:read",
+            "--pattern",
+            "STRIPE_*",
+        ],
+        &env,
+    );
+    assert!(ok, "{err}");
+    assert!(service.trim().starts_with("tvt_"));
+    let (ok, _, err) = run(
+        &[
+            "token",
+            "create",
+            "--tenant",
+            "acme",
+            "--ttl-secs",
+            "99999999999",
+        ],
+        &env,
+    );
+    assert!(!ok);
+    assert!(err.contains("ttl_secs"), "{err}");
+    let (ok, _, err) = run(&["token", "create-service", "--tenants", "Bad Slug"], &env);
+    assert!(!ok);
+    assert!(err.contains("invalid slug"), "{err}");
+
+    // Listing: ids, scopes, never a secret.
+    let (ok, out, err) = run(&["token", "list", "--tenant", "acme", "--json"], &env);
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let mine = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == reader_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(mine["scopes"], json!(["secrets:read"]));
+    assert!(mine["revoked_at"].is_null());
+    assert!(!out.contains(&reader[37..]));
+    let (ok, table, _) = run(&["token", "list"], &env);
+    assert!(ok);
+    assert!(
+        table.contains("service") && table.contains("STRIPE_*") && table.contains("acme,globex")
+    );
+    assert!(!table.contains(&service.trim()[37..]));
+
+    // Rotate, then revoke; each carries the OS user as actor.
+    let (ok, rotated, err) = run(&["token", "rotate", &reader_id, "--grace-secs", "0"], &env);
+    assert!(ok, "{err}");
+    assert!(rotated.trim().starts_with("tvt_") && rotated.trim() != reader);
+    let (ok, out, err) = run(&["token", "revoke", &reader_id], &env);
+    assert!(ok, "{err}");
+    assert!(out.contains(&reader_id));
+    let (ok, out, _) = run(&["token", "list", "--tenant", "acme", "--json"], &env);
+    assert!(ok);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == reader_id.as_str() && t["revoked_at"].is_string()));
+    let (ok, _, err) = run(
+        &["token", "revoke", &uuid::Uuid::new_v4().to_string()],
+        &env,
+    );
+    assert!(!ok);
+    assert!(err.contains("token not found"), "{err}");
+    let (ok, _, err) = run(&["token", "revoke", "nope"], &env);
+    assert!(!ok);
+    assert!(err.contains("invalid token id"), "{err}");
+    let actors: Vec<(String, Option<String>)> = sqlx::query_as(
+        "select action, actor from audit_events where action in ('token.create', 'token.rotate', 'token.revoke')",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(actors.len() >= 4, "{actors:?}");
+    assert!(
+        actors.iter().all(|a| a.1.as_deref() == Some("cli:alice")),
+        "{actors:?}"
+    );
+}
+
 struct Dev {
     child: std::process::Child,
 }

@@ -120,11 +120,40 @@ async fn a_full_round_trip_logs_no_secret() {
         fresh.get_secret("acme", "STRIPE_KEY", &acme).await.status,
         StatusCode::INTERNAL_SERVER_ERROR
     );
+    // Token lifecycle: a service token, a rotation, a listing, a self-revocation.
+    let res = app
+        .call(
+            Method::POST,
+            "/v1/admin/service-tokens",
+            Some(&app.admin_token),
+            Some(json!({"tenants": ["acme"], "scopes": ["secrets:read"]})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
+    let service = res.body["token"].as_str().unwrap().to_owned();
+    let service_id = res.body["token_id"].as_str().unwrap().to_owned();
+    let res = app
+        .admin_post(&format!("/v1/admin/tokens/{service_id}/rotate"))
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
+    let rotated = res.body["token"].as_str().unwrap().to_owned();
+    let res = app.get("/v1/admin/tokens", &app.admin_token).await;
+    assert!(!res.text.contains(&service) && !res.text.contains(&rotated));
+    let res = app
+        .call(Method::DELETE, "/v1/tokens/self", Some(&rotated), None)
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
     app.flush_audit().await;
     fresh.flush_audit().await;
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.len() > 1000, "the subscriber captured the round trip");
+    for token in [&service, &rotated] {
+        assert!(
+            !logs.contains(&token[token.len() - 20..]),
+            "logs contain a token"
+        );
+    }
     assert!(
         logs.contains("STRIPE_KEY"),
         "key names are logged, so the search is meaningful"

@@ -1,23 +1,32 @@
-//! `/v1/admin/...`: tenants and tokens, admin tokens only.
+//! `/v1/admin/...`: tenants (create, delete, search, detail) and tenant tokens, admin tokens
+//! only.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
 use super::extract::{AppJson, Caller, OptionalJson, RequestId, TenantPath};
+use super::tokens::{issued_body, list_tenant_tokens, parse_scopes};
 use super::AppState;
 use crate::domain::{InfisicalMode, TenantSlug};
+use crate::service::tokens::{NewTokenKind, TokenSpec};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/admin/tenants", post(create_tenant))
-        .route("/v1/admin/tenants/{tenant}", delete(delete_tenant))
-        .route("/v1/admin/tenants/{tenant}/tokens", post(create_token))
+        .route("/v1/admin/tenants", post(create_tenant).get(search_tenants))
+        .route(
+            "/v1/admin/tenants/{tenant}",
+            get(tenant_detail).delete(delete_tenant),
+        )
+        .route(
+            "/v1/admin/tenants/{tenant}/tokens",
+            post(create_token).get(list_tenant_tokens),
+        )
         .route(
             "/v1/admin/tenants/{tenant}/infisical-mode",
             put(set_infisical_mode),
@@ -39,7 +48,7 @@ async fn create_tenant(
     RequestId(rid): RequestId,
     AppJson(body): AppJson<CreateTenant>,
 ) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who, rid.clone())?;
+    state.vault()?.authorize_admin(&who)?;
     let slug = TenantSlug::parse(&body.slug)
         .map_err(|e| ApiError::bad_request("invalid_tenant", format!("field `slug`: {}", e.0)))?;
     let name = body.name.unwrap_or_else(|| slug.to_string());
@@ -50,13 +59,50 @@ async fn create_tenant(
     Ok((StatusCode::CREATED, Json(tenant)).into_response())
 }
 
+/// `?prefix=ac&limit=50&offset=0`: live tenants by slug.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantQuery {
+    prefix: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+async fn search_tenants(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    query: Result<Query<TenantQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    state.vault()?.authorize_admin(&who)?;
+    let Query(q) = query.map_err(|_| {
+        ApiError::bad_request(
+            "invalid_query",
+            "query parameters are `prefix` (slug characters), `limit` (1 to 1000) and `offset`",
+        )
+    })?;
+    let page = state
+        .vault()?
+        .search_tenants(q.prefix.as_deref().unwrap_or(""), q.limit, q.offset)
+        .await?;
+    Ok(Json(page).into_response())
+}
+
+async fn tenant_detail(
+    State(state): State<AppState>,
+    TenantPath(slug): TenantPath,
+    Caller(who): Caller,
+) -> Result<Response, ApiError> {
+    state.vault()?.authorize_admin(&who)?;
+    Ok(Json(state.vault()?.tenant_detail(&slug).await?).into_response())
+}
+
 async fn delete_tenant(
     State(state): State<AppState>,
     TenantPath(slug): TenantPath,
     Caller(who): Caller,
     RequestId(rid): RequestId,
 ) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who, rid.clone())?;
+    state.vault()?.authorize_admin(&who)?;
     let destroyed = state
         .vault()?
         .delete_tenant(&who.context(rid), &slug)
@@ -72,6 +118,9 @@ async fn delete_tenant(
 struct CreateToken {
     description: Option<String>,
     ttl_secs: Option<u64>,
+    /// `["secrets:read"]` for a read-only token; default both.
+    scopes: Option<Vec<String>>,
+    key_pattern: Option<String>,
 }
 
 async fn create_token(
@@ -81,24 +130,23 @@ async fn create_token(
     RequestId(rid): RequestId,
     OptionalJson(body): OptionalJson<CreateToken>,
 ) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who, rid.clone())?;
-    let ttl = body.ttl_secs.map(std::time::Duration::from_secs);
+    state.vault()?.authorize_admin(&who)?;
+    let scopes = parse_scopes(body.scopes, body.key_pattern.as_deref())?;
     let issued = state
         .vault()?
-        .create_token(
+        .issue_token(
             &who.context(rid),
-            Some(&slug),
-            body.description.as_deref(),
-            ttl,
+            TokenSpec {
+                kind: NewTokenKind::Tenant(slug.clone()),
+                scopes,
+                description: body.description,
+                ttl_secs: body.ttl_secs,
+            },
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            json!({"token": issued.text.as_str(), "token_id": issued.id, "tenant": slug.as_str()}),
-        ),
-    )
-        .into_response())
+    let mut body = issued_body(&issued);
+    body["tenant"] = json!(slug.as_str());
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -115,7 +163,7 @@ async fn set_infisical_mode(
     RequestId(rid): RequestId,
     AppJson(body): AppJson<SetMode>,
 ) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who, rid.clone())?;
+    state.vault()?.authorize_admin(&who)?;
     let mode = match body.mode.as_deref() {
         None => None,
         Some(raw) => Some(InfisicalMode::parse(raw).ok_or_else(|| {

@@ -12,13 +12,16 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::extract::{AppJson, Caller, RequestId};
+use super::extract::{AppJson, Caller, RequestId, Source};
 use super::AppState;
+use crate::audit::{AccessKey, AuditAction, AuditOutcome};
 use crate::domain::{SecretKey, TenantSlug};
-use crate::service::{InputError, Principal, SecretRead, ServiceError, Vault};
+use crate::service::{Access, InputError, Principal, SecretRead, ServiceError, Vault};
+
+const ROUTE: &str = "/v1/secrets/batch-get";
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/secrets/batch-get", post(batch_get))
+    Router::new().route(ROUTE, post(batch_get))
 }
 
 /// Items looked up at once: enough to overlap database round trips, few enough that one
@@ -78,6 +81,7 @@ async fn batch_get(
     State(state): State<AppState>,
     Caller(who): Caller,
     RequestId(rid): RequestId,
+    Source(source): Source,
     AppJson(body): AppJson<BatchGet>,
 ) -> Result<Response, ApiError> {
     let vault = state.vault()?;
@@ -90,9 +94,9 @@ async fn batch_get(
         .into());
     }
     let reads = body.items.into_iter().map(|item| {
-        let (vault, who, rid) = (vault.clone(), who.clone(), rid.clone());
+        let (vault, who, rid, source) = (vault.clone(), who.clone(), rid.clone(), source.clone());
         async move {
-            let outcome = read_one(&vault, &who, rid, &item).await;
+            let outcome = read_one(&vault, &who, rid, &source, &item).await;
             (item, outcome)
         }
     });
@@ -134,6 +138,7 @@ async fn read_one(
     vault: &Vault,
     who: &Principal,
     request_id: Option<String>,
+    source: &str,
     item: &Item,
 ) -> Outcome {
     let slug = match TenantSlug::parse(&item.tenant) {
@@ -145,13 +150,32 @@ async fn read_one(
         Err(e) => return Outcome::Failed(ApiError::bad_request("invalid_secret_key", e.0)),
     };
     let read = async {
-        let tenant = vault.authorize_tenant(who, &slug, request_id.clone())?;
+        let tenant = vault
+            .authorize_secret(who, &slug, Some(&key), Access::Read)
+            .await?;
         vault
             .get_secret(&who.context(request_id), &tenant, &key)
             .await
     };
     match read.await {
         Ok(read) => Outcome::Found(read),
-        Err(e) => Outcome::Failed(e.into()),
+        Err(e) => {
+            // A refused item is a refused access, counted like a 403 response.
+            if let ServiceError::Forbidden(_) | ServiceError::InsufficientScope(_) = e {
+                let action = match e {
+                    ServiceError::InsufficientScope(_) => AuditAction::AccessScope,
+                    _ => AuditAction::AccessTenant,
+                };
+                vault.audit().record_access(AccessKey {
+                    source: source.to_owned(),
+                    route: ROUTE.to_owned(),
+                    action,
+                    outcome: AuditOutcome::Denied,
+                    token_id: Some(who.token_id.0),
+                    tenant_slug: Some(slug.to_string()),
+                });
+            }
+            Outcome::Failed(e.into())
+        }
     }
 }

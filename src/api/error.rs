@@ -46,6 +46,10 @@ impl From<ServiceError> for ApiError {
                 "missing or unknown token: send `Authorization: Bearer <token>`",
             ),
             ServiceError::Forbidden(_) => Self::new(S::FORBIDDEN, "forbidden", msg),
+            ServiceError::InsufficientScope(_) => {
+                Self::new(S::FORBIDDEN, "insufficient_scope", msg)
+            }
+            ServiceError::TokenNotFound => Self::new(S::NOT_FOUND, "token_not_found", msg),
             ServiceError::TenantNotFound => Self::new(S::NOT_FOUND, "tenant_not_found", msg),
             ServiceError::SecretNotFound => Self::new(S::NOT_FOUND, "secret_not_found", msg),
             ServiceError::TenantExists => Self::new(S::CONFLICT, "tenant_exists", msg),
@@ -83,9 +87,15 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+/// The error code of a response, for layers that look at refusals (the access audit).
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
-        (self.status, body).into_response()
+        let mut response = (self.status, body).into_response();
+        response.extensions_mut().insert(ErrorCode(self.code));
+        response
     }
 }

@@ -62,17 +62,24 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let has_body = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v != "0")
-            || req.headers().contains_key(header::TRANSFER_ENCODING);
-        if !has_body {
+        // A body says what it is; an untyped one must be empty (no `content-length` is no
+        // proof of that: chunked or in-process bodies have none).
+        if req.headers().contains_key(header::CONTENT_TYPE) {
+            return AppJson::<T>::from_request(req, state)
+                .await
+                .map(|AppJson(v)| OptionalJson(v));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|_| {
+            ApiError::bad_request("invalid_body", "the request body could not be read")
+        })?;
+        if bytes.is_empty() {
             return Ok(OptionalJson(T::default()));
         }
-        AppJson::<T>::from_request(req, state)
-            .await
-            .map(|AppJson(v)| OptionalJson(v))
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with `content-type: application/json`",
+        ))
     }
 }
 
@@ -164,7 +171,22 @@ impl FromRequestParts<AppState> for Caller {
             })
             .map(str::trim)
             .ok_or(crate::service::ServiceError::Unauthenticated)?;
-        Ok(Caller(state.vault()?.authenticate(token).await?))
+        let who = state.vault()?.authenticate(token).await?;
+        if let Some(slot) = parts.extensions.get::<super::access::TokenSlot>() {
+            slot.set(who.token_id);
+        }
+        Ok(Caller(who))
+    }
+}
+
+/// The client's address when the server knows it (`ConnectInfo`), else `-`.
+pub struct Source(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Source(super::access::source_of(&parts.extensions)))
     }
 }
 

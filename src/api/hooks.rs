@@ -31,6 +31,7 @@ async fn infisical(
     let ctx = RequestContext {
         token_id: None,
         request_id: rid,
+        actor: Some("infisical:webhook".into()),
     };
     let outcome = state
         .vault()?

@@ -26,7 +26,7 @@ async fn rotate_master_key(
     Caller(who): Caller,
     RequestId(rid): RequestId,
 ) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who, rid.clone())?;
+    state.vault()?.authorize_admin(&who)?;
     let done = state.vault()?.rotate_master_key(&who.context(rid)).await?;
     Ok(Json(json!({
         "previous_version": done.previous_version,
@@ -43,7 +43,7 @@ async fn rotate_data_key(
     Caller(who): Caller,
     RequestId(rid): RequestId,
 ) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who, rid.clone())?;
+    state.vault()?.authorize_admin(&who)?;
     let done = state
         .vault()?
         .rotate_data_key(&who.context(rid), &slug)
@@ -56,6 +56,6 @@ async fn key_status(
     Caller(who): Caller,
     RequestId(rid): RequestId,
 ) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who, rid)?;
-    Ok(Json(state.vault()?.key_status().await?).into_response())
+    state.vault()?.authorize_admin(&who)?;
+    Ok(Json(state.vault()?.read_key_status(&who.context(rid)).await?).into_response())
 }

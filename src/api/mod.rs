@@ -2,6 +2,7 @@
 //! auth header, tracing by matched route, body limit, timeout; event streams have no
 //! timeout). Handlers are thin: they validate, call the service, and map its answer.
 
+pub mod access;
 pub mod admin;
 pub mod batch;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod health;
 pub mod hooks;
 pub mod keys;
 pub mod secrets;
+pub mod tokens;
 pub mod versions;
 
 use std::sync::{Arc, OnceLock, RwLock};
@@ -135,8 +137,10 @@ pub fn router_with_state(
         .merge(admin::router())
         .merge(keys::router())
         .merge(versions::router())
+        .merge(tokens::router())
         .merge(health::router())
         .merge(hooks::router())
+        .route_layer(axum::middleware::from_fn(access::note_route))
         .route_layer(axum::middleware::from_fn(track_request))
         .fallback(|| async { error::ApiError::not_found() })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -146,10 +150,17 @@ pub fn router_with_state(
         ));
     // Streams stay open by design: no request timeout (the layer above bounds the time to
     // the response head only, but a later change to it must not cut streams).
-    let streams = events::router().route_layer(axum::middleware::from_fn(track_request));
+    let streams = events::router()
+        .route_layer(axum::middleware::from_fn(access::note_route))
+        .route_layer(axum::middleware::from_fn(track_request));
     requests
         .merge(streams)
-        .with_state(state)
+        .with_state(state.clone())
+        // Outside everything that may refuse a request (rate limits included).
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            access::audit_access,
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 // The matched route, not the raw URI: no ids of one tenant leak into metrics

@@ -12,6 +12,8 @@ use super::error::ApiError;
 use super::extract::{AppJson, Caller, RequestId, SecretPath, TenantPath};
 use super::AppState;
 use crate::crypto::SecretValue;
+use crate::service::tokens::permits;
+use crate::service::Access;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -44,7 +46,10 @@ async fn get_secret(
     if let Some(version) = version {
         return super::versions::read_version(&state, &slug, &key, &who, rid, version).await;
     }
-    let tenant = state.vault()?.authorize_tenant(&who, &slug, rid.clone())?;
+    let tenant = state
+        .vault()?
+        .authorize_secret(&who, &slug, Some(&key), Access::Read)
+        .await?;
     let read = state
         .vault()?
         .get_secret(&who.context(rid), &tenant, &key)
@@ -88,7 +93,10 @@ async fn put_secret(
     RequestId(rid): RequestId,
     AppJson(body): AppJson<PutSecret>,
 ) -> Result<Response, ApiError> {
-    let tenant = state.vault()?.authorize_tenant(&who, &slug, rid.clone())?;
+    let tenant = state
+        .vault()?
+        .authorize_secret(&who, &slug, Some(&key), Access::Write)
+        .await?;
     let value = SecretValue::new(body.value);
     let version = state
         .vault()?
@@ -103,7 +111,10 @@ async fn delete_secret(
     Caller(who): Caller,
     RequestId(rid): RequestId,
 ) -> Result<Response, ApiError> {
-    let tenant = state.vault()?.authorize_tenant(&who, &slug, rid.clone())?;
+    let tenant = state
+        .vault()?
+        .authorize_secret(&who, &slug, Some(&key), Access::Write)
+        .await?;
     state
         .vault()?
         .delete_secret(&who.context(rid), &tenant, &key)
@@ -117,10 +128,18 @@ async fn list_secrets(
     Caller(who): Caller,
     RequestId(rid): RequestId,
 ) -> Result<Response, ApiError> {
-    let tenant = state.vault()?.authorize_tenant(&who, &slug, rid.clone())?;
-    let secrets = state
+    let tenant = state
+        .vault()?
+        .authorize_secret(&who, &slug, None, Access::Read)
+        .await?;
+    let mut secrets = state
         .vault()?
         .list_secrets(&who.context(rid), &tenant)
         .await?;
+    // A token limited to a key pattern sees only the names it may read.
+    secrets.retain(|s| {
+        crate::domain::SecretKey::parse(&s.key)
+            .is_ok_and(|k| permits(&who, &slug, Some(&k), Access::Read).is_ok())
+    });
     Ok(Json(json!({"tenant": slug.as_str(), "secrets": secrets})).into_response())
 }

@@ -13,6 +13,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::extract::{AppJson, Caller, RequestId, SecretPath};
 use super::AppState;
+use crate::service::Access;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -68,7 +69,10 @@ pub async fn read_version(
     rid: Option<String>,
     version: i32,
 ) -> Result<Response, ApiError> {
-    let tenant = state.vault()?.authorize_tenant(who, slug, rid.clone())?;
+    let tenant = state
+        .vault()?
+        .authorize_secret(who, slug, Some(key), Access::Read)
+        .await?;
     let secret = state
         .vault()?
         .get_secret_version(&who.context(rid), &tenant, key, version)
@@ -95,7 +99,10 @@ async fn list_versions(
     Caller(who): Caller,
     RequestId(rid): RequestId,
 ) -> Result<Response, ApiError> {
-    let tenant = state.vault()?.authorize_tenant(&who, &slug, rid.clone())?;
+    let tenant = state
+        .vault()?
+        .authorize_secret(&who, &slug, Some(&key), Access::Read)
+        .await?;
     let versions = state
         .vault()?
         .list_versions(&who.context(rid), &tenant, &key)
@@ -121,7 +128,10 @@ async fn rollback(
     RequestId(rid): RequestId,
     AppJson(body): AppJson<Rollback>,
 ) -> Result<Response, ApiError> {
-    let tenant = state.vault()?.authorize_tenant(&who, &slug, rid.clone())?;
+    let tenant = state
+        .vault()?
+        .authorize_secret(&who, &slug, Some(&key), Access::Write)
+        .await?;
     let version = state
         .vault()?
         .rollback_secret(&who.context(rid), &tenant, &key, body.version)

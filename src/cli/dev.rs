@@ -164,12 +164,7 @@ async fn run_with_database(
         Some(token) => token,
         None => app
             .vault
-            .create_token(
-                &RequestContext::default(),
-                None,
-                Some("tenant-vault dev"),
-                None,
-            )
+            .create_token(&RequestContext::cli(), None, Some("tenant-vault dev"), None)
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the admin token: {e}"))?
             .text

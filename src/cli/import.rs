@@ -89,7 +89,7 @@ pub async fn import_all(
         ProgressStyle::with_template("{bar:40} {pos}/{len} tenants {msg} ({eta})")
             .expect("valid template"),
     );
-    let ctx = RequestContext::default();
+    let ctx = RequestContext::cli();
     let mut reports = Vec::new();
     for name in folders {
         bar.set_message(name.clone());

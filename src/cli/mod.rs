@@ -106,6 +106,7 @@ pub fn default_service() -> ServiceArgs {
         data_key_max_encryptions: 1 << 31,
         version_retention: 10,
         client_api: Default::default(),
+        tokens: Default::default(),
     }
 }
 

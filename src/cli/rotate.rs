@@ -59,10 +59,7 @@ pub async fn run(cmd: RotateCmd) -> anyhow::Result<()> {
             let pool = connect(&db).await?;
             let parts = app::parts(&keys, &infisical)?;
             let app = App::build(pool, parts.source, &keys.data_dir, &default_service()).await?;
-            let result = app
-                .vault
-                .rotate_master_key(&RequestContext::default())
-                .await;
+            let result = app.vault.rotate_master_key(&RequestContext::cli()).await;
             app.shutdown().await;
             let done = result.map_err(|e| anyhow::anyhow!("master key rotation failed: {e}"))?;
             println!("{}", serde_json::to_string(&done)?);
@@ -113,7 +110,7 @@ async fn rotate_data_keys(
             .await
             .context("cannot list tenants")?,
     };
-    let ctx = RequestContext::default();
+    let ctx = RequestContext::cli();
     for slug in &slugs {
         let r = app
             .vault

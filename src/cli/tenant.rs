@@ -41,7 +41,7 @@ pub async fn run(cmd: TenantCmd) -> anyhow::Result<()> {
     let result = app
         .vault
         .create_tenant(
-            &RequestContext::default(),
+            &RequestContext::cli(),
             &slug,
             name.as_deref().unwrap_or(slug.as_str()),
         )

@@ -25,6 +25,7 @@ const SECRET_HEADER_LEN: usize = 1 + 16;
 const WRAP_HEADER_LEN: usize = 1 + 4;
 const SECRET_LABEL: &[u8] = b"tenant-vault/secret/v1";
 const DATA_KEY_LABEL: &[u8] = b"tenant-vault/data-key/v1";
+const INTERNAL_KEY_LABEL: &[u8] = b"tenant-vault/internal-key/v1";
 
 /// Where a secret ciphertext belongs. All of it goes into the associated data.
 #[derive(Debug, Clone, Copy)]
@@ -194,6 +195,38 @@ pub fn unwrap_data_key(
     Ok(DataKey::new(id, Zeroizing::new(bytes)))
 }
 
+fn internal_key_aad(header: &[u8], purpose: &str) -> Vec<u8> {
+    canonical_aad(&[INTERNAL_KEY_LABEL, header, purpose.as_bytes()])
+}
+
+/// Wraps an internal key (token verifiers, audit) under a master key version, bound to its
+/// purpose: the same format as a wrapped data key, another label.
+pub fn wrap_internal_key(master: &MasterKey, purpose: &str, key: &[u8; 32]) -> Vec<u8> {
+    let mut header = Vec::with_capacity(WRAP_HEADER_LEN);
+    header.push(FORMAT_V1);
+    header.extend_from_slice(&(master.version as u32).to_be_bytes());
+    let aad = internal_key_aad(&header, purpose);
+    seal(master.wrap_key(), header, &aad, key)
+}
+
+/// Unwraps an internal key, checking its purpose and master key version.
+pub fn unwrap_internal_key(
+    master: &MasterKey,
+    purpose: &str,
+    wrapped: &[u8],
+) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    if wrapped_master_version(wrapped)? != master.version {
+        return Err(CryptoError::Integrity);
+    }
+    let aad = internal_key_aad(&wrapped[..WRAP_HEADER_LEN], purpose);
+    let plain = open(master.wrap_key(), WRAP_HEADER_LEN, wrapped, &aad)?;
+    let bytes: [u8; 32] = plain
+        .as_slice()
+        .try_into()
+        .map_err(|_| CryptoError::Malformed("internal key is not 32 bytes"))?;
+    Ok(Zeroizing::new(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +316,19 @@ mod tests {
         assert!(unwrap_data_key(&other_master, tenant(1), key.id, 1, &wrapped).is_err());
         let next_version = MasterKey::from_bytes(2, &[5u8; 32]);
         assert!(unwrap_data_key(&next_version, tenant(1), key.id, 1, &wrapped).is_err());
+    }
+
+    #[test]
+    fn internal_keys_unwrap_only_for_their_purpose() {
+        let master = MasterKey::from_bytes(1, &[5u8; 32]);
+        let wrapped = wrap_internal_key(&master, "token", &[9u8; 32]);
+        assert_eq!(
+            *unwrap_internal_key(&master, "token", &wrapped).unwrap(),
+            [9u8; 32]
+        );
+        assert!(unwrap_internal_key(&master, "audit", &wrapped).is_err());
+        let other = MasterKey::from_bytes(1, &[6u8; 32]);
+        assert!(unwrap_internal_key(&other, "token", &wrapped).is_err());
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Key management: where the master key comes from and whether it is the right one, and the
-//! per-tenant data keys (creation, unwrapping, caching, destruction), and the secret envelopes
-//! sealed under them. The only module that wraps and unwraps keys or opens a secret.
+//! per-tenant data keys (creation, unwrapping, caching, destruction), the internal keys the
+//! service uses for itself (token verifiers, audit), and the secret envelopes sealed under
+//! them. The only module that wraps and unwraps keys or opens a secret.
 
 pub mod data_keys;
 pub mod envelopes;
 pub mod infisical;
+pub mod internal_keys;
 pub mod master;
 pub mod rotation;
 pub mod source;
@@ -12,6 +14,7 @@ pub mod source;
 pub use data_keys::DataKeyring;
 pub use envelopes::{SecretPlace, StoredSecret};
 pub use infisical::{InfisicalSource, MasterFolderError};
+pub use internal_keys::{InternalKey, InternalKeyPurpose, InternalKeys};
 pub use master::MasterKeyring;
 pub use source::{Cause, CreatedMasterKey, DevFileSource, EnvSource, MasterKeySource, SourceError};
 
@@ -50,6 +53,10 @@ pub enum KeyError {
     SecretIntegrity,
     #[error("data key {0} was destroyed")]
     Destroyed(DataKeyId),
+    #[error("the {0} internal key failed its integrity check")]
+    InternalKeyIntegrity(&'static str),
+    #[error("the {0} internal key is missing after it was created")]
+    InternalKeyMissing(&'static str),
     #[error("tenant has no active data key")]
     NoActiveKey,
     #[error(transparent)]

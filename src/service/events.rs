@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::{Principal, PrincipalKind, RequestContext, ServiceError, TenantRef, Vault};
 use crate::config::ClientApiArgs;
-use crate::domain::{AuditAction, AuditOutcome, TenantId, TenantSlug, TokenId};
+use crate::domain::{AuditAction, AuditOutcome, SecretKey, TenantId, TenantSlug, TokenId};
 use crate::store::notify::{Event, SecretChange};
 
 /// Open event streams on this replica (a gauge).
@@ -64,6 +64,8 @@ enum Scope {
     Everyone,
     /// Streams that may watch this tenant.
     Tenant(TenantRef),
+    /// Streams that may watch this tenant and this key (a token's key pattern).
+    Secret(TenantRef, Option<SecretKey>),
     /// A token's revocation: the token's own streams, and those that may watch its tenant
     /// (tenant-less tokens: those that may watch every tenant).
     Token {
@@ -104,9 +106,11 @@ impl StreamEvent {
 /// see. Every event a stream sends passes through here; new kinds of principal (service
 /// tokens with a list of tenants) extend this function and nothing else.
 pub fn may_watch(who: &Principal, tenant: Option<&TenantRef>) -> bool {
-    match &who.kind {
-        PrincipalKind::Admin => true,
-        PrincipalKind::Tenant(own) => tenant.is_some_and(|t| t.id == own.id),
+    match (&who.kind, tenant) {
+        // Admin tokens see names and versions, never values: they may watch everything.
+        (PrincipalKind::Admin, _) => true,
+        (_, Some(t)) => super::tokens::permits(who, &t.slug, None, super::Access::Read).is_ok(),
+        (_, None) => super::tokens::reaches_all_tenants(who),
     }
 }
 
@@ -114,6 +118,10 @@ fn visible(who: &Principal, event: &StreamEvent) -> bool {
     match &event.scope {
         Scope::Everyone => true,
         Scope::Tenant(t) => may_watch(who, Some(t)),
+        Scope::Secret(t, key) => match &who.kind {
+            PrincipalKind::Admin => true,
+            _ => super::tokens::permits(who, &t.slug, key.as_ref(), super::Access::Read).is_ok(),
+        },
         Scope::Token { token, tenant } => *token == who.token_id || may_watch(who, tenant.as_ref()),
     }
 }
@@ -246,7 +254,8 @@ impl EventHub {
                     ),
                     (_, None) => return self.publish_reset("unnamed_change"),
                 };
-                self.publish(name, Scope::Tenant(t), data);
+                let key = SecretKey::parse(key).ok();
+                self.publish(name, Scope::Secret(t, key), data);
             }
             Event::Tenant {
                 tenant,
@@ -278,7 +287,7 @@ impl EventHub {
                 };
                 self.publish("token.revoked", scope, json!({"token_id": token_id}));
             }
-            Event::DataKey { .. } | Event::MasterKey { .. } => {}
+            Event::DataKey { .. } | Event::MasterKey { .. } | Event::TokenUpdated { .. } => {}
         }
     }
 
@@ -460,6 +469,7 @@ mod tests {
             token_id: TokenId(uuid::Uuid::new_v4()),
             kind,
             expires_at: None,
+            scopes: crate::service::Scopes::read_write(),
         })
     }
 
@@ -497,6 +507,36 @@ mod tests {
         assert_eq!(hub.open_streams(), 2);
         drop(mine);
         assert_eq!(hub.open_streams(), 1);
+    }
+
+    #[tokio::test]
+    async fn service_tokens_see_their_tenants_and_keys_only() {
+        use crate::domain::KeyPattern;
+        use crate::service::{Scopes, TenantSet};
+        let hub = EventHub::new(EventSettings::default());
+        let (acme, globex, initech) = (tenant("acme"), tenant("globex"), tenant("initech"));
+        let who = Arc::new(Principal {
+            token_id: TokenId(uuid::Uuid::new_v4()),
+            kind: PrincipalKind::Service {
+                tenants: TenantSet::Only(vec![acme.slug.clone(), globex.slug.clone()]),
+            },
+            expires_at: None,
+            scopes: Scopes {
+                read: true,
+                write: false,
+                key_pattern: Some(KeyPattern::parse("STRIPE_*").unwrap()),
+            },
+        });
+        let mut s = hub.subscribe(who, None);
+        assert_eq!(next(&mut s).await.name, "ready");
+        written(&hub, &initech, "STRIPE_KEY", 1);
+        written(&hub, &acme, "SENDGRID_KEY", 1);
+        written(&hub, &globex, "STRIPE_KEY", 3);
+        let e = next(&mut s).await;
+        assert_eq!(
+            e.data,
+            r#"{"key":"STRIPE_KEY","tenant":"globex","version":3}"#
+        );
     }
 
     #[tokio::test]

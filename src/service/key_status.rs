@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::RequestContext;
 use super::{ServiceError, Vault};
 use crate::domain::{DataKeyState, MasterKeyState};
 use crate::store;
@@ -88,6 +89,17 @@ pub struct Rotation {
 const JOBS_LISTED: i64 = 100;
 
 impl Vault {
+    /// The key report, audited as `keys.read` (it shows what protects everything).
+    pub async fn read_key_status(&self, ctx: &RequestContext) -> Result<KeyStatus, ServiceError> {
+        let status = self.key_status().await?;
+        self.audit.record(self.event(
+            ctx,
+            crate::audit::AuditAction::KeysRead,
+            crate::audit::AuditOutcome::Success,
+        ));
+        Ok(status)
+    }
+
     pub async fn key_status(&self) -> Result<KeyStatus, ServiceError> {
         let versions = store::key_status::master_versions(&self.pool).await?;
         let active_version = versions

@@ -25,11 +25,11 @@ use crate::audit::{AuditAction, AuditEvent, AuditOutcome, AuditSink};
 use crate::cache::{NotFoundCache, SecretCache};
 use crate::domain::{SecretKey, TenantId, TenantSlug, TokenId};
 use crate::keys::rotation::{RotationError, Unsupported};
-use crate::keys::{Cause, DataKeyring, KeyError, MasterKeySource, MasterKeyring};
+use crate::keys::{Cause, DataKeyring, InternalKeys, KeyError, MasterKeySource, MasterKeyring};
 use crate::store::StoreError;
 
 pub use secrets::{SecretRead, SecretSource};
-pub use tokens::{Principal, PrincipalKind};
+pub use tokens::{Access, Principal, PrincipalKind, Scopes, TenantSet};
 
 /// Limits and knobs the service enforces.
 #[derive(Debug, Clone)]
@@ -42,6 +42,9 @@ pub struct Limits {
     pub version_retention: i32,
     /// Most items in one batch read.
     pub batch_get_max_items: usize,
+    /// Life of a token issued without a TTL, and the longest TTL a token may have.
+    pub token_default_ttl_secs: u64,
+    pub token_max_ttl_secs: u64,
 }
 
 impl Default for Limits {
@@ -51,6 +54,8 @@ impl Default for Limits {
             data_key_max_encryptions: rotation::DEFAULT_DATA_KEY_MAX_ENCRYPTIONS,
             version_retention: 10,
             batch_get_max_items: 100,
+            token_default_ttl_secs: crate::config::DEFAULT_TOKEN_TTL_SECS,
+            token_max_ttl_secs: crate::config::DEFAULT_TOKEN_MAX_TTL_SECS,
         }
     }
 }
@@ -64,8 +69,18 @@ pub enum InputError {
     NegativeCas,
     #[error("`version` must be a positive integer")]
     VersionNotPositive,
-    #[error("token ttl is too large")]
-    TokenTtlTooLarge,
+    #[error("field `ttl_secs`: must be between 1 and {max} seconds")]
+    TokenTtl { max: u64 },
+    #[error("field `grace_secs`: must be between 0 and {max} seconds")]
+    RotationGrace { max: u64 },
+    #[error("field `scopes`: give one or both of `secrets:read` and `secrets:write`")]
+    UnknownScope,
+    #[error("field `key_pattern`: a secret key with an optional `*` at its start, its end or both (e.g. `STRIPE_*`)")]
+    KeyPattern,
+    #[error("field `tenants`: a list of tenant slugs, or \"*\" for every tenant")]
+    TenantSet,
+    #[error("`limit` must be 1 to {max}, and `offset` 0 or more")]
+    Paging { max: i64 },
     #[error("field `items`: at most {max} items per batch-get, got {got}")]
     TooManyItems { max: usize, got: usize },
 }
@@ -95,6 +110,12 @@ pub enum ServiceError {
     Unauthenticated,
     #[error("{0}")]
     Forbidden(&'static str),
+    /// The token is valid but its scopes (operations, key pattern, tenant set) do not cover
+    /// the request (403 `insufficient_scope`).
+    #[error("{0}")]
+    InsufficientScope(&'static str),
+    #[error("token not found (or no longer live)")]
+    TokenNotFound,
     #[error("tenant not found")]
     TenantNotFound,
     #[error("secret not found")]
@@ -164,6 +185,25 @@ impl From<KeyError> for ServiceError {
 pub struct RequestContext {
     pub token_id: Option<TokenId>,
     pub request_id: Option<String>,
+    /// Who acted when no token did (`cli:<os user>`).
+    pub actor: Option<String>,
+}
+
+impl RequestContext {
+    /// A command run from the CLI by the current operating system user.
+    pub fn cli() -> Self {
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata("/proc/self")
+                    .map_or_else(|_| "unknown".to_owned(), |m| format!("uid{}", m.uid()))
+            });
+        Self {
+            actor: Some(format!("cli:{user}")),
+            ..Self::default()
+        }
+    }
 }
 
 /// A tenant a caller has been allowed to act on.
@@ -179,6 +219,8 @@ pub struct Vault {
     pub(crate) data_keys: DataKeyring,
     pub(crate) cache: SecretCache,
     pub(crate) tokens: tokens::TokenCache,
+    /// Keys the service uses for itself (token verifiers, audit), wrapped by the master key.
+    pub(crate) internal_keys: InternalKeys,
     pub(crate) audit: AuditSink,
     pub(crate) limits: Limits,
     /// Where master key versions come from; None for tools that never wrap (token create).
@@ -213,6 +255,7 @@ impl Vault {
         }
         Self {
             rotation: rotation::RotationState::default(),
+            internal_keys: InternalKeys::new(pool.clone(), masters.clone()),
             data_keys: DataKeyring::new(pool.clone(), masters, max_entries),
             pool,
             cache,
@@ -253,6 +296,11 @@ impl Vault {
         self.data_keys.masters()
     }
 
+    /// Keys wrapped by the master key for the service's own use (see `keys::internal_keys`).
+    pub fn internal_keys(&self) -> &InternalKeys {
+        &self.internal_keys
+    }
+
     pub fn audit(&self) -> &AuditSink {
         &self.audit
     }
@@ -275,6 +323,7 @@ impl Vault {
         let mut e = AuditEvent::new(action, outcome);
         e.token_id = ctx.token_id.map(|t| t.0);
         e.request_id = ctx.request_id.clone();
+        e.actor = ctx.actor.clone();
         e
     }
 

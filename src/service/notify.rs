@@ -131,7 +131,7 @@ impl Vault {
                 let ids: Vec<DataKeyId> = destroyed_keys.into_iter().map(DataKeyId).collect();
                 self.data_keys.forget(TenantId(tenant), &ids).await;
             }
-            Event::TokenRevoked { .. } => {
+            Event::TokenRevoked { .. } | Event::TokenUpdated { .. } => {
                 // Token checks are cached by hash, not id: forget them all (revocations are rare).
                 self.tokens.forget_all();
             }

@@ -134,3 +134,74 @@ impl Vault {
             .collect())
     }
 }
+
+/// Most tenants in one page of `GET /v1/admin/tenants`.
+pub const MAX_PAGE: i64 = 1000;
+const DEFAULT_PAGE: i64 = 100;
+
+/// One page of a tenant search.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TenantPage {
+    pub tenants: Vec<Tenant>,
+    /// The `offset` of the next page; none on the last.
+    pub next_offset: Option<i64>,
+}
+
+/// A tenant with what an admin console shows beside it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TenantDetail {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    pub secrets: i64,
+    pub live_tokens: i64,
+}
+
+impl Vault {
+    /// Live tenants whose slug starts with `prefix`, by slug.
+    pub async fn search_tenants(
+        &self,
+        prefix: &str,
+        limit: Option<i64>,
+        offset: Option<i64>,
+    ) -> Result<TenantPage, ServiceError> {
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        let offset = offset.unwrap_or(0);
+        let prefix_ok = prefix.len() <= TenantSlug::MAX_LEN
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !(1..=MAX_PAGE).contains(&limit) || offset < 0 || !prefix_ok {
+            return Err(InputError::Paging { max: MAX_PAGE }.into());
+        }
+        // One more than asked says whether there is a next page.
+        let mut rows = store::tenants::search(&self.pool, prefix, limit + 1, offset).await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        Ok(TenantPage {
+            next_offset: more.then_some(offset + limit),
+            tenants: rows
+                .into_iter()
+                .map(|row| Tenant {
+                    id: TenantId(row.id),
+                    slug: row.slug,
+                    name: row.name,
+                    created_at: row.created_at,
+                    infisical_import: None,
+                })
+                .collect(),
+        })
+    }
+
+    pub async fn tenant_detail(&self, slug: &TenantSlug) -> Result<TenantDetail, ServiceError> {
+        let tenant = self
+            .tenant_by_slug(slug)
+            .await?
+            .ok_or(ServiceError::TenantNotFound)?;
+        let (secrets, live_tokens) = store::tenants::counts(&self.pool, tenant.id).await?;
+        Ok(TenantDetail {
+            tenant,
+            secrets,
+            live_tokens,
+        })
+    }
+}

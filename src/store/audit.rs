@@ -21,6 +21,11 @@ pub struct AuditRow {
     pub secret_key: Option<String>,
     pub outcome: AuditOutcome,
     pub request_id: Option<String>,
+    pub source: Option<String>,
+    pub route: Option<String>,
+    pub count: Option<i32>,
+    pub actor: Option<String>,
+    pub subject: Option<String>,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
 }
@@ -48,6 +53,11 @@ pub async fn insert_batch(db: impl PgExecutor<'_>, rows: &[AuditRow]) -> StoreRe
     let mut key = Vec::with_capacity(rows.len());
     let mut outcome = Vec::with_capacity(rows.len());
     let mut request = Vec::with_capacity(rows.len());
+    let mut source = Vec::with_capacity(rows.len());
+    let mut route = Vec::with_capacity(rows.len());
+    let mut count = Vec::with_capacity(rows.len());
+    let mut actor = Vec::with_capacity(rows.len());
+    let mut subject = Vec::with_capacity(rows.len());
     let mut prev = Vec::with_capacity(rows.len());
     let mut hash = Vec::with_capacity(rows.len());
     for r in rows {
@@ -59,16 +69,23 @@ pub async fn insert_batch(db: impl PgExecutor<'_>, rows: &[AuditRow]) -> StoreRe
         key.push(r.secret_key.clone());
         outcome.push(r.outcome.as_str());
         request.push(r.request_id.clone());
+        source.push(r.source.clone());
+        route.push(r.route.clone());
+        count.push(r.count);
+        actor.push(r.actor.clone());
+        subject.push(r.subject.clone());
         prev.push(r.prev_hash.clone());
         hash.push(r.hash.clone());
     }
     sqlx::query!(
         r#"insert into audit_events (occurred_at, token_id, tenant_id, tenant_slug, action,
-                                   secret_key, outcome, request_id, prev_hash, hash)
-           select a, b, c, d, e, f, g, h, i, j
+                                   secret_key, outcome, request_id, prev_hash, hash,
+                                   source, route, count, actor, subject)
+           select a, b, c, d, e, f, g, h, i, j, k, l, m, o, p
            from unnest($1::timestamptz[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
-                       $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[])
-                with ordinality as r(a, b, c, d, e, f, g, h, i, j, n)
+                       $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[],
+                       $11::text[], $12::text[], $13::int4[], $14::text[], $15::text[])
+                with ordinality as r(a, b, c, d, e, f, g, h, i, j, k, l, m, o, p, n)
            order by n"#,
         &at,
         &token as &[Option<Uuid>],
@@ -79,7 +96,12 @@ pub async fn insert_batch(db: impl PgExecutor<'_>, rows: &[AuditRow]) -> StoreRe
         &outcome as &[&str],
         &request as &[Option<String>],
         &prev,
-        &hash
+        &hash,
+        &source as &[Option<String>],
+        &route as &[Option<String>],
+        &count as &[Option<i32>],
+        &actor as &[Option<String>],
+        &subject as &[Option<String>]
     )
     .execute(db)
     .await?;
@@ -91,7 +113,8 @@ pub async fn all(db: impl PgExecutor<'_>) -> StoreResult<Vec<AuditRow>> {
     Ok(sqlx::query_as!(
         AuditRow,
         r#"select occurred_at, token_id, tenant_id, tenant_slug, action as "action: AuditAction",
-                  secret_key, outcome as "outcome: AuditOutcome", request_id, prev_hash, hash
+                  secret_key, outcome as "outcome: AuditOutcome", request_id,
+                  source, route, count, actor, subject, prev_hash, hash
            from audit_events order by id"#
     )
     .fetch_all(db)

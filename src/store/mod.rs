@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod audit;
 pub mod data_keys;
+pub mod internal_keys;
 pub mod key_rotations;
 pub mod key_status;
 pub mod master_keys;

@@ -54,6 +54,9 @@ pub enum Event {
         tenant: Option<uuid::Uuid>,
         slug: Option<String>,
     },
+    /// A token changed without being revoked (a rotation shortened its life): replicas
+    /// drop cached checks; streams hear nothing.
+    TokenUpdated { token_id: uuid::Uuid },
     /// A tenant's data keys changed: a new active key, or old keys destroyed.
     DataKey {
         tenant: uuid::Uuid,

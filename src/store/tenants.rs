@@ -66,3 +66,37 @@ pub async fn live(db: impl PgExecutor<'_>) -> StoreResult<Vec<(Uuid, String)>> {
             .collect(),
     )
 }
+
+/// Live tenants whose slug starts with `prefix`, by slug, one page.
+pub async fn search(
+    db: impl PgExecutor<'_>,
+    prefix: &str,
+    limit: i64,
+    offset: i64,
+) -> StoreResult<Vec<TenantRow>> {
+    // The prefix is a validated slug fragment (a-z, 0-9, '-'): no LIKE wildcards in it.
+    Ok(sqlx::query_as!(
+        TenantRow,
+        "select id, slug, name, created_at from tenants
+         where deleted_at is null and starts_with(slug, $1)
+         order by slug limit $2 offset $3",
+        prefix,
+        limit,
+        offset
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// (secrets, live tokens) of a tenant.
+pub async fn counts(db: impl PgExecutor<'_>, id: TenantId) -> StoreResult<(i64, i64)> {
+    let r = sqlx::query!(
+        r#"select (select count(*) from company_secrets where company_id = $1) as "secrets!",
+                  (select count(*) from access_tokens where tenant_id = $1 and revoked_at is null
+                      and (expires_at is null or expires_at > now())) as "tokens!""#,
+        id.0
+    )
+    .fetch_one(db)
+    .await?;
+    Ok((r.secrets, r.tokens))
+}

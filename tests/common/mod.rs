@@ -169,6 +169,7 @@ pub fn service_args(cache_ttl_secs: u64) -> ServiceArgs {
         data_key_max_encryptions: 1 << 31,
         version_retention: 10,
         client_api: Default::default(),
+        tokens: Default::default(),
     }
 }
 
