@@ -26,7 +26,7 @@ use crate::keys::{
 use crate::service::fallback::{InfisicalFallback, SecretFallback};
 use crate::service::{Limits, Vault};
 use crate::store;
-use crate::tls::{ServerTls, TlsListener};
+use crate::tls::ServerTls;
 
 /// A built vault and its background audit writer.
 pub struct App {
@@ -112,7 +112,11 @@ impl App {
     ) -> App {
         let (sink, audit_task) =
             audit::spawn_writer(pool.clone(), data_dir.join("audit-journal.jsonl"));
-        let cache = SecretCache::new(service.cache_ttl_secs, service.cache_max_entries);
+        let cache = SecretCache::with_max_bytes(
+            service.cache_ttl_secs,
+            service.cache_max_entries,
+            service.limits.cache_max_bytes,
+        );
         let limits = Limits {
             max_value_bytes: service.max_value_bytes as usize,
             data_key_max_encryptions: service.data_key_max_encryptions,
@@ -128,6 +132,7 @@ impl App {
             limits,
             service.cache_max_entries,
         );
+        vault.set_limits(&service.limits);
         vault.set_event_settings(crate::service::events::EventSettings::from_args(
             &service.client_api,
         ));
@@ -211,24 +216,13 @@ impl Server {
         tls: Option<Arc<ServerTls>>,
     ) -> Self {
         let router = api::router_with_state(state, http, max_value_bytes);
+        let edge = http.edge.clone();
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             let stopped = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            match tls {
-                // The TLS hook: the same server on a listener that yields TLS streams.
-                Some(tls) => {
-                    axum::serve(TlsListener::new(listener, tls)?, router)
-                        .with_graceful_shutdown(stopped)
-                        .await
-                }
-                None => {
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(stopped)
-                        .await
-                }
-            }
+            crate::server::serve(listener, router, tls, edge, stopped).await
         });
         Self { stop, task }
     }
@@ -282,9 +276,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let server = Server::start(
         listener,
         state.clone(),
-        &HttpSettings {
-            request_timeout: Duration::from_secs(http.request_timeout_secs),
-        },
+        &HttpSettings::from_args(&http),
         service.max_value_bytes as usize,
         tls.clone(),
     );
@@ -514,8 +506,11 @@ pub fn parts(keys: &KeyArgs, infisical: &InfisicalArgs) -> anyhow::Result<Parts>
             Arc::new(DevFileSource::new(keys.data_dir.clone()))
         }
     };
+    // The lookup gets a client of its own (its own token, breaker and retries), so tenants'
+    // misses can never open the breaker the master key source depends on.
     let fallback = match client {
-        Some(client) if infisical.infisical_fallback => {
+        Some(_) if infisical.infisical_fallback => {
+            let client = infisical_client(infisical)?.expect("configured above");
             Some(Arc::new(InfisicalFallback::new(client)) as Arc<dyn SecretFallback>)
         }
         _ => None,

@@ -34,6 +34,15 @@ pub struct SecretCache {
 
 const GENERATION_STRIPES: usize = 256;
 
+/// The byte bound when none is given (`TENANT_VAULT_CACHE_MAX_BYTES`'s default).
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// What an entry costs in memory: the value, the key, and the bookkeeping around them
+/// (moka's node, the `Arc`, the struct; measured at about 200 bytes).
+fn weight_of(key: &Key, secret: &CachedSecret) -> usize {
+    secret.value.len() + key.1.as_str().len() + 200
+}
+
 fn stripe(tenant: TenantId, key: &SecretKey) -> usize {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -42,11 +51,24 @@ fn stripe(tenant: TenantId, key: &SecretKey) -> usize {
 }
 
 impl SecretCache {
-    /// `ttl_secs == 0` disables caching: every read loads.
+    /// `ttl_secs == 0` disables caching: every read loads. Holds at most `max_entries`
+    /// secrets and `DEFAULT_MAX_BYTES` of them.
     pub fn new(ttl_secs: u64, max_entries: u64) -> Self {
+        Self::with_max_bytes(ttl_secs, max_entries, DEFAULT_MAX_BYTES)
+    }
+
+    /// Bounded by entries and by bytes at once: moka has one capacity, so the capacity is
+    /// `max_bytes` and every entry weighs its bytes but at least `max_bytes / max_entries`,
+    /// which caps the count at `max_entries` too.
+    pub fn with_max_bytes(ttl_secs: u64, max_entries: u64, max_bytes: u64) -> Self {
+        let floor = max_bytes.div_ceil(max_entries.max(1));
         let inner = (ttl_secs > 0).then(|| {
             Cache::builder()
-                .max_capacity(max_entries)
+                .max_capacity(max_bytes)
+                .weigher(move |key: &Key, secret: &Arc<CachedSecret>| {
+                    let bytes = (weight_of(key, secret) as u64).max(floor);
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
                 .time_to_live(Duration::from_secs(ttl_secs))
                 .support_invalidation_closures()
                 .build()
@@ -134,6 +156,18 @@ impl SecretCache {
 
     pub fn entry_count(&self) -> u64 {
         self.inner.as_ref().map_or(0, |c| c.entry_count())
+    }
+
+    /// Bytes held, as weighed (see `with_max_bytes`); eventually consistent.
+    pub fn weighted_bytes(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |c| c.weighted_size())
+    }
+
+    /// Applies pending evictions, so the counts above are exact (tests, metrics).
+    pub async fn settle(&self) {
+        if let Some(cache) = &self.inner {
+            cache.run_pending_tasks().await;
+        }
     }
 }
 

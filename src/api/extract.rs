@@ -62,11 +62,15 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // The body's own size hint too: a body without a content-length header (built in
+        // process) is still a body.
+        use axum::body::HttpBody as _;
         let has_body = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v != "0")
-            || req.headers().contains_key(header::TRANSFER_ENCODING);
+            || req.headers().contains_key(header::TRANSFER_ENCODING)
+            || req.body().size_hint().exact() != Some(0);
         if !has_body {
             return Ok(OptionalJson(T::default()));
         }
@@ -105,6 +109,18 @@ fn describe_json_error(err: &serde_path_to_error::Error<serde_json::Error>) -> A
         format!("field `{path}`: invalid")
     };
     ApiError::bad_request("invalid_json", message)
+}
+
+/// Refuses a NUL character in a text field stored as PostgreSQL `text` (which cannot hold
+/// one): 400 naming the field, instead of a database error.
+pub fn no_nul(field: &str, text: Option<&str>) -> Result<(), ApiError> {
+    match text {
+        Some(t) if t.contains('\0') => Err(ApiError::bad_request(
+            "invalid_request",
+            format!("field `{field}`: must not contain a NUL character"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `{tenant}` from the path, validated before anything else happens.
@@ -154,18 +170,25 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or(crate::service::ServiceError::Unauthenticated)?;
+        // The limits layer has authenticated this request already (and counted it).
+        if let Some(super::limits::Authenticated(who)) = parts.extensions.get() {
+            return Ok(Caller(who.clone()));
+        }
+        let token = bearer(&parts.headers).ok_or(crate::service::ServiceError::Unauthenticated)?;
         Ok(Caller(state.vault()?.authenticate(token).await?))
     }
+}
+
+/// The token in `Authorization: Bearer <token>`, if any.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }
 
 /// The request id set by the request-id layer (`x-request-id`).

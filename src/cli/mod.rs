@@ -93,6 +93,7 @@ pub fn default_service() -> ServiceArgs {
         data_key_max_encryptions: 1 << 31,
         version_retention: 10,
         client_api: Default::default(),
+        limits: crate::config::LimitArgs::without_rate_limits(),
     }
 }
 

@@ -49,9 +49,9 @@ fn outcome_of(err: &ServiceError) -> AuditOutcome {
         ServiceError::SecretNotFound | ServiceError::VersionNotFound(_) => AuditOutcome::NotFound,
         ServiceError::Integrity => AuditOutcome::IntegrityError,
         ServiceError::CasConflict { .. } => AuditOutcome::Conflict,
-        ServiceError::ValueTooLarge { .. } | ServiceError::InvalidInput(_) => {
-            AuditOutcome::Rejected
-        }
+        ServiceError::ValueTooLarge { .. }
+        | ServiceError::InvalidInput(_)
+        | ServiceError::QuotaExceeded(_) => AuditOutcome::Rejected,
         ServiceError::Unavailable(_) => AuditOutcome::Unavailable,
         ServiceError::DependencyFailed(_) => AuditOutcome::DependencyError,
         _ => AuditOutcome::Error,
@@ -143,6 +143,8 @@ impl Vault {
         let Some(fallback) = &self.fallback else {
             return Err(ServiceError::SecretNotFound);
         };
+        // One tenant's misses take at most its share of Infisical's capacity.
+        let _slot = self.rate_limits.infisical_slot(&tenant.slug).await;
         let value = match fallback.fetch(&tenant.slug, key).await {
             Ok(Some(value)) => value,
             Ok(None) => return Err(ServiceError::SecretNotFound),
@@ -287,6 +289,9 @@ impl Vault {
                 version,
             };
             let envelope = self.data_keys.seal_secret(&data_key, place, value);
+            let replaced = current.as_ref().map(|r| r.secret_value_encrypted.len());
+            self.check_quota(&mut tx, tenant, replaced, envelope.len())
+                .await?;
             let new = NewSecret {
                 id: current.as_ref().map_or_else(Uuid::new_v4, |r| r.id),
                 tenant: tenant.id,

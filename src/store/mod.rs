@@ -6,6 +6,7 @@ pub mod audit;
 pub mod data_keys;
 pub mod key_rotations;
 pub mod key_status;
+pub mod limits;
 pub mod master_keys;
 pub mod notify;
 pub mod reencryption;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod infisical;
+pub mod serve;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -167,6 +168,7 @@ pub fn service_args(cache_ttl_secs: u64) -> ServiceArgs {
         data_key_max_encryptions: 1 << 31,
         version_retention: 10,
         client_api: Default::default(),
+        limits: tenant_vault::config::LimitArgs::without_rate_limits(),
     }
 }
 
