@@ -170,6 +170,7 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         self.start_background();
+        let http = with_stream_room(http, self.vault.events().settings().heartbeat);
         let max_value_bytes = self.vault.limits().max_value_bytes;
         let server = Server::start(
             listener,
@@ -199,6 +200,21 @@ impl App {
         // The writer exits once every sink is gone; don't hang if a clone lingers.
         let _ = tokio::time::timeout(Duration::from_secs(5), audit_task).await;
     }
+}
+
+/// An event stream is quiet but for its heartbeat: the idle timeout must leave room for two,
+/// or it would cut healthy streams.
+fn with_stream_room(mut http: HttpSettings, heartbeat: Duration) -> HttpSettings {
+    let floor = heartbeat * 2;
+    if http.edge.idle_timeout < floor {
+        tracing::warn!(
+            idle_secs = http.edge.idle_timeout.as_secs(),
+            heartbeat_secs = heartbeat.as_secs(),
+            "TENANT_VAULT_HTTP_IDLE_TIMEOUT_SECS is below twice the event heartbeat; using twice the heartbeat"
+        );
+        http.edge.idle_timeout = floor;
+    }
+    http
 }
 
 /// The HTTP server: the router, built once around `state`, served until `stop`.
@@ -276,7 +292,10 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let server = Server::start(
         listener,
         state.clone(),
-        &HttpSettings::from_args(&http),
+        &with_stream_room(
+            HttpSettings::from_args(&http),
+            Duration::from_secs(service.client_api.events_heartbeat_secs),
+        ),
         service.max_value_bytes as usize,
         tls.clone(),
     );

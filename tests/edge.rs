@@ -88,6 +88,36 @@ async fn slow_header_connections_are_dropped_while_normal_requests_answer() {
 }
 
 #[tokio::test]
+async fn a_connection_that_moves_no_byte_is_closed_after_the_idle_timeout() {
+    let app = TestApp::new().await;
+    let edge = EdgeSettings {
+        // Far longer than the test waits: only the idle timeout can close it.
+        header_timeout: Duration::from_secs(600),
+        idle_timeout: Duration::from_secs(1),
+        max_connections: 10,
+    };
+    let addr = serve(app.router.clone(), edge).await;
+    // One request on a kept-alive connection, then silence.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle connection was not closed");
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
 async fn a_handler_panic_is_a_500_in_the_error_shape() {
     let router = tenant_vault::api::harden(Router::new().route(
         "/boom",

@@ -170,6 +170,9 @@ async fn a_token_over_its_rate_gets_429_with_retry_after_and_ratelimit_headers()
         res.headers["ratelimit"].to_str().unwrap(),
         format!("\"token\";r=0;t={retry}")
     );
+    // Probes are not limited, and a stray token there is no 401.
+    let res = app.get("/healthz", &random_token()).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     // Another token of the same tenant has a bucket of its own.
     let res = app.get("/v1/tenants/acme/secrets", &other).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);

@@ -168,11 +168,13 @@ pub fn router_with_state(
         .merge(admin::router())
         .merge(keys::router())
         .merge(versions::router())
-        .merge(health::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::enforce,
         ))
+        // Probes stay outside the rate limits: a stray or stale token on `/healthz` must not
+        // turn a health check into a 401 or a 429.
+        .merge(health::router())
         .route_layer(axum::middleware::from_fn(track_request))
         .fallback(|| async { error::ApiError::not_found() })
         .layer(DefaultBodyLimit::max(body_limit))
