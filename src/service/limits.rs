@@ -412,8 +412,23 @@ impl Vault {
             limits.tenants.insert(slug.clone(), next.clone());
             return Ok(next);
         }
-        let overrides = store::limits::by_slug(&self.pool, slug).await?;
-        let entry = limits.tenant_entry(limits.apply_overrides(&overrides.unwrap_or_default()));
+        let entry = match store::limits::by_slug(&self.pool, slug).await {
+            Ok(overrides) => {
+                limits.tenant_entry(limits.apply_overrides(&overrides.unwrap_or_default()))
+            }
+            // The database is away: the settings apply meanwhile (cached secrets keep being
+            // served), and the overrides are read again in a few seconds.
+            Err(e) => {
+                tracing::warn!(tenant = %slug, error = %e, "cannot read the tenant's limits; the settings apply for now");
+                let mut entry = limits.tenant_entry(limits.defaults());
+                if let Some(entry) = Arc::get_mut(&mut entry) {
+                    entry.loaded_at = Instant::now()
+                        .checked_sub(OVERRIDES_TTL - Duration::from_secs(5))
+                        .unwrap_or_else(Instant::now);
+                }
+                entry
+            }
+        };
         limits.tenants.insert(slug.clone(), entry.clone());
         Ok(entry)
     }
