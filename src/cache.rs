@@ -47,6 +47,15 @@ struct StaleEntry {
     loaded_at: std::time::Instant,
 }
 
+/// The byte bound when none is given (`TENANT_VAULT_CACHE_MAX_BYTES`'s default).
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// What an entry costs in memory: the value, the key, and the bookkeeping around them
+/// (moka's node, the `Arc`, the struct; measured at about 200 bytes).
+fn weight_of(key: &Key, secret: &CachedSecret) -> usize {
+    secret.value.len() + key.1.as_str().len() + 200
+}
+
 fn stripe(tenant: TenantId, key: &SecretKey) -> usize {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -55,11 +64,24 @@ fn stripe(tenant: TenantId, key: &SecretKey) -> usize {
 }
 
 impl SecretCache {
-    /// `ttl_secs == 0` disables caching: every read loads.
+    /// `ttl_secs == 0` disables caching: every read loads. Holds at most `max_entries`
+    /// secrets and `DEFAULT_MAX_BYTES` of them.
     pub fn new(ttl_secs: u64, max_entries: u64) -> Self {
+        Self::with_max_bytes(ttl_secs, max_entries, DEFAULT_MAX_BYTES)
+    }
+
+    /// Bounded by entries and by bytes at once: moka has one capacity, so the capacity is
+    /// `max_bytes` and every entry weighs its bytes but at least `max_bytes / max_entries`,
+    /// which caps the count at `max_entries` too.
+    pub fn with_max_bytes(ttl_secs: u64, max_entries: u64, max_bytes: u64) -> Self {
+        let floor = max_bytes.div_ceil(max_entries.max(1));
         let inner = (ttl_secs > 0).then(|| {
             Cache::builder()
-                .max_capacity(max_entries)
+                .max_capacity(max_bytes)
+                .weigher(move |key: &Key, secret: &Arc<CachedSecret>| {
+                    let bytes = (weight_of(key, secret) as u64).max(floor);
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
                 .time_to_live(Duration::from_secs(ttl_secs))
                 .support_invalidation_closures()
                 .build()
@@ -75,11 +97,17 @@ impl SecretCache {
 
     /// Keeps values up to `max_stale` past their TTL for stale-if-error (zero: never; a
     /// disabled cache serves nothing stale either).
-    pub fn with_max_stale(mut self, max_stale: Duration, max_entries: u64) -> Self {
+    /// Bounded by entries and bytes like the fresh cache (see `with_max_bytes`).
+    pub fn with_max_stale(mut self, max_stale: Duration, max_entries: u64, max_bytes: u64) -> Self {
         self.max_stale = max_stale;
+        let floor = max_bytes.div_ceil(max_entries.max(1));
         self.stale = (self.inner.is_some() && !max_stale.is_zero()).then(|| {
             Cache::builder()
-                .max_capacity(max_entries)
+                .max_capacity(max_bytes)
+                .weigher(move |key: &Key, entry: &StaleEntry| {
+                    let bytes = (weight_of(key, &entry.secret) as u64).max(floor);
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
                 .time_to_live(self.ttl + max_stale)
                 .support_invalidation_closures()
                 .build()
@@ -192,6 +220,18 @@ impl SecretCache {
 
     pub fn entry_count(&self) -> u64 {
         self.inner.as_ref().map_or(0, |c| c.entry_count())
+    }
+
+    /// Bytes held, as weighed (see `with_max_bytes`); eventually consistent.
+    pub fn weighted_bytes(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |c| c.weighted_size())
+    }
+
+    /// Applies pending evictions, so the counts above are exact (tests, metrics).
+    pub async fn settle(&self) {
+        if let Some(cache) = &self.inner {
+            cache.run_pending_tasks().await;
+        }
     }
 }
 

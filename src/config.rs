@@ -113,6 +113,9 @@ pub struct ServiceArgs {
 
     #[command(flatten)]
     pub tokens: TokenArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// Default life of a new token: 90 days.
@@ -146,6 +149,95 @@ impl Default for TokenArgs {
     }
 }
 
+/// Rate limits, quotas and memory bounds (see the README, "Limits and the HTTP edge").
+/// Rates are per replica; 0 turns a limit off.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct LimitArgs {
+    /// Requests per second one token may make (per replica; 0: no limit).
+    #[arg(
+        long,
+        env = "TENANT_VAULT_RATE_LIMIT_TOKEN_RPS",
+        default_value_t = 100,
+        value_name = "N"
+    )]
+    pub rate_limit_token_rps: u32,
+
+    /// Requests one token may make at once above its rate.
+    #[arg(long, env = "TENANT_VAULT_RATE_LIMIT_TOKEN_BURST", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub rate_limit_token_burst: u32,
+
+    /// Requests per second on one tenant, all its tokens together (per replica; 0: no limit).
+    #[arg(
+        long,
+        env = "TENANT_VAULT_RATE_LIMIT_TENANT_RPS",
+        default_value_t = 500,
+        value_name = "N"
+    )]
+    pub rate_limit_tenant_rps: u32,
+
+    /// Requests on one tenant at once above its rate.
+    #[arg(long, env = "TENANT_VAULT_RATE_LIMIT_TENANT_BURST", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub rate_limit_tenant_burst: u32,
+
+    /// Failed authentications per minute from one client address before it gets 429s
+    /// (per replica; 0: no limit).
+    #[arg(
+        long,
+        env = "TENANT_VAULT_RATE_LIMIT_AUTH_FAILURES_PER_MIN",
+        default_value_t = 30,
+        value_name = "N"
+    )]
+    pub rate_limit_auth_failures_per_min: u32,
+
+    /// Failed authentications from one address at once before the per-minute rate applies.
+    #[arg(long, env = "TENANT_VAULT_RATE_LIMIT_AUTH_FAILURES_BURST", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..), value_name = "N")]
+    pub rate_limit_auth_failures_burst: u32,
+
+    /// Concurrent Infisical lookups one tenant's cache misses may run (per replica).
+    #[arg(long, env = "TENANT_VAULT_INFISICAL_TENANT_CONCURRENCY", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=1000), value_name = "N")]
+    pub infisical_tenant_concurrency: u32,
+
+    /// Bytes of secret values the memory cache may hold (per replica), beside its entry cap.
+    #[arg(long, env = "TENANT_VAULT_CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..), value_name = "BYTES")]
+    pub cache_max_bytes: u64,
+
+    /// Secrets one tenant may hold (0: no limit; per-tenant overrides through the admin API).
+    #[arg(
+        long,
+        env = "TENANT_VAULT_QUOTA_MAX_SECRETS",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
+    pub quota_max_secrets: u64,
+
+    /// Total bytes of one tenant's current secret values, as stored (0: no limit).
+    #[arg(long, env = "TENANT_VAULT_QUOTA_MAX_BYTES", default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
+    pub quota_max_bytes: u64,
+}
+
+impl Default for LimitArgs {
+    /// The same values as the command line's defaults.
+    fn default() -> Self {
+        Self {
+            rate_limit_token_rps: 100,
+            rate_limit_token_burst: 200,
+            rate_limit_tenant_rps: 500,
+            rate_limit_tenant_burst: 1000,
+            rate_limit_auth_failures_per_min: 30,
+            rate_limit_auth_failures_burst: 20,
+            infisical_tenant_concurrency: 4,
+            cache_max_bytes: 256 * 1024 * 1024,
+            quota_max_secrets: 10_000,
+            quota_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
 impl TokenArgs {
     /// Refuses a default longer than the maximum (a start-up error, before listening).
     pub fn check(&self) -> anyhow::Result<()> {
@@ -158,6 +250,18 @@ impl TokenArgs {
             );
         }
         Ok(())
+    }
+}
+
+impl LimitArgs {
+    /// The defaults with every request rate limit off (tests, benches, one-shot commands).
+    pub fn without_rate_limits() -> Self {
+        Self {
+            rate_limit_token_rps: 0,
+            rate_limit_tenant_rps: 0,
+            rate_limit_auth_failures_per_min: 0,
+            ..Self::default()
+        }
     }
 }
 
@@ -214,6 +318,22 @@ pub struct HttpArgs {
     #[arg(long, env = "TENANT_VAULT_REQUEST_TIMEOUT_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=600), value_name = "SECS")]
     pub request_timeout_secs: u64,
+
+    /// Seconds a client has to send a request's headers, counted from the connection's
+    /// start or the end of the previous response (so also HTTP/1.1's keep-alive idle time).
+    #[arg(long, env = "TENANT_VAULT_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=600), value_name = "SECS")]
+    pub http_header_timeout_secs: u64,
+
+    /// Seconds a connection may move no byte either way before it is closed.
+    #[arg(long, env = "TENANT_VAULT_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=3600), value_name = "SECS")]
+    pub http_idle_timeout_secs: u64,
+
+    /// Open connections served at once; more wait in the kernel's accept queue.
+    #[arg(long, env = "TENANT_VAULT_HTTP_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000), value_name = "N")]
+    pub http_max_connections: u32,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

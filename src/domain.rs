@@ -611,3 +611,16 @@ mod tests {
         }
     }
 }
+
+/// A tenant's overrides as stored: `None` keeps the setting; a rate or quota of 0 is "no
+/// limit" for this tenant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimits {
+    pub tenant_rps: Option<u32>,
+    pub tenant_burst: Option<u32>,
+    pub token_rps: Option<u32>,
+    pub token_burst: Option<u32>,
+    pub max_secrets: Option<u64>,
+    pub max_bytes: Option<u64>,
+}

@@ -15,7 +15,8 @@
 //!
 //! Beside the chain: `config` (settings, a leaf anyone may read), `telemetry` (logging and
 //! metrics set-up, used by `cli` and `api`), `pg` (a private PostgreSQL for `cli::dev`
-//! and the tests), and `tls` (the HTTPS acceptor for `app`, a local CA for `dev` and `pg`).
+//! and the tests), `tls` (the HTTPS acceptor for `app`, a local CA for `dev` and `pg`), and `server` (the
+//! accept loop `app` serves with: header and idle timeouts, a connection cap).
 
 /// The HTTP API: routes, extractors, the one error-to-HTTP mapping.
 pub mod api;
@@ -43,6 +44,8 @@ pub mod infisical;
 pub mod keys;
 /// A private PostgreSQL cluster from the machine's binaries (dev mode and tests).
 pub mod pg;
+/// The accept loop: header-read and idle timeouts, connection cap, client addresses.
+pub mod server;
 /// The vault's operations: auth, tenants, tokens, secret lookup and writes.
 pub mod service;
 /// PostgreSQL queries.

@@ -2,8 +2,8 @@
 //! optional client certificates; and a small local CA (rcgen) for `dev --tls` and the test
 //! PostgreSQL. See docs/tls.md.
 //!
-//! The server side is an acceptor ([`ServerTls`]) plus a [`TlsListener`] that does the
-//! handshakes off the accept path, so the serving loop only swaps its listener. A reload
+//! The server side is an acceptor ([`ServerTls`]); the accept loop (`crate::server`) runs
+//! each handshake in its connection's own task, so a slow client holds up no one. A reload
 //! builds a new `ServerConfig` from the files and swaps it in: handshakes that start later
 //! use it, connections already open keep theirs and are never dropped.
 
@@ -17,7 +17,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::TlsArgs;
@@ -243,77 +243,6 @@ impl ServerTls {
                 }
             }
         }))
-    }
-}
-
-/// A listener for `axum::serve` that hands out connections once their TLS handshake is
-/// done. Handshakes run in tasks of their own, so a slow or silent client holds up no one;
-/// a failed one (a plain-HTTP request, an untrusted client certificate) closes only its
-/// connection. Dropping the listener stops accepting.
-pub struct TlsListener {
-    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    accept_task: tokio::task::JoinHandle<()>,
-}
-
-impl TlsListener {
-    pub fn new(listener: TcpListener, tls: Arc<ServerTls>) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
-        let (tx, ready) = tokio::sync::mpsc::channel(64);
-        let accept_task = tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let (tls, tx) = (tls.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tls.accept(tcp).await {
-                        Ok(stream) => {
-                            let _ = tx.send((stream, peer)).await;
-                        }
-                        Err(e) => {
-                            metrics::counter!("tenant_vault_tls_handshake_failures_total")
-                                .increment(1);
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        }
-                    }
-                });
-            }
-        });
-        Ok(Self {
-            ready,
-            local,
-            accept_task,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.accept_task.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(conn) => conn,
-            // The accept task only ends when aborted, which happens on drop.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
     }
 }
 

@@ -549,6 +549,12 @@ async fn health_and_unknown_routes() {
     assert_eq!(res.status, StatusCode::OK);
     let res = app.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    // Strangers learn ready or not, nothing more; admins get the details.
+    assert_eq!(res.body, serde_json::json!({"status": "ready"}));
+    let res = app
+        .call(Method::GET, "/readyz", Some(&app.admin_token), None)
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     assert_eq!(res.body["database"], "ok");
     assert_eq!(res.body["master_key_version"], 1);
     let res = app.call(Method::GET, "/v2/nothing", None, None).await;

@@ -21,6 +21,16 @@ async fn cached_reads_survive_a_database_outage_and_are_journalled() {
         "database"
     );
     app.flush_audit().await;
+    // The admin token's check is cached from here on (readyz details need it below).
+    let res = app
+        .call(
+            axum::http::Method::GET,
+            "/readyz",
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(res.body["database"], "ok");
 
     // The database disappears for this instance.
     app.pool.close().await;
@@ -42,6 +52,16 @@ async fn cached_reads_survive_a_database_outage_and_are_journalled() {
 
     let res = app
         .call(axum::http::Method::GET, "/readyz", None, None)
+        .await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.body, serde_json::json!({"status": "not_ready"}));
+    let res = app
+        .call(
+            axum::http::Method::GET,
+            "/readyz",
+            Some(&app.admin_token),
+            None,
+        )
         .await;
     assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.body["database"], "unreachable");

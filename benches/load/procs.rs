@@ -100,6 +100,9 @@ pub struct ServiceSpec<'a> {
     pub db_max_connections: u32,
     /// INFISICAL_* variables (empty: no fallback configured).
     pub infisical: Vec<(String, String)>,
+    /// The settings' default rate limits and quotas (`hot-limits`); otherwise they are off,
+    /// so the bench measures the vault, not its throttling.
+    pub default_limits: bool,
 }
 
 pub struct Service {
@@ -143,6 +146,17 @@ impl Service {
                 .stderr(log);
             for (k, v) in &spec.infisical {
                 cmd.env(k, v);
+            }
+            if !spec.default_limits {
+                for k in [
+                    "TENANT_VAULT_RATE_LIMIT_TOKEN_RPS",
+                    "TENANT_VAULT_RATE_LIMIT_TENANT_RPS",
+                    "TENANT_VAULT_RATE_LIMIT_AUTH_FAILURES_PER_MIN",
+                    "TENANT_VAULT_QUOTA_MAX_SECRETS",
+                    "TENANT_VAULT_QUOTA_MAX_BYTES",
+                ] {
+                    cmd.env(k, "0");
+                }
             }
             let mut guard = ChildGuard::spawn(spec.name, cmd)?;
             match wait_ready(&mut guard, addr).await {

@@ -209,6 +209,9 @@ pub fn print_point(p: &PointResult) {
     if let Some(r) = ratio(p, "database", "db-ceiling") {
         println!("  database / db-ceiling   = {:.0}%", r * 100.0);
     }
+    if let Some(r) = ratio(p, "hot-limits", "hot") {
+        println!("  hot-limits / hot        = {:.0}%", r * 100.0);
+    }
     for v in versus(p) {
         println!(
             "  {} / {} = {:.2}x the throughput; OpenBao's p50 {:.2}x, p99 {:.2}x tenant-vault's",
@@ -275,6 +278,15 @@ impl Report<'_> {
             measured: hot_p99.map_or("not measured".into(), |v| format!("{} ms", ms(v))),
             met: hot_p99.map(|v| v < 2.0),
         });
+        // Only with --limits-compare: the default rate limits cost under 5% (same run).
+        if let Some(r) = main.and_then(|p| ratio(p, "hot-limits", "hot")) {
+            out.push(Target {
+                name: "hot-limits / hot",
+                goal: ">= 95%",
+                measured: pct(Some(r)),
+                met: Some(r >= 0.95),
+            });
+        }
         let db_ratio = main.and_then(|p| ratio(p, "database", "db-ceiling"));
         out.push(Target {
             name: "database / db-ceiling",
@@ -337,6 +349,7 @@ impl Report<'_> {
                 json!({
                     "tenants": p.tenants,
                     "hot_over_http_ceiling": ratio(p, "hot", "http-ceiling"),
+                    "hot_limits_over_hot": ratio(p, "hot-limits", "hot"),
                     "database_over_db_ceiling": ratio(p, "database", "db-ceiling"),
                     "hot_over_openbao_inmem": ratio(p, "hot", "openbao-inmem"),
                     "hot_over_openbao_pg": ratio(p, "hot", "openbao-pg"),

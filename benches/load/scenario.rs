@@ -980,6 +980,7 @@ async fn run_point(
         cache_max_entries: cache_entries,
         db_max_connections: args.concurrency as u32,
         infisical: ctx.emulator.env(),
+        default_limits: false,
     })
     .await?;
     let result = point_phases(
@@ -1089,6 +1090,21 @@ async fn point_phases(
             )),
         ));
     }
+    // The same reads on a second replica with the default rate limits on, in turns with
+    // `hot`: what the limits cost (same run, same machine, same database).
+    let mut limited = None;
+    if wants("hot-limits") {
+        match start_limited(ctx, dir, database_url, &data, spt).await {
+            Ok(svc) => {
+                group.push((
+                    "hot-limits",
+                    Ok(Driver::Http(svc.addr, random_gets(&data, Some("cache")))),
+                ));
+                limited = Some(svc);
+            }
+            Err(e) => group.push(("hot-limits", Err(e))),
+        }
+    }
     let inmem = if wants("openbao-inmem") {
         let r = start_openbao(ctx, dir, &data, "openbao-inmem", &Storage::InMemory).await;
         group.push((
@@ -1134,6 +1150,9 @@ async fn point_phases(
     let mut results = run_group(ctx, group).await;
     if let Some(g) = ceiling_guard {
         g.stop().await;
+    }
+    if let Some(svc) = limited {
+        svc.guard.stop().await;
     }
     if let Some(Ok(side)) = inmem {
         side.finish(&mut results, &mut point);
@@ -1592,6 +1611,7 @@ async fn start_nocache_service(
         cache_max_entries: ((data.tenants.len() * 2 + 20_000) as u64).max(100_000),
         db_max_connections: ctx.args.concurrency as u32,
         infisical: Vec::new(),
+        default_limits: false,
     })
     .await?;
     let warm = load(
@@ -1811,4 +1831,43 @@ async fn rotate_under_load(
         (Err(e), _) => PhaseResult::failed("rotate+mixed", e),
         (_, Err(e)) => PhaseResult::failed("rotate+mixed", e.to_string()),
     }
+}
+
+/// A second tenant-vault on the point's database with the settings' default rate limits and
+/// quotas, warmed like the first (every key once).
+async fn start_limited(
+    ctx: &Ctx,
+    dir: &Path,
+    database_url: &str,
+    data: &Arc<Dataset>,
+    spt: usize,
+) -> Result<Service, String> {
+    let svc = Service::start(ServiceSpec {
+        binary: &ctx.binary,
+        name: "tenant-vault (default limits)",
+        database_url,
+        data_dir: &dir.join("data"),
+        log_file: dir.join("tenant-vault-limits.log"),
+        cache_ttl_secs: 3600,
+        cache_max_entries: ((data.tenants.len() * spt * 2 + 20_000) as u64).max(100_000),
+        db_max_connections: ctx.args.concurrency as u32,
+        infisical: Vec::new(),
+        default_limits: true,
+    })
+    .await?;
+    let warm = load(
+        ctx,
+        svc.addr,
+        Duration::from_secs(600),
+        each_key_once(data, spt),
+    )
+    .await;
+    if warm.errors > 0 {
+        svc.guard.stop().await;
+        return Err(format!(
+            "warming the limited replica failed: {:?}",
+            warm.error_samples
+        ));
+    }
+    Ok(svc)
 }

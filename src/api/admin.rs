@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::extract::{AppJson, Caller, OptionalJson, RequestId, TenantPath};
+use super::extract::{no_nul, AppJson, Caller, OptionalJson, RequestId, TenantPath};
 use super::tokens::{issued_body, list_tenant_tokens, parse_scopes};
 use super::AppState;
 use crate::domain::{InfisicalMode, TenantSlug};
@@ -31,6 +31,36 @@ pub fn router() -> Router<AppState> {
             "/v1/admin/tenants/{tenant}/infisical-mode",
             put(set_infisical_mode),
         )
+        .route(
+            "/v1/admin/tenants/{tenant}/limits",
+            get(get_limits).put(put_limits),
+        )
+}
+
+async fn get_limits(
+    State(state): State<AppState>,
+    TenantPath(slug): TenantPath,
+    Caller(who): Caller,
+) -> Result<Response, ApiError> {
+    state.vault()?.authorize_admin(&who)?;
+    Ok(Json(state.vault()?.tenant_limits(&slug).await?).into_response())
+}
+
+/// Replaces the tenant's overrides: absent or null fields follow the settings, 0 lifts a
+/// rate or quota for this tenant.
+async fn put_limits(
+    State(state): State<AppState>,
+    TenantPath(slug): TenantPath,
+    Caller(who): Caller,
+    RequestId(rid): RequestId,
+    AppJson(body): AppJson<crate::domain::TenantLimits>,
+) -> Result<Response, ApiError> {
+    state.vault()?.authorize_admin(&who)?;
+    let view = state
+        .vault()?
+        .set_tenant_limits(&who.context(rid), &slug, body)
+        .await?;
+    Ok(Json(view).into_response())
 }
 
 #[derive(Deserialize)]
@@ -49,6 +79,7 @@ async fn create_tenant(
     AppJson(body): AppJson<CreateTenant>,
 ) -> Result<Response, ApiError> {
     state.vault()?.authorize_admin(&who)?;
+    no_nul("name", body.name.as_deref())?;
     let slug = TenantSlug::parse(&body.slug)
         .map_err(|e| ApiError::bad_request("invalid_tenant", format!("field `slug`: {}", e.0)))?;
     let name = body.name.unwrap_or_else(|| slug.to_string());
@@ -131,6 +162,7 @@ async fn create_token(
     OptionalJson(body): OptionalJson<CreateToken>,
 ) -> Result<Response, ApiError> {
     state.vault()?.authorize_admin(&who)?;
+    no_nul("description", body.description.as_deref())?;
     let scopes = parse_scopes(body.scopes, body.key_pattern.as_deref())?;
     let issued = state
         .vault()?

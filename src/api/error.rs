@@ -57,6 +57,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::ValueTooLarge { .. } => {
                 Self::new(S::PAYLOAD_TOO_LARGE, "value_too_large", msg)
             }
+            ServiceError::RateLimited(_) => Self::new(S::TOO_MANY_REQUESTS, "rate_limited", msg),
+            ServiceError::QuotaExceeded(_) => Self::new(S::FORBIDDEN, "quota_exceeded", msg),
             ServiceError::Integrity => Self::new(
                 S::INTERNAL_SERVER_ERROR,
                 "integrity_error",

@@ -114,6 +114,18 @@ fn describe_json_error(err: &serde_path_to_error::Error<serde_json::Error>) -> A
     ApiError::bad_request("invalid_json", message)
 }
 
+/// Refuses a NUL character in a text field stored as PostgreSQL `text` (which cannot hold
+/// one): 400 naming the field, instead of a database error.
+pub fn no_nul(field: &str, text: Option<&str>) -> Result<(), ApiError> {
+    match text {
+        Some(t) if t.contains('\0') => Err(ApiError::bad_request(
+            "invalid_request",
+            format!("field `{field}`: must not contain a NUL character"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `{tenant}` from the path, validated before anything else happens.
 pub struct TenantPath(pub TenantSlug);
 
@@ -161,17 +173,15 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or(crate::service::ServiceError::Unauthenticated)?;
-        let who = state.vault()?.authenticate(token).await?;
+        // The limits layer has authenticated this request already (and counted it).
+        let who = match parts.extensions.get::<super::limits::Authenticated>() {
+            Some(super::limits::Authenticated(who)) => who.clone(),
+            None => {
+                let token =
+                    bearer(&parts.headers).ok_or(crate::service::ServiceError::Unauthenticated)?;
+                state.vault()?.authenticate(token).await?
+            }
+        };
         if let Some(slot) = parts.extensions.get::<super::access::TokenSlot>() {
             slot.set(who.token_id);
         }
@@ -188,6 +198,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Source {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(Source(super::access::source_of(&parts.extensions)))
     }
+}
+
+/// The token in `Authorization: Bearer <token>`, if any.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }
 
 /// The request id set by the request-id layer (`x-request-id`).

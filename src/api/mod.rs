@@ -11,6 +11,7 @@ pub mod extract;
 pub mod health;
 pub mod hooks;
 pub mod keys;
+pub mod limits;
 pub mod secrets;
 pub mod tokens;
 pub mod versions;
@@ -29,8 +30,8 @@ use tower_http::trace::TraceLayer;
 use crate::service::Vault;
 
 /// The handlers' state. The server starts answering (`/healthz`, `/readyz`) before the
-/// vault exists, while the master key is still being fetched; until then every other route
-/// answers 503 with the reason.
+/// vault exists, while the master key is still being fetched; until then every route answers
+/// 503 "not ready" (the reason goes to the log).
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<StateInner>,
@@ -72,11 +73,12 @@ impl AppState {
 
     /// The vault, or 503 while it is still starting.
     pub fn vault(&self) -> Result<&Arc<Vault>, error::ApiError> {
+        // The reason is in the log (and `starting_reason`), not in answers to strangers.
         self.inner.vault.get().ok_or_else(|| {
             error::ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_ready",
-                format!("tenant-vault is not ready: {}", self.starting_reason()),
+                "tenant-vault is not ready yet; try again shortly",
             )
         })
     }
@@ -85,12 +87,28 @@ impl AppState {
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub request_timeout: Duration,
+    /// The accept loop's bounds (header and idle timeouts, connection cap).
+    pub edge: crate::server::EdgeSettings,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(30),
+            edge: Default::default(),
+        }
+    }
+}
+
+impl HttpSettings {
+    pub fn from_args(args: &crate::config::HttpArgs) -> Self {
+        Self {
+            request_timeout: Duration::from_secs(args.request_timeout_secs),
+            edge: crate::server::EdgeSettings {
+                header_timeout: Duration::from_secs(args.http_header_timeout_secs),
+                idle_timeout: Duration::from_secs(args.http_idle_timeout_secs),
+                max_connections: args.http_max_connections as usize,
+            },
         }
     }
 }
@@ -113,6 +131,22 @@ async fn track_request(
     metrics::histogram!("tenant_vault_http_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// A panic in a handler becomes a 500 in our error shape (the connection stays up and the
+/// panic's message, which could quote anything, stays out of the answer and the log).
+pub fn harden(router: Router) -> Router {
+    router.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        |_panic: Box<dyn std::any::Any + Send>| {
+            metrics::counter!("tenant_vault_handler_panics_total").increment(1);
+            tracing::error!("a request handler panicked; answered 500");
+            axum::response::IntoResponse::into_response(error::ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            ))
+        },
+    ))
 }
 
 /// The whole HTTP application around a ready vault.
@@ -138,6 +172,12 @@ pub fn router_with_state(
         .merge(keys::router())
         .merge(versions::router())
         .merge(tokens::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::enforce,
+        ))
+        // Probes stay outside the rate limits: a stray or stale token on `/healthz` must not
+        // turn a health check into a 401 or a 429.
         .merge(health::router())
         .merge(hooks::router())
         .route_layer(axum::middleware::from_fn(access::note_route))
@@ -151,16 +191,21 @@ pub fn router_with_state(
     // Streams stay open by design: no request timeout (the layer above bounds the time to
     // the response head only, but a later change to it must not cut streams).
     let streams = events::router()
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::enforce,
+        ))
         .route_layer(axum::middleware::from_fn(access::note_route))
         .route_layer(axum::middleware::from_fn(track_request));
-    requests
+    let app = requests
         .merge(streams)
         .with_state(state.clone())
         // Outside everything that may refuse a request (rate limits included).
         .layer(axum::middleware::from_fn_with_state(
             state,
             access::audit_access,
-        ))
+        ));
+    harden(app)
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 // The matched route, not the raw URI: no ids of one tenant leak into metrics

@@ -229,9 +229,7 @@ async fn run_with_database(
         cacert.is_some(),
     );
 
-    let http = HttpSettings {
-        request_timeout: Duration::from_secs(args.http.request_timeout_secs),
-    };
+    let http = HttpSettings::from_args(&args.http);
     let tls = tls.map(|(tls, _)| tls);
     let result = app.serve(listener, http, tls, app::shutdown_signal()).await;
     infisical.stop().await;

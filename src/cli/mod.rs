@@ -107,6 +107,7 @@ pub fn default_service() -> ServiceArgs {
         version_retention: 10,
         client_api: Default::default(),
         tokens: Default::default(),
+        limits: crate::config::LimitArgs::without_rate_limits(),
     }
 }
 

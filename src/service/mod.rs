@@ -7,7 +7,9 @@ pub mod events;
 pub mod fallback;
 pub mod import;
 pub mod key_status;
+pub mod limits;
 pub mod notify;
+pub mod quotas;
 pub mod readiness;
 pub mod reencrypt;
 pub mod rotation;
@@ -83,6 +85,12 @@ pub enum InputError {
     Paging { max: i64 },
     #[error("field `items`: at most {max} items per batch-get, got {got}")]
     TooManyItems { max: usize, got: usize },
+    #[error("field `{field}`: must be between {min} and {max}")]
+    OutOfRange {
+        field: &'static str,
+        min: u64,
+        max: u64,
+    },
 }
 
 /// A dependency answered, but not with something we can use (502).
@@ -126,6 +134,12 @@ pub enum ServiceError {
     CasConflict { expected: i32, current: i32 },
     #[error("the value is {size} bytes; the limit is {limit} bytes")]
     ValueTooLarge { size: usize, limit: usize },
+    /// Over a rate limit (429 with `Retry-After` and the `RateLimit` headers).
+    #[error("{}; retry in {} s", .0.message, .0.retry_after_secs)]
+    RateLimited(limits::Throttled),
+    /// A tenant's storage quota would be exceeded (403); the message says which and by what.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// A ciphertext or wrapped key failed authentication: never answer with a value.
     #[error("stored data failed its integrity check")]
     Integrity,
@@ -238,6 +252,8 @@ pub struct Vault {
     pub(crate) sync_queue: sync::SyncQueue,
     /// The cold vault (OpenBao), when configured.
     pub(crate) archive: Option<Arc<archive::ArchiveState>>,
+    /// Request rate limits and the failed-authentication guard (see `limits.rs`).
+    pub(crate) rate_limits: limits::RateLimits,
 }
 
 impl Vault {
@@ -269,7 +285,13 @@ impl Vault {
             sync_settings: sync::SyncSettings::default(),
             sync_queue: sync::SyncQueue::default(),
             archive: None,
+            rate_limits: limits::RateLimits::new(&crate::config::LimitArgs::without_rate_limits()),
         }
+    }
+
+    /// Rate limits and quotas (before serving).
+    pub fn set_limits(&mut self, settings: &crate::config::LimitArgs) {
+        self.rate_limits = limits::RateLimits::new(settings);
     }
 
     /// Event stream settings (before any stream opens).
@@ -308,6 +330,16 @@ impl Vault {
     /// Secrets currently in the memory cache.
     pub fn cache_entries(&self) -> u64 {
         self.cache.entry_count()
+    }
+
+    /// Bytes the memory cache holds, as weighed against `TENANT_VAULT_CACHE_MAX_BYTES`.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache.weighted_bytes()
+    }
+
+    /// Applies the cache's pending evictions (so the two counts above are exact).
+    pub async fn settle_cache(&self) {
+        self.cache.settle().await;
     }
 
     pub fn limits(&self) -> &Limits {

@@ -51,9 +51,9 @@ pub(super) fn outcome_of(err: &ServiceError) -> AuditOutcome {
         ServiceError::SecretNotFound | ServiceError::VersionNotFound(_) => AuditOutcome::NotFound,
         ServiceError::Integrity => AuditOutcome::IntegrityError,
         ServiceError::CasConflict { .. } => AuditOutcome::Conflict,
-        ServiceError::ValueTooLarge { .. } | ServiceError::InvalidInput(_) => {
-            AuditOutcome::Rejected
-        }
+        ServiceError::ValueTooLarge { .. }
+        | ServiceError::InvalidInput(_)
+        | ServiceError::QuotaExceeded(_) => AuditOutcome::Rejected,
         ServiceError::Unavailable(_) => AuditOutcome::Unavailable,
         ServiceError::DependencyFailed(_) => AuditOutcome::DependencyError,
         _ => AuditOutcome::Error,
@@ -288,6 +288,9 @@ impl Vault {
                 version,
             };
             let envelope = self.data_keys.seal_secret(&data_key, place, value);
+            let replaced = current.as_ref().map(|r| r.secret_value_encrypted.len());
+            self.check_quota(&mut tx, tenant, replaced, envelope.len())
+                .await?;
             let new = NewSecret {
                 id: current.as_ref().map_or_else(Uuid::new_v4, |r| r.id),
                 tenant: tenant.id,

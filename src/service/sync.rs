@@ -160,6 +160,8 @@ impl Vault {
         if tombstone.is_some() && mode == InfisicalMode::ImportOnce {
             return Err(ServiceError::SecretNotFound);
         }
+        // One tenant's misses take at most its share of Infisical's capacity.
+        let _slot = self.rate_limits.infisical_slot(&tenant.slug).await;
         let remote = match fallback.fetch(&tenant.slug, key).await {
             Ok(Some(remote)) => remote,
             Ok(None) => return Err(ServiceError::SecretNotFound),

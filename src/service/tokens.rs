@@ -45,7 +45,7 @@ pub enum TenantSet {
 }
 
 impl TenantSet {
-    fn contains(&self, slug: &TenantSlug) -> bool {
+    pub(crate) fn contains(&self, slug: &TenantSlug) -> bool {
         match self {
             TenantSet::All => true,
             TenantSet::Only(slugs) => slugs.contains(slug),

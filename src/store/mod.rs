@@ -8,6 +8,7 @@ pub mod data_keys;
 pub mod internal_keys;
 pub mod key_rotations;
 pub mod key_status;
+pub mod limits;
 pub mod master_keys;
 pub mod notify;
 pub mod reencryption;

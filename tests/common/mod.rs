@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod infisical;
+pub mod serve;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -170,6 +171,7 @@ pub fn service_args(cache_ttl_secs: u64) -> ServiceArgs {
         version_retention: 10,
         client_api: Default::default(),
         tokens: Default::default(),
+        limits: tenant_vault::config::LimitArgs::without_rate_limits(),
     }
 }
 
