@@ -166,6 +166,7 @@ impl Vault {
                 .move_ciphertext(
                     tenant,
                     &active,
+                    row.id,
                     &row.secret_key,
                     row.version,
                     &row.secret_value_encrypted,
@@ -183,6 +184,7 @@ impl Vault {
                 .move_ciphertext(
                     tenant,
                     &active,
+                    row.secret_id,
                     &row.secret_key,
                     row.version,
                     &row.secret_value_encrypted,
@@ -230,6 +232,7 @@ impl Vault {
         &self,
         tenant: TenantId,
         active: &DataKey,
+        secret_id: Uuid,
         secret_key: &str,
         version: i32,
         sealed: &[u8],
@@ -240,6 +243,7 @@ impl Vault {
             tenant,
             key: &key,
             version,
+            secret_id,
         };
         let value = self
             .data_keys

@@ -196,6 +196,7 @@ impl Vault {
             Ok::<_, ServiceError>(row.map(|row| {
                 let stored = StoredSecret {
                     version: row.version,
+                    secret_id: row.id,
                     envelope: row.secret_value_encrypted,
                     data_key_id: DataKeyId(row.data_key_id),
                 };
@@ -281,14 +282,17 @@ impl Vault {
             }
             let exhausted = count == self.limits.data_key_max_encryptions;
             let version = current_version + 1;
+            // The row's id goes into the ciphertext's associated data: chosen before sealing.
+            let secret_id = current.as_ref().map_or_else(Uuid::new_v4, |r| r.id);
             let place = SecretPlace {
                 tenant: tenant.id,
                 key,
                 version,
+                secret_id,
             };
             let envelope = self.data_keys.seal_secret(&data_key, place, value);
             let new = NewSecret {
-                id: current.as_ref().map_or_else(Uuid::new_v4, |r| r.id),
+                id: secret_id,
                 tenant: tenant.id,
                 key,
                 envelope: &envelope,

@@ -133,6 +133,8 @@ impl Vault {
             };
             let stored = StoredSecret {
                 version,
+                // Kept versions belong to the current row (deleting it deletes them).
+                secret_id: current.id,
                 envelope,
                 data_key_id: DataKeyId(data_key_id),
             };
