@@ -259,6 +259,9 @@ pub enum AuditAction {
     #[serde(rename = "access.rate_limit")]
     #[sqlx(rename = "access.rate_limit")]
     AccessRateLimit,
+    #[serde(rename = "audit.read")]
+    #[sqlx(rename = "audit.read")]
+    AuditRead,
 }
 
 impl AuditAction {
@@ -291,6 +294,7 @@ impl AuditAction {
             AuditAction::KeysRead => "keys.read",
             AuditAction::AccessScope => "access.scope",
             AuditAction::AccessRateLimit => "access.rate_limit",
+            AuditAction::AuditRead => "audit.read",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! `import infisical`, `infisical-emulator`, `rotate`. A thin layer: each command parses its
 //! flags, builds what it needs through `app`, calls the vault's operations, and prints.
 
+pub mod db;
 pub mod dev;
 pub mod emulator;
 pub mod import;
@@ -55,6 +56,9 @@ pub enum Command {
     Import(import::ImportCmd),
     /// Run the built-in Infisical emulator (for development and tests; in memory).
     InfisicalEmulator(emulator::EmulatorCmd),
+    /// Database roles: the runtime role's grants.
+    #[command(subcommand)]
+    Db(db::DbCmd),
 }
 
 #[derive(clap::Args, Debug)]
@@ -68,7 +72,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(cmd) => serve::run(cmd).await,
         Command::Migrate(cmd) => {
-            let pool = connect(&cmd.db).await?;
+            let pool = app::migration_pool(&cmd.db).await?;
             app::migrate(&pool).await?;
             println!("migrations applied");
             Ok(())
@@ -80,6 +84,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::InfisicalEmulator(cmd) => emulator::run(cmd).await,
         Command::Tenant(cmd) => tenant::run(cmd).await,
         Command::Token(cmd) => token::run(cmd).await,
+        Command::Db(cmd) => db::run(cmd).await,
     }
 }
 
@@ -93,6 +98,7 @@ pub fn default_service() -> ServiceArgs {
         data_key_max_encryptions: 1 << 31,
         version_retention: 10,
         client_api: Default::default(),
+        audit: Default::default(),
     }
 }
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use super::{connect, default_service};
-use crate::app::App;
-use crate::config::DatabaseArgs;
+use crate::app::{self, App};
+use crate::config::{DatabaseArgs, InfisicalArgs, KeyArgs};
 use crate::domain::TenantSlug;
 use crate::service::RequestContext;
 
@@ -33,6 +33,11 @@ pub enum TokenCmd {
         ttl_secs: Option<u64>,
         #[command(flatten)]
         db: DatabaseArgs,
+        /// The master key unwraps the audit key that chains the trail's rows.
+        #[command(flatten)]
+        keys: KeyArgs,
+        #[command(flatten)]
+        infisical: InfisicalArgs,
     },
 }
 
@@ -43,13 +48,17 @@ pub async fn run(cmd: TokenCmd) -> anyhow::Result<()> {
         description,
         ttl_secs,
         db,
+        keys,
+        infisical,
     } = cmd;
     let tenant = tenant
         .map(|s| TenantSlug::parse(&s).map_err(|e| anyhow::anyhow!("invalid slug: {e}")))
         .transpose()?;
     let pool = connect(&db).await?;
-    // Issuing a token wraps no key, so no master key is needed here.
-    let app = App::without_master_key(pool, &default_service());
+    // Issuing a token wraps no key, but its audit row is chained under the audit key, which
+    // the master key unwraps.
+    let parts = app::parts(&keys, &infisical)?;
+    let app = App::build(pool, parts.source, &keys.data_dir, &default_service()).await?;
     let result = app
         .vault
         .create_token(

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::kdf::MasterKey;
-use super::secret::{DataKey, SecretValue};
+use super::secret::{DataKey, InternalKey, SecretValue};
 use super::CryptoError;
 use crate::domain::{DataKeyId, SecretKey, TenantId};
 
@@ -31,6 +31,7 @@ const SECRET_HEADER_LEN: usize = 1 + 16;
 const WRAP_HEADER_LEN: usize = 1 + 4;
 const SECRET_LABEL: &[u8] = b"tenant-vault/secret/v1";
 const DATA_KEY_LABEL: &[u8] = b"tenant-vault/data-key/v1";
+const INTERNAL_KEY_LABEL: &[u8] = b"tenant-vault/internal-key/v1";
 
 /// Where a secret ciphertext belongs. All of it goes into the associated data.
 #[derive(Debug, Clone, Copy)]
@@ -208,6 +209,38 @@ pub fn unwrap_data_key(
     Ok(DataKey::new(id, Zeroizing::new(bytes)))
 }
 
+/// Wraps an internal key (format as a wrapped data key) under a master key version, bound
+/// to its purpose (`audit`, `token`).
+pub fn wrap_internal_key(master: &MasterKey, purpose: &str, key: &InternalKey) -> Vec<u8> {
+    let mut header = Vec::with_capacity(WRAP_HEADER_LEN);
+    header.push(FORMAT_V1);
+    header.extend_from_slice(&(master.version as u32).to_be_bytes());
+    let aad = canonical_aad(&[INTERNAL_KEY_LABEL, &header, purpose.as_bytes()]);
+    seal(master.wrap_key(), header, &aad, key.bytes())
+}
+
+/// Unwraps an internal key, checking its purpose and master key version.
+pub fn unwrap_internal_key(
+    master: &MasterKey,
+    purpose: &str,
+    wrapped: &[u8],
+) -> Result<InternalKey, CryptoError> {
+    if wrapped_master_version(wrapped)? != master.version {
+        return Err(CryptoError::Integrity);
+    }
+    let aad = canonical_aad(&[
+        INTERNAL_KEY_LABEL,
+        &wrapped[..WRAP_HEADER_LEN],
+        purpose.as_bytes(),
+    ]);
+    let plain = open(master.wrap_key(), WRAP_HEADER_LEN, wrapped, &aad)?;
+    let bytes: [u8; 32] = plain
+        .as_slice()
+        .try_into()
+        .map_err(|_| CryptoError::Malformed("internal key is not 32 bytes"))?;
+    Ok(InternalKey::new(Zeroizing::new(bytes)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +385,19 @@ mod tests {
         assert!(unwrap_data_key(&other_master, tenant(1), key.id, 1, &wrapped).is_err());
         let next_version = MasterKey::from_bytes(2, &[5u8; 32]);
         assert!(unwrap_data_key(&next_version, tenant(1), key.id, 1, &wrapped).is_err());
+    }
+
+    #[test]
+    fn internal_keys_unwrap_only_for_their_purpose_and_master() {
+        let master = MasterKey::from_bytes(1, &[5u8; 32]);
+        let key = InternalKey::generate();
+        let wrapped = wrap_internal_key(&master, "audit", &key);
+        let back = unwrap_internal_key(&master, "audit", &wrapped).unwrap();
+        assert_eq!(back.bytes(), key.bytes());
+        assert!(unwrap_internal_key(&master, "token", &wrapped).is_err());
+        let other = MasterKey::from_bytes(1, &[6u8; 32]);
+        assert!(unwrap_internal_key(&other, "audit", &wrapped).is_err());
+        assert_eq!(format!("{key:?}"), "InternalKey([redacted])");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod data_keys;
 pub mod envelopes;
 pub mod infisical;
+pub mod internal_keys;
 pub mod master;
 pub mod rotation;
 pub mod source;
@@ -12,6 +13,7 @@ pub mod source;
 pub use data_keys::DataKeyring;
 pub use envelopes::{SecretPlace, StoredSecret};
 pub use infisical::{InfisicalSource, MasterFolderError};
+pub use internal_keys::{InternalKeyPurpose, InternalKeyring};
 pub use master::MasterKeyring;
 pub use source::{Cause, CreatedMasterKey, DevFileSource, EnvSource, MasterKeySource, SourceError};
 
@@ -48,6 +50,9 @@ pub enum KeyError {
     /// its row: it was damaged or copied from another place.
     #[error("a secret ciphertext failed its integrity check")]
     SecretIntegrity,
+    /// An internal key (audit, token) does not unwrap under its master key version.
+    #[error("the {0} internal key failed integrity checks")]
+    InternalKeyIntegrity(&'static str),
     #[error("data key {0} was destroyed")]
     Destroyed(DataKeyId),
     #[error("tenant has no active data key")]

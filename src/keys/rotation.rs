@@ -116,9 +116,13 @@ pub struct MasterRotation {
     pub elapsed_ms: u64,
 }
 
-/// True while some data key still holds bytes wrapped under this master key version.
+/// True while some data key or internal key still holds bytes wrapped under this master
+/// key version.
 pub async fn is_needed(pool: &PgPool, version: i32) -> Result<bool, KeyError> {
-    Ok(store::data_keys::wrapped_under_master(pool, version).await? > 0)
+    Ok(
+        store::data_keys::wrapped_under_master(pool, version).await? > 0
+            || store::internal_keys::wrapped_under_master(pool, version).await? > 0,
+    )
 }
 
 fn check(fail_at: Option<FailPoint>, here: FailPoint) -> Result<(), RotationError> {
@@ -193,6 +197,7 @@ async fn rotate_locked(
     )
     .await?;
     let rewrapped = rewrap_all(pool, &mut tx, masters, &key).await?;
+    super::internal_keys::rewrap_all(pool, &mut tx, masters, &key).await?;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     store::key_rotations::log_rotation(
         &mut *tx,

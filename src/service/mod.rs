@@ -2,6 +2,7 @@
 //! checks, tenants, tokens, and the secret lookup (cache -> database). Each operation writes
 //! its audit event. Errors are `ServiceError`, which the API maps to HTTP once.
 
+pub mod audit_log;
 pub mod events;
 pub mod fallback;
 pub mod import;
@@ -66,6 +67,8 @@ pub enum InputError {
     TokenTtlTooLarge,
     #[error("field `items`: at most {max} items per batch-get, got {got}")]
     TooManyItems { max: usize, got: usize },
+    #[error("`limit` must be 1 to {max}")]
+    AuditPageLimit { max: u32 },
 }
 
 /// A dependency answered, but not with something we can use (502).

@@ -66,15 +66,18 @@ impl Vault {
         outcome: AuditOutcome,
         tenant: &TenantRef,
         key: Option<&SecretKey>,
-    ) {
+    ) -> crate::audit::AuditEvent {
         let mut e = self.event(ctx, action, outcome);
         e.tenant_id = Some(tenant.id.0);
         e.tenant_slug = Some(tenant.slug.to_string());
         e.secret_key = key.map(|k| k.to_string());
-        self.audit.record(e);
+        e
     }
 
-    pub(super) fn audited<T>(
+    /// Records the operation's audit event and hands back its result. In strict audit mode
+    /// the result leaves only once the event is committed; if it cannot be, the caller gets
+    /// 503 instead (a value is never answered unaudited).
+    pub(super) async fn audited<T>(
         &self,
         ctx: &RequestContext,
         action: AuditAction,
@@ -86,7 +89,11 @@ impl Vault {
         if let Err(ServiceError::Integrity) = &result {
             tracing::error!(tenant = %tenant.slug, key = ?key.map(|k| k.as_str()), "secret failed its integrity check");
         }
-        self.secret_event(ctx, action, outcome, tenant, key);
+        let event = self.secret_event(ctx, action, outcome, tenant, key);
+        if self.audit.record_answer(event).await.is_err() {
+            tracing::error!(tenant = %tenant.slug, action = action.as_str(), "strict audit mode: the audit event could not be committed; answering 503");
+            return Err(ServiceError::Unavailable("the audit trail"));
+        }
         result
     }
 
@@ -127,6 +134,7 @@ impl Vault {
             Err(e) => metrics::counter!("tenant_vault_secret_read_failures_total", "outcome" => outcome_of(e).as_str()).increment(1),
         }
         self.audited(ctx, AuditAction::SecretRead, tenant, Some(key), result)
+            .await
     }
 
     /// The database, then the fallback (Infisical): a value found there is encrypted and
@@ -163,13 +171,13 @@ impl Vault {
         let result = self
             .write_secret(tenant, key, &value, Some(0), SecretChange::Synced)
             .await;
-        self.secret_event(
+        self.audit.record(self.secret_event(
             ctx,
             AuditAction::SecretImport,
             super::secrets::outcome(&result),
             tenant,
             Some(key),
-        );
+        ));
         match result {
             Ok((version, updated_at)) => Ok(Arc::new(CachedSecret {
                 value,
@@ -234,6 +242,7 @@ impl Vault {
         self.cache.invalidate(tenant.id, key).await;
         self.not_found.forget(tenant.id, key).await;
         self.audited(ctx, AuditAction::SecretWrite, tenant, Some(key), result)
+            .await
     }
 
     pub(super) async fn write_secret(
@@ -359,6 +368,7 @@ impl Vault {
         .await;
         self.cache.invalidate(tenant.id, key).await;
         self.audited(ctx, AuditAction::SecretDelete, tenant, Some(key), result)
+            .await
     }
 
     pub async fn list_secrets(
@@ -380,5 +390,6 @@ impl Vault {
         }
         .await;
         self.audited(ctx, AuditAction::SecretList, tenant, None, result)
+            .await
     }
 }

@@ -54,6 +54,7 @@ impl Vault {
         }
         .await;
         self.audited(ctx, AuditAction::SecretVersions, tenant, Some(key), result)
+            .await
     }
 
     /// One version of a secret, current or kept. Not cached.
@@ -73,6 +74,7 @@ impl Vault {
             Some(key),
             result,
         )
+        .await
     }
 
     /// Writes a new version whose value equals `version`'s. Returns the new version.
@@ -99,6 +101,7 @@ impl Vault {
         .await;
         self.cache.invalidate(tenant.id, key).await;
         self.audited(ctx, AuditAction::SecretRollback, tenant, Some(key), result)
+            .await
     }
 
     async fn load_version(
