@@ -11,9 +11,8 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, HttpSettings};
-use crate::audit::{
-    self, Checkpoint, CheckpointError, CheckpointStore, FileCheckpoints, FoundCheckpoint,
-};
+pub use crate::audit::FoundCheckpoint;
+use crate::audit::{self, Checkpoint, CheckpointError, CheckpointStore, FileCheckpoints};
 use crate::cache::SecretCache;
 use crate::config::{
     DatabaseArgs, HttpArgs, InfisicalArgs, KeyArgs, MasterKeySourceKind, ServiceArgs, TlsArgs,

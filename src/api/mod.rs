@@ -3,6 +3,7 @@
 //! timeout). Handlers are thin: they validate, call the service, and map its answer.
 
 pub mod admin;
+pub mod audit;
 pub mod batch;
 pub mod error;
 pub mod events;
@@ -132,6 +133,7 @@ pub fn router_with_state(
         .merge(secrets::router())
         .merge(batch::router())
         .merge(admin::router())
+        .merge(audit::router())
         .merge(keys::router())
         .merge(versions::router())
         .merge(health::router())

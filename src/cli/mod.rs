@@ -2,6 +2,7 @@
 //! `import infisical`, `infisical-emulator`, `rotate`. A thin layer: each command parses its
 //! flags, builds what it needs through `app`, calls the vault's operations, and prints.
 
+pub mod audit;
 pub mod db;
 pub mod dev;
 pub mod emulator;
@@ -56,6 +57,9 @@ pub enum Command {
     Import(import::ImportCmd),
     /// Run the built-in Infisical emulator (for development and tests; in memory).
     InfisicalEmulator(emulator::EmulatorCmd),
+    /// Verify or export the audit trail.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
     /// Database roles: the runtime role's grants.
     #[command(subcommand)]
     Db(db::DbCmd),
@@ -85,6 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant(cmd) => tenant::run(cmd).await,
         Command::Token(cmd) => token::run(cmd).await,
         Command::Db(cmd) => db::run(cmd).await,
+        Command::Audit(cmd) => audit::run(cmd).await,
     }
 }
 

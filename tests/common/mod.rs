@@ -244,6 +244,11 @@ impl TestApp {
 
     pub async fn with_service(service: ServiceArgs) -> Self {
         let (pool, db_url) = fresh_database().await;
+        Self::on_database(pool, db_url, service).await
+    }
+
+    /// An instance on a database the test prepared (`fresh_database`'s pool and URL).
+    pub async fn on_database(pool: PgPool, db_url: String, service: ServiceArgs) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let source = Arc::new(DevFileSource::new(data_dir.path().to_path_buf()));
         let app = App::build(
