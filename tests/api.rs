@@ -69,7 +69,10 @@ async fn no_plaintext_in_the_database() {
     assert_eq!(rows.len(), 2);
     for (bytes,) in &rows {
         assert!(!bytes.windows(value.len()).any(|w| w == value.as_bytes()));
-        assert_eq!(bytes[0], 1, "format byte");
+        assert_eq!(
+            bytes[0], 2,
+            "format byte (0x02: bound to the secret row id)"
+        );
     }
     // Same value twice, different ciphertext (fresh nonce each time).
     assert_ne!(rows[0].0, rows[1].0);

@@ -570,3 +570,39 @@ async fn strict_mode_commits_the_audit_row_before_answering() {
         .await;
     assert_eq!(res.body["value"], "strict-value");
 }
+
+/// With Infisical as the key source, the checkpoint also lands beside the master key, where
+/// a database writer cannot reach it; `audit verify` reads it back from there.
+#[tokio::test]
+async fn with_infisical_the_checkpoint_goes_to_the_master_key_folder() {
+    let infisical = common::TestInfisical::start(&[]).await;
+    let app = TestApp::with_infisical(&infisical, service_args(60)).await;
+    app.tenant("acme").await;
+    let first = app.vault.audit().checkpoint_now().await.unwrap().unwrap();
+    let read = || async {
+        let secret = infisical
+            .client()
+            .get_secret("/tenant-vault", "AUDIT_CHECKPOINT", None)
+            .await
+            .unwrap()
+            .expect("the checkpoint secret exists");
+        serde_json::from_str::<tenant_vault::audit::Checkpoint>(secret.value.expose()).unwrap()
+    };
+    assert_eq!(read().await, first);
+    // The next one replaces it in place.
+    app.tenant("globex").await;
+    let second = app.vault.audit().checkpoint_now().await.unwrap().unwrap();
+    assert!(second.last_id > first.last_id);
+    assert_eq!(read().await, second);
+    // Both stores are read for verification and both match.
+    let parts = tenant_vault::app::parts(
+        &common::infisical_keys(app.data_dir.path()),
+        &infisical.args,
+    )
+    .unwrap();
+    let stores = tenant_vault::app::checkpoint_stores(app.data_dir.path(), &parts.source);
+    let found = tenant_vault::app::load_checkpoints(&stores).await.unwrap();
+    assert_eq!(found.len(), 2);
+    let report = app.vault.verify_audit(&found).await.unwrap();
+    assert_eq!(report.checkpoints_checked, 2);
+}

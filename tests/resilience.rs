@@ -23,7 +23,7 @@ async fn cached_reads_survive_a_database_outage_and_are_journalled() {
     app.flush_audit().await;
 
     // The database disappears for this instance.
-    app.pool.close().await;
+    app.runtime_pool.close().await;
 
     let res = app.get_secret("acme", "K", &acme).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
@@ -121,7 +121,7 @@ async fn requests_fail_when_audit_can_be_neither_stored_nor_journalled() {
     app.flush_audit().await;
     // No database, and the journal path is a directory: nowhere to record.
     std::fs::create_dir_all(app.data_dir.path().join("audit-journal.jsonl")).unwrap();
-    app.pool.close().await;
+    app.runtime_pool.close().await;
     app.get_secret("acme", "K", &acme).await; // recorded into the void: flips the switch
     app.flush_audit().await;
     let res = app.get_secret("acme", "K", &acme).await;

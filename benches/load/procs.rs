@@ -100,6 +100,8 @@ pub struct ServiceSpec<'a> {
     pub db_max_connections: u32,
     /// INFISICAL_* variables (empty: no fallback configured).
     pub infisical: Vec<(String, String)>,
+    /// TENANT_VAULT_AUDIT_MODE: `batched` (the default) or `strict`.
+    pub audit_mode: &'a str,
 }
 
 pub struct Service {
@@ -138,6 +140,7 @@ impl Service {
                     "TENANT_VAULT_DB_MAX_CONNECTIONS",
                     spec.db_max_connections.to_string(),
                 )
+                .env("TENANT_VAULT_AUDIT_MODE", spec.audit_mode)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().map_err(|e| e.to_string())?)
                 .stderr(log);

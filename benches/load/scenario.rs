@@ -980,6 +980,7 @@ async fn run_point(
         cache_max_entries: cache_entries,
         db_max_connections: args.concurrency as u32,
         infisical: ctx.emulator.env(),
+        audit_mode: "batched",
     })
     .await?;
     let result = point_phases(
@@ -1089,6 +1090,16 @@ async fn point_phases(
             )),
         ));
     }
+    let mut strict_service = None;
+    if wants("hot-strict") {
+        match start_strict_service(ctx, database_url, dir, &data).await {
+            Ok((svc, driver)) => {
+                strict_service = Some(svc);
+                group.push(("hot-strict", Ok(driver)));
+            }
+            Err(e) => group.push(("hot-strict", Err(e))),
+        }
+    }
     let inmem = if wants("openbao-inmem") {
         let r = start_openbao(ctx, dir, &data, "openbao-inmem", &Storage::InMemory).await;
         group.push((
@@ -1134,6 +1145,9 @@ async fn point_phases(
     let mut results = run_group(ctx, group).await;
     if let Some(g) = ceiling_guard {
         g.stop().await;
+    }
+    if let Some(svc) = strict_service {
+        svc.guard.stop().await;
     }
     if let Some(Ok(side)) = inmem {
         side.finish(&mut results, &mut point);
@@ -1592,6 +1606,7 @@ async fn start_nocache_service(
         cache_max_entries: ((data.tenants.len() * 2 + 20_000) as u64).max(100_000),
         db_max_connections: ctx.args.concurrency as u32,
         infisical: Vec::new(),
+        audit_mode: "batched",
     })
     .await?;
     let warm = load(
@@ -1609,6 +1624,46 @@ async fn start_nocache_service(
         ));
     }
     let driver = Driver::Http(svc.addr, random_gets(data, Some("database")));
+    Ok((svc, driver))
+}
+
+/// `hot-strict`: a second server on the same database in strict audit mode, its cache
+/// warmed, so its reads differ from `hot`'s only by waiting for each audit row's commit.
+async fn start_strict_service(
+    ctx: &Ctx,
+    database_url: &str,
+    dir: &Path,
+    data: &Arc<Dataset>,
+) -> Result<(Service, Driver), String> {
+    let svc = Service::start(ServiceSpec {
+        binary: &ctx.binary,
+        name: "tenant-vault (strict audit)",
+        database_url,
+        data_dir: &dir.join("data"),
+        log_file: dir.join("tenant-vault-strict.log"),
+        cache_ttl_secs: 3600,
+        cache_max_entries: ((data.tenants.len() * data.keys.len() * 2 + 20_000) as u64)
+            .max(100_000),
+        db_max_connections: ctx.args.concurrency as u32,
+        infisical: Vec::new(),
+        audit_mode: "strict",
+    })
+    .await?;
+    let warm = load(
+        ctx,
+        svc.addr,
+        Duration::from_secs(600),
+        each_key_once(data, data.keys.len()),
+    )
+    .await;
+    if warm.errors > 0 {
+        svc.guard.stop().await;
+        return Err(format!(
+            "warming the strict-audit service failed: {:?}",
+            warm.error_samples
+        ));
+    }
+    let driver = Driver::Http(svc.addr, random_gets(data, Some("cache")));
     Ok((svc, driver))
 }
 

@@ -351,7 +351,8 @@ impl TestApp {
             .text
             .to_string();
         let router = api::router(vault.clone(), &HttpSettings::default());
-        let runtime_pool = runtime_pool(&db_url).await;
+        // The vault's own pool (closing it is the database going away for this instance).
+        let runtime_pool = vault.pool().clone();
         Self {
             _app: app,
             router,
