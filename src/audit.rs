@@ -192,7 +192,12 @@ impl CheckpointStore for FileCheckpoints {
         if let Some(dir) = self.path.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
-        let tmp = self.path.with_extension("json.tmp");
+        // Replicas may share a data dir: each writes its own temporary file.
+        let tmp = self.path.with_extension(format!(
+            "json.{}.{:x}.tmp",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         let mut f = tokio::fs::File::create(&tmp).await?;
         f.write_all(&serde_json::to_vec_pretty(checkpoint)?).await?;
         f.sync_all().await?;

@@ -606,3 +606,23 @@ async fn with_infisical_the_checkpoint_goes_to_the_master_key_folder() {
     let report = app.vault.verify_audit(&found).await.unwrap();
     assert_eq!(report.checkpoints_checked, 2);
 }
+
+/// `serve` checks for pending migrations with SELECT only: as the runtime role it starts
+/// when there is nothing to do, and says what to do when there is.
+#[tokio::test]
+async fn the_runtime_role_skips_an_empty_migration_and_explains_a_pending_one() {
+    let (pool, db_url) = fresh_database().await;
+    let rt = common::runtime_pool(&db_url).await;
+    tenant_vault::app::migrate_if_pending(&rt).await.unwrap();
+    // One migration forgotten: the runtime role cannot apply it.
+    sqlx::query("delete from _sqlx_migrations where version = 5")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let err = tenant_vault::app::migrate_if_pending(&rt)
+        .await
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("1 migration(s) pending"), "{text}");
+    assert!(text.contains("TENANT_VAULT_MIGRATE_DATABASE_URL"), "{text}");
+}

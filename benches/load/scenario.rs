@@ -625,11 +625,14 @@ pub async fn run(args: Args) -> Result<bool, String> {
     Ok(errors == 0)
 }
 
-async fn admin_token(ctx: &Ctx, database_url: &str) -> Result<String, String> {
+/// `data_dir`: the server's, whose dev master key unwraps the audit key the token's audit
+/// row is chained under.
+async fn admin_token(ctx: &Ctx, database_url: &str, data_dir: &Path) -> Result<String, String> {
     let out = tokio::process::Command::new(&ctx.binary)
         .args(["token", "create", "--admin", "--description", "load bench"])
         .env("DATABASE_URL", database_url)
         .env("TENANT_VAULT_MASTER_KEY_SOURCE", "dev-file")
+        .env("TENANT_VAULT_DATA_DIR", data_dir)
         .env("TENANT_VAULT_LOG", "warn")
         .kill_on_drop(true)
         .output()
@@ -1018,7 +1021,7 @@ async fn point_phases(
 ) -> Result<PointResult, String> {
     let args = &ctx.args;
     let duration = args.duration;
-    let admin = admin_token(ctx, database_url).await?;
+    let admin = admin_token(ctx, database_url, &dir.join("data")).await?;
     let t0 = Instant::now();
     let (data, seed_requests) = seed(ctx, service.addr, &admin, n, spt).await?;
     let seed_s = t0.elapsed().as_secs_f64();

@@ -176,7 +176,7 @@ pub struct Vault {
     pub(crate) tokens: tokens::TokenCache,
     pub(crate) audit: AuditSink,
     pub(crate) limits: Limits,
-    /// Where master key versions come from; None for tools that never wrap (token create).
+    /// Where master key versions come from; None for vaults built without a source.
     pub(crate) key_source: Option<Arc<dyn MasterKeySource>>,
     /// Rotation and re-encryption bookkeeping (see `rotation.rs`).
     pub(crate) rotation: rotation::RotationState,
