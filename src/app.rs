@@ -21,8 +21,8 @@ use crate::infisical::{InfisicalClient, InfisicalConfig};
 use crate::keys::master;
 pub use crate::keys::master::Initialised;
 use crate::keys::{
-    DevFileSource, EnvSource, InfisicalSource, InternalKeyPurpose, InternalKeyring, KeyError,
-    MasterKeySource, MasterKeyring, SourceError,
+    DevFileSource, EnvSource, InfisicalSource, InternalKey, InternalKeyPurpose, InternalKeys,
+    KeyError, MasterKeySource, MasterKeyring, SourceError,
 };
 use crate::service::fallback::{InfisicalFallback, SecretFallback};
 use crate::service::{Limits, Vault};
@@ -38,8 +38,15 @@ pub struct App {
 
 /// What the audit writer gets besides settings: the chain key and where checkpoints go.
 struct AuditWiring {
-    key: Arc<crate::crypto::InternalKey>,
+    key: Arc<dyn audit::ChainKey>,
     checkpoints: Vec<Arc<dyn CheckpointStore>>,
+}
+
+/// The audit chain is keyed with the audit internal key.
+impl audit::ChainKey for InternalKey {
+    fn mac(&self, data: &[u8]) -> [u8; 32] {
+        InternalKey::mac(self, data)
+    }
 }
 
 /// The secret in the Infisical master key folder that holds the latest audit checkpoint.
@@ -158,7 +165,7 @@ impl App {
                 .context("refusing to start")?,
         );
         // The audit chain's HMAC key, wrapped by the master key (created on first start).
-        let audit_key = InternalKeyring::new(pool.clone(), masters.clone())
+        let audit_key = InternalKeys::new(pool.clone(), masters.clone())
             .get(InternalKeyPurpose::Audit)
             .await
             .context("cannot load the audit key")?;

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use futures::StreamExt;
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -27,7 +26,6 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub use crate::config::AuditMode;
-use crate::crypto::InternalKey;
 pub use crate::domain::{AuditAction, AuditOutcome};
 use crate::store::audit::{AuditRow, ChainHead, StoredAuditRow};
 use crate::store::{self, StoreError};
@@ -93,12 +91,18 @@ pub fn chain_hash(prev: &[u8], e: &AuditEvent) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-/// Chain version 2: HMAC-SHA256 under the audit key (wrapped by the master key, so a
-/// database writer cannot recompute it).
-pub fn keyed_chain_hash(key: &InternalKey, prev: &[u8], e: &AuditEvent) -> Vec<u8> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.bytes()).expect("any key length");
-    chain_input(prev, e, |b| mac.update(b));
-    mac.finalize().into_bytes().to_vec()
+/// The chain's key: HMAC-SHA256 under the audit internal key (the keys layer holds it, wrapped
+/// by the master key; the composition root hands it over behind this trait).
+pub trait ChainKey: Send + Sync {
+    fn mac(&self, data: &[u8]) -> [u8; 32];
+}
+
+/// Chain version 2: HMAC-SHA256 under the audit key, so a database writer cannot recompute
+/// it.
+pub fn keyed_chain_hash(key: &dyn ChainKey, prev: &[u8], e: &AuditEvent) -> Vec<u8> {
+    let mut input = Vec::with_capacity(256);
+    chain_input(prev, e, |b| input.extend_from_slice(b));
+    key.mac(&input).to_vec()
 }
 
 /// The chain version written from now on.
@@ -313,7 +317,7 @@ pub enum VerifyError {
 /// table reaches it. Returns the first problem.
 pub async fn verify(
     pool: &PgPool,
-    key: &InternalKey,
+    key: &dyn ChainKey,
     checkpoints: &[FoundCheckpoint],
 ) -> Result<VerifyReport, VerifyError> {
     let keyed_from = checkpoints
@@ -438,7 +442,7 @@ pub struct AuditSink {
     tx: mpsc::Sender<Command>,
     failing: Arc<AtomicBool>,
     mode: AuditMode,
-    key: Arc<InternalKey>,
+    key: Arc<dyn ChainKey>,
 }
 
 impl AuditSink {
@@ -474,7 +478,7 @@ impl AuditSink {
     }
 
     /// The chain's HMAC key, for verification.
-    pub fn chain_key(&self) -> &Arc<InternalKey> {
+    pub fn chain_key(&self) -> &Arc<dyn ChainKey> {
         &self.key
     }
 
@@ -510,7 +514,7 @@ pub struct WriterSettings {
     pub journal: PathBuf,
     pub mode: AuditMode,
     /// The chain's HMAC key (the audit internal key).
-    pub key: Arc<InternalKey>,
+    pub key: Arc<dyn ChainKey>,
     pub checkpoint_every: Duration,
     /// Where checkpoints go (the data dir's file; the master key folder).
     pub checkpoints: Vec<Arc<dyn CheckpointStore>>,
@@ -546,7 +550,7 @@ pub fn spawn_writer(
 struct Writer {
     pool: PgPool,
     journal: PathBuf,
-    key: Arc<InternalKey>,
+    key: Arc<dyn ChainKey>,
     failing: Arc<AtomicBool>,
     journal_pending: bool,
     checkpoint_every: Duration,
@@ -656,7 +660,7 @@ impl Writer {
         if batch.is_empty() {
             return true;
         }
-        match insert_chained(&self.pool, &self.key, &batch).await {
+        match insert_chained(&self.pool, self.key.as_ref(), &batch).await {
             Ok(()) => {
                 self.failing.store(false, Ordering::Relaxed);
                 self.written_since_checkpoint = true;
@@ -722,7 +726,7 @@ impl Writer {
             })
             .collect();
         for chunk in events.chunks(MAX_BATCH) {
-            insert_chained(&self.pool, &self.key, chunk).await?;
+            insert_chained(&self.pool, self.key.as_ref(), chunk).await?;
         }
         self.written_since_checkpoint |= !events.is_empty();
         if !events.is_empty() {
@@ -738,7 +742,7 @@ impl Writer {
 /// Appends a batch to the chain, keyed (chain version 2), under the chain lock.
 async fn insert_chained(
     pool: &PgPool,
-    key: &InternalKey,
+    key: &dyn ChainKey,
     batch: &[AuditEvent],
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;

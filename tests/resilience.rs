@@ -98,7 +98,9 @@ async fn cached_reads_survive_a_database_outage_and_are_journalled() {
         .map(|(a, o)| (a.as_str(), o.as_str()))
         .collect();
     assert_eq!(tail, actions);
-    let report = tenant_vault::audit::verify(&pool, &key, &[]).await.unwrap();
+    let report = tenant_vault::audit::verify(&pool, key.as_ref(), &[])
+        .await
+        .unwrap();
     assert_eq!(report.rows as usize, rows.len());
     // Nothing was half-written by the failed PUT.
     let version: i32 =

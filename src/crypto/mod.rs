@@ -7,7 +7,7 @@ pub mod secret;
 
 pub use envelope::{open_secret, seal_secret, unwrap_data_key, wrap_data_key, SecretPlace};
 pub use kdf::{key_check_value, MasterKey};
-pub use secret::{DataKey, InternalKey, SecretValue};
+pub use secret::{DataKey, SecretValue};
 
 /// A ciphertext failed to open. Deliberately carries no detail an attacker could use and no
 /// bytes of the input: the caller knows which row it was reading and says so itself.

@@ -87,35 +87,6 @@ impl fmt::Debug for DataKey {
     }
 }
 
-/// An unwrapped internal key (`internal_keys`: the audit chain's HMAC key, the token key):
-/// 32 random bytes, wiped on drop, never printed.
-pub struct InternalKey {
-    bytes: Zeroizing<[u8; 32]>,
-}
-
-impl InternalKey {
-    pub fn new(bytes: Zeroizing<[u8; 32]>) -> Self {
-        Self { bytes }
-    }
-
-    /// A fresh random key from the operating system's CSPRNG.
-    pub fn generate() -> Self {
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, bytes.as_mut());
-        Self { bytes }
-    }
-
-    pub fn bytes(&self) -> &[u8; 32] {
-        &self.bytes
-    }
-}
-
-impl fmt::Debug for InternalKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("InternalKey([redacted])")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::SecretValue;

@@ -1,21 +1,27 @@
-//! Internal keys: the service's own 32-byte keys (the audit chain's HMAC key, the token key),
-//! one per purpose, stored in `internal_keys` wrapped by the master key. Created on first use
-//! (race-safe: insert if absent, then read whichever won), unwrapped with the master key
-//! version that wrapped it, cached in memory (wiped on drop). The master key rotation
-//! re-wraps them in its transaction (`rewrap_all`), so they survive it unchanged.
+//! Internal keys: 32-byte keys the service uses for itself (the token verifier key, the audit
+//! key), wrapped under a master key version like data keys, so a database dump alone cannot
+//! forge what they protect. Created on first use (race-safe: insert or nothing, then read),
+//! unwrapped once and kept in memory (wiped on drop), and re-wrapped by the master key
+//! rotation in its own transaction (see `rotation.rs`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use sqlx::{PgConnection, PgPool};
+use zeroize::Zeroizing;
 
 use super::{KeyError, MasterKeyring};
-use crate::crypto::{envelope, InternalKey, MasterKey};
-use crate::store;
+use crate::crypto::envelope;
+use crate::crypto::MasterKey;
+use crate::store::{self, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InternalKeyPurpose {
+    /// Token verifiers: HMAC-SHA256 over the token's SHA-256.
     Token,
+    /// The audit trail's keyed chain (issue 10).
     Audit,
 }
 
@@ -26,71 +32,88 @@ impl InternalKeyPurpose {
             InternalKeyPurpose::Audit => "audit",
         }
     }
+}
 
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "token" => Some(InternalKeyPurpose::Token),
-            "audit" => Some(InternalKeyPurpose::Audit),
-            _ => None,
-        }
+/// An unwrapped internal key. Prints as `[redacted]`; its bytes are wiped on drop.
+pub struct InternalKey {
+    purpose: InternalKeyPurpose,
+    bytes: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for InternalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InternalKey({}, [redacted])", self.purpose.as_str())
     }
 }
 
-pub struct InternalKeyring {
-    pool: PgPool,
-    masters: Arc<MasterKeyring>,
-    unwrapped: Mutex<HashMap<InternalKeyPurpose, Arc<InternalKey>>>,
+impl InternalKey {
+    fn generate(purpose: InternalKeyPurpose) -> Self {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, bytes.as_mut());
+        Self { purpose, bytes }
+    }
+
+    /// HMAC-SHA256 of `data` under this key.
+    pub fn mac(&self, data: &[u8]) -> [u8; 32] {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(self.bytes.as_ref()).expect("any key length");
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Checks a tag made by `mac`, in constant time.
+    pub fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(self.bytes.as_ref()).expect("any key length");
+        mac.update(data);
+        mac.verify_slice(tag).is_ok()
+    }
+
+    fn wrap(&self, master: &MasterKey) -> Vec<u8> {
+        envelope::wrap_internal_key(master, self.purpose.as_str(), &self.bytes)
+    }
 }
 
-impl InternalKeyring {
+pub struct InternalKeys {
+    pool: PgPool,
+    masters: Arc<MasterKeyring>,
+    loaded: RwLock<HashMap<InternalKeyPurpose, Arc<InternalKey>>>,
+}
+
+impl InternalKeys {
     pub fn new(pool: PgPool, masters: Arc<MasterKeyring>) -> Self {
         Self {
             pool,
             masters,
-            unwrapped: Mutex::new(HashMap::new()),
+            loaded: RwLock::new(HashMap::new()),
         }
     }
 
-    /// The key for `purpose`, created (wrapped under the active master key) on first use.
+    /// The key if this process has it in memory already (the hot path).
+    pub fn cached(&self, purpose: InternalKeyPurpose) -> Option<Arc<InternalKey>> {
+        self.loaded.read().unwrap().get(&purpose).cloned()
+    }
+
+    /// The key, created on first use.
     pub async fn get(&self, purpose: InternalKeyPurpose) -> Result<Arc<InternalKey>, KeyError> {
+        self.get_or_create_with(purpose, async |_, _| Ok(())).await
+    }
+
+    /// The key, created on first use; `on_create` runs in the creating transaction, only in
+    /// the one process that creates it (e.g. to fill in what the key protects).
+    pub async fn get_or_create_with(
+        &self,
+        purpose: InternalKeyPurpose,
+        on_create: impl AsyncFnOnce(&mut PgConnection, &InternalKey) -> Result<(), KeyError>,
+    ) -> Result<Arc<InternalKey>, KeyError> {
         if let Some(key) = self.cached(purpose) {
             return Ok(key);
         }
-        let row = match store::internal_keys::get(&self.pool, purpose.as_str()).await? {
-            Some(row) => row,
-            None => {
-                self.create(purpose).await?;
-                store::internal_keys::get(&self.pool, purpose.as_str())
-                    .await?
-                    .ok_or(KeyError::InternalKeyIntegrity(purpose.as_str()))?
-            }
-        };
-        let master = self
-            .masters
-            .get_or_refresh(&self.pool, row.master_key_version)
-            .await?;
-        let key = envelope::unwrap_internal_key(&master, purpose.as_str(), &row.wrapped)
-            .map_err(|_| KeyError::InternalKeyIntegrity(purpose.as_str()))?;
-        let key = Arc::new(key);
-        self.unwrapped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(purpose, key.clone());
-        Ok(key)
-    }
-
-    fn cached(&self, purpose: InternalKeyPurpose) -> Option<Arc<InternalKey>> {
-        self.unwrapped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&purpose)
-            .cloned()
-    }
-
-    /// Inserts a new key unless one exists; under the shared wrap lock, so a rotation cannot
-    /// retire the master key version it is wrapped under meanwhile.
-    async fn create(&self, purpose: InternalKeyPurpose) -> Result<(), KeyError> {
-        let mut tx = self.pool.begin().await.map_err(store::StoreError::from)?;
+        if let Some(key) = self.load(purpose).await? {
+            return Ok(key);
+        }
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        // A master key rotation must not re-wrap the table while we insert under the old key.
         store::master_keys::lock_wrap_shared(&mut tx).await?;
         let master = match store::master_keys::active_master_version(&mut *tx).await? {
             Some(v) => self.masters.get_or_refresh(&self.pool, v).await?,
@@ -98,36 +121,62 @@ impl InternalKeyring {
                 self.masters.active_version(),
             ))?,
         };
-        let wrapped =
-            envelope::wrap_internal_key(&master, purpose.as_str(), &InternalKey::generate());
-        store::internal_keys::insert_if_absent(
+        let key = InternalKey::generate(purpose);
+        let inserted = store::internal_keys::insert_if_missing(
             &mut *tx,
             purpose.as_str(),
             master.version,
-            &wrapped,
+            &key.wrap(&master),
         )
         .await?;
-        tx.commit().await.map_err(store::StoreError::from)?;
-        Ok(())
+        if inserted {
+            on_create(&mut tx, &key).await?;
+            tracing::info!(purpose = purpose.as_str(), "created internal key");
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        self.load(purpose)
+            .await?
+            .ok_or(KeyError::InternalKeyMissing(purpose.as_str()))
+    }
+
+    /// Reads and unwraps the stored key, if there is one, and keeps it in memory.
+    async fn load(
+        &self,
+        purpose: InternalKeyPurpose,
+    ) -> Result<Option<Arc<InternalKey>>, KeyError> {
+        let Some(row) = store::internal_keys::by_purpose(&self.pool, purpose.as_str()).await?
+        else {
+            return Ok(None);
+        };
+        let master = self
+            .masters
+            .get_or_refresh(&self.pool, row.master_key_version)
+            .await?;
+        let bytes = envelope::unwrap_internal_key(&master, purpose.as_str(), &row.wrapped)
+            .map_err(|_| KeyError::InternalKeyIntegrity(purpose.as_str()))?;
+        let key = Arc::new(InternalKey { purpose, bytes });
+        self.loaded
+            .write()
+            .unwrap()
+            .entry(purpose)
+            .or_insert(key.clone());
+        Ok(Some(self.cached(purpose).unwrap_or(key)))
     }
 }
 
 /// Re-wraps every internal key under `new`, in the master key rotation's transaction.
-pub async fn rewrap_all(
+pub(crate) async fn rewrap_all(
     pool: &PgPool,
     tx: &mut PgConnection,
     masters: &MasterKeyring,
     new: &MasterKey,
 ) -> Result<u64, KeyError> {
-    let rows = store::internal_keys::lock_all(&mut *tx).await?;
+    let rows = store::internal_keys::all_for_update(&mut *tx).await?;
     for row in &rows {
         let old = masters.get_or_refresh(pool, row.master_key_version).await?;
-        let purpose = InternalKeyPurpose::parse(&row.purpose)
-            .ok_or(KeyError::InternalKeyIntegrity("unknown"))?
-            .as_str();
-        let key = envelope::unwrap_internal_key(&old, purpose, &row.wrapped)
-            .map_err(|_| KeyError::InternalKeyIntegrity(purpose))?;
-        let wrapped = envelope::wrap_internal_key(new, &row.purpose, &key);
+        let bytes = envelope::unwrap_internal_key(&old, &row.purpose, &row.wrapped)
+            .map_err(|_| KeyError::InternalKeyIntegrity("stored"))?;
+        let wrapped = envelope::wrap_internal_key(new, &row.purpose, &bytes);
         store::internal_keys::rewrap(&mut *tx, &row.purpose, new.version, &wrapped).await?;
     }
     Ok(rows.len() as u64)

@@ -13,7 +13,7 @@ pub mod source;
 pub use data_keys::DataKeyring;
 pub use envelopes::{SecretPlace, StoredSecret};
 pub use infisical::{InfisicalSource, MasterFolderError};
-pub use internal_keys::{InternalKeyPurpose, InternalKeyring};
+pub use internal_keys::{InternalKey, InternalKeyPurpose, InternalKeys};
 pub use master::MasterKeyring;
 pub use source::{Cause, CreatedMasterKey, DevFileSource, EnvSource, MasterKeySource, SourceError};
 
@@ -50,11 +50,12 @@ pub enum KeyError {
     /// its row: it was damaged or copied from another place.
     #[error("a secret ciphertext failed its integrity check")]
     SecretIntegrity,
-    /// An internal key (audit, token) does not unwrap under its master key version.
-    #[error("the {0} internal key failed integrity checks")]
-    InternalKeyIntegrity(&'static str),
     #[error("data key {0} was destroyed")]
     Destroyed(DataKeyId),
+    #[error("the {0} internal key failed its integrity check")]
+    InternalKeyIntegrity(&'static str),
+    #[error("the {0} internal key is missing after it was created")]
+    InternalKeyMissing(&'static str),
     #[error("tenant has no active data key")]
     NoActiveKey,
     #[error(transparent)]

@@ -79,7 +79,7 @@ impl Vault {
         &self,
         checkpoints: &[FoundCheckpoint],
     ) -> Result<VerifyReport, VerifyError> {
-        audit::verify(&self.pool, self.audit.chain_key(), checkpoints).await
+        audit::verify(&self.pool, self.audit.chain_key().as_ref(), checkpoints).await
     }
 
     /// Every row in id order, streamed.

@@ -1,4 +1,5 @@
-//! `internal_keys`: the service's own keys (audit chain, tokens), wrapped by the master key.
+//! `internal_keys`: keys the service uses for itself (token verifiers, audit), stored
+//! wrapped under a master key version. Only the keys layer reads or writes them.
 
 use sqlx::PgExecutor;
 
@@ -11,7 +12,31 @@ pub struct InternalKeyRow {
     pub wrapped: Vec<u8>,
 }
 
-pub async fn get(db: impl PgExecutor<'_>, purpose: &str) -> StoreResult<Option<InternalKeyRow>> {
+/// Inserts the key unless one exists for the purpose; true if this call inserted it. A
+/// concurrent insert waits for the other transaction and then does nothing.
+pub async fn insert_if_missing(
+    db: impl PgExecutor<'_>,
+    purpose: &str,
+    master_key_version: i32,
+    wrapped: &[u8],
+) -> StoreResult<bool> {
+    Ok(sqlx::query!(
+        "insert into internal_keys (purpose, master_key_version, wrapped) values ($1, $2, $3)
+         on conflict (purpose) do nothing",
+        purpose,
+        master_key_version,
+        wrapped
+    )
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+pub async fn by_purpose(
+    db: impl PgExecutor<'_>,
+    purpose: &str,
+) -> StoreResult<Option<InternalKeyRow>> {
     Ok(sqlx::query_as!(
         InternalKeyRow,
         "select purpose, master_key_version, wrapped from internal_keys where purpose = $1",
@@ -21,30 +46,12 @@ pub async fn get(db: impl PgExecutor<'_>, purpose: &str) -> StoreResult<Option<I
     .await?)
 }
 
-/// Inserts unless another replica created the key first (then the caller reads theirs).
-pub async fn insert_if_absent(
-    db: impl PgExecutor<'_>,
-    purpose: &str,
-    master_key_version: i32,
-    wrapped: &[u8],
-) -> StoreResult<()> {
-    sqlx::query!(
-        "insert into internal_keys (purpose, master_key_version, wrapped) values ($1, $2, $3)
-         on conflict (purpose) do nothing",
-        purpose,
-        master_key_version,
-        wrapped
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// Every internal key, locked for the master key rotation's re-wrap.
-pub async fn lock_all(db: impl PgExecutor<'_>) -> StoreResult<Vec<InternalKeyRow>> {
+/// Every internal key, locked until the transaction ends (master key rotation).
+pub async fn all_for_update(db: impl PgExecutor<'_>) -> StoreResult<Vec<InternalKeyRow>> {
     Ok(sqlx::query_as!(
         InternalKeyRow,
-        "select purpose, master_key_version, wrapped from internal_keys order by purpose for update"
+        "select purpose, master_key_version, wrapped from internal_keys
+         order by purpose for update"
     )
     .fetch_all(db)
     .await?)
