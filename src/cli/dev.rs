@@ -139,6 +139,7 @@ async fn run_with_database(
             .await
             .context("cannot connect to PostgreSQL")?;
         app::migrate(&pool).await?;
+        app::warn_if_privileged(&pool).await;
         (pool, database_url.to_owned(), None)
     };
     let database_url = database_url.as_str();
