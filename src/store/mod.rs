@@ -12,6 +12,7 @@ pub mod notify;
 pub mod reencryption;
 pub mod roles;
 pub mod secrets;
+pub mod sync;
 pub mod tenants;
 pub mod tokens;
 pub mod versions;

@@ -198,6 +198,7 @@ pub fn service_args(cache_ttl_secs: u64) -> ServiceArgs {
     ServiceArgs {
         cache_ttl_secs,
         cache_max_entries: 10_000,
+        max_stale_secs: 300,
         not_found_cache_secs: 5,
         max_value_bytes: 65_536,
         data_key_max_encryptions: 1 << 31,
@@ -527,6 +528,7 @@ impl TestInfisical {
             master_key_folder: "/tenant-vault".into(),
             infisical_fallback: true,
             infisical_timeout_ms: 1000,
+            sync: Default::default(),
         };
         Self {
             handle,
@@ -592,6 +594,11 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String)
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        // Not the checkout's ./.tenant-vault (audit journal and checkpoint), unless `env` says.
+        .env(
+            "TENANT_VAULT_DATA_DIR",
+            std::env::temp_dir().join(format!("tenant-vault-cli-{}", std::process::id())),
+        )
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .output()
