@@ -27,6 +27,9 @@ use std::time::Duration;
 pub const ALL_PHASES: &[&str] = &[
     "http-ceiling",
     "hot",
+    // `hot` again on a second server in strict audit mode (each answer waits for its
+    // audit row's commit), measured in turns with `hot`.
+    "hot-strict",
     "db-ceiling",
     "database",
     "infisical",

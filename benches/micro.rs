@@ -26,6 +26,7 @@ fn envelopes(c: &mut Criterion) {
         tenant,
         key: &name,
         version: 3,
+        secret_id: Uuid::new_v4(),
     };
     let mut group = c.benchmark_group("secret");
     for (label, len) in [("64B", 64usize), ("1KiB", 1024), ("16KiB", 16 * 1024)] {

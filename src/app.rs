@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, HttpSettings};
 use crate::archive::{ArchiveClient, ArchiveConfig};
-use crate::audit;
+pub use crate::audit::FoundCheckpoint;
+use crate::audit::{self, Checkpoint, CheckpointError, CheckpointStore, FileCheckpoints};
 use crate::cache::SecretCache;
 use crate::config::{
     ArchiveArgs, DatabaseArgs, HttpArgs, InfisicalArgs, KeyArgs, MasterKeySourceKind, ServiceArgs,
@@ -23,13 +24,13 @@ use crate::infisical::{InfisicalClient, InfisicalConfig};
 use crate::keys::master;
 pub use crate::keys::master::Initialised;
 use crate::keys::{
-    DevFileSource, EnvSource, InfisicalSource, KeyError, MasterKeySource, MasterKeyring,
-    SourceError,
+    DevFileSource, EnvSource, InfisicalSource, InternalKey, InternalKeyPurpose, InternalKeys,
+    KeyError, MasterKeySource, MasterKeyring, SourceError,
 };
 use crate::service::fallback::{InfisicalFallback, SecretFallback};
 use crate::service::sync::SyncSettings;
 use crate::service::{Limits, Vault};
-use crate::store;
+use crate::store::{self, roles::RoleName};
 use crate::tls::ServerTls;
 
 /// A built vault and its background audit writer.
@@ -37,6 +38,85 @@ pub struct App {
     pub vault: Arc<Vault>,
     audit_task: tokio::task::JoinHandle<()>,
     background: BackgroundTasks,
+}
+
+/// What the audit writer gets besides settings: the chain key and where checkpoints go.
+struct AuditWiring {
+    key: Arc<dyn audit::ChainKey>,
+    checkpoints: Vec<Arc<dyn CheckpointStore>>,
+}
+
+/// The audit chain is keyed with the audit internal key.
+impl audit::ChainKey for InternalKey {
+    fn mac(&self, data: &[u8]) -> [u8; 32] {
+        InternalKey::mac(self, data)
+    }
+}
+
+/// The secret in the Infisical master key folder that holds the latest audit checkpoint.
+pub const AUDIT_CHECKPOINT_SECRET: &str = "AUDIT_CHECKPOINT";
+
+/// Where audit checkpoints are kept: the data dir's file, and the master key folder when
+/// the key source keeps notes (Infisical).
+pub fn checkpoint_stores(
+    data_dir: &Path,
+    source: &Arc<dyn MasterKeySource>,
+) -> Vec<Arc<dyn CheckpointStore>> {
+    let mut stores: Vec<Arc<dyn CheckpointStore>> =
+        vec![Arc::new(FileCheckpoints::in_dir(data_dir))];
+    if source.kind() == "infisical" {
+        stores.push(Arc::new(SourceCheckpoints(source.clone())));
+    }
+    stores
+}
+
+/// A checkpoint kept as a note of the master key source (a secret beside the master key).
+struct SourceCheckpoints(Arc<dyn MasterKeySource>);
+
+#[async_trait::async_trait]
+impl CheckpointStore for SourceCheckpoints {
+    fn describe(&self) -> String {
+        format!("{} secret {AUDIT_CHECKPOINT_SECRET}", self.0.describe())
+    }
+
+    async fn save(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointError> {
+        let text = serde_json::to_string(checkpoint)?;
+        self.0
+            .put_note(AUDIT_CHECKPOINT_SECRET, &text)
+            .await
+            .map(|_| ())
+            .map_err(|e| CheckpointError::Remote(e.to_string()))
+    }
+
+    async fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        let text = self
+            .0
+            .get_note(AUDIT_CHECKPOINT_SECRET)
+            .await
+            .map_err(|e| CheckpointError::Remote(e.to_string()))?;
+        Ok(text.map(|t| serde_json::from_str(&t)).transpose()?)
+    }
+}
+
+/// Every checkpoint the stores hold, for `audit verify`. A store that cannot be read is an
+/// error: verifying without it would silently check less.
+pub async fn load_checkpoints(
+    stores: &[Arc<dyn CheckpointStore>],
+) -> anyhow::Result<Vec<FoundCheckpoint>> {
+    let mut found = Vec::new();
+    for store in stores {
+        let loaded = store
+            .load()
+            .await
+            .with_context(|| format!("cannot read the audit checkpoint in {}", store.describe()))?;
+        if let Some(checkpoint) = loaded {
+            found.push(FoundCheckpoint {
+                source: store.describe(),
+                checkpoint,
+            });
+        }
+    }
+    Ok(found)
 }
 
 /// The change listener and the re-encryption worker; aborted when dropped.
@@ -95,15 +175,27 @@ impl App {
         data_dir: &Path,
         service: &ServiceArgs,
     ) -> anyhow::Result<App> {
-        let masters = MasterKeyring::load(&pool, parts.source.as_ref())
+        let masters = Arc::new(
+            MasterKeyring::load(&pool, parts.source.as_ref())
+                .await
+                .context("refusing to start")?,
+        );
+        // The audit chain's HMAC key, wrapped by the master key (created on first start).
+        let audit_key = InternalKeys::new(pool.clone(), masters.clone())
+            .get(InternalKeyPurpose::Audit)
             .await
-            .context("refusing to start")?;
+            .context("cannot load the audit key")?;
+        let checkpoints = checkpoint_stores(data_dir, &parts.source);
         let mut app = Self::with_keyring(
             pool,
-            Arc::new(masters),
+            masters,
             Some(parts.source),
             data_dir,
             service,
+            AuditWiring {
+                key: audit_key,
+                checkpoints,
+            },
         );
         let vault = Arc::get_mut(&mut app.vault).expect("not shared yet");
         vault.set_sync_settings(parts.sync);
@@ -123,23 +215,25 @@ impl App {
         Ok(app)
     }
 
-    /// A vault without master keys, for commands that wrap and verify nothing (listing and
-    /// revoking tokens).
-    pub fn without_master_key(pool: PgPool, service: &ServiceArgs) -> App {
-        let keyring = Arc::new(MasterKeyring::from_keys(Vec::new()));
-        Self::with_keyring(pool, keyring, None, Path::new("."), service)
-    }
-
     /// Wires the service around an already loaded keyring.
-    pub fn with_keyring(
+    fn with_keyring(
         pool: PgPool,
         masters: Arc<MasterKeyring>,
         source: Option<Arc<dyn MasterKeySource>>,
         data_dir: &Path,
         service: &ServiceArgs,
+        audit: AuditWiring,
     ) -> App {
-        let (sink, audit_task) =
-            audit::spawn_writer(pool.clone(), data_dir.join("audit-journal.jsonl"));
+        let (sink, audit_task) = audit::spawn_writer(
+            pool.clone(),
+            audit::WriterSettings {
+                journal: data_dir.join("audit-journal.jsonl"),
+                mode: service.audit.audit_mode,
+                key: audit.key,
+                checkpoint_every: Duration::from_secs(service.audit.audit_checkpoint_secs),
+                checkpoints: audit.checkpoints,
+            },
+        );
         let cache = SecretCache::with_max_bytes(
             service.cache_ttl_secs,
             service.cache_max_entries,
@@ -355,7 +449,15 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::Error::new(KeyError::Store(e)))?;
         if migrate {
-            self::migrate(&pool).await?;
+            match &db.migrate_database_url {
+                Some(_) => {
+                    let owner = migration_pool(&db).await?;
+                    let migrated = migrate_if_pending(&owner).await;
+                    owner.close().await;
+                    migrated?;
+                }
+                None => migrate_if_pending(&pool).await?,
+            }
         }
         let parts = parts(&keys, &infisical)?.with_archive(archive.clone());
         App::build_with(pool.clone(), parts, &keys.data_dir, &service).await
@@ -375,6 +477,7 @@ pub async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    warn_if_privileged(&pool).await;
     // The change listener and the re-encryption worker.
     app.start_background();
     state.set_vault(app.vault.clone());
@@ -418,6 +521,89 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
 /// Applies pending migrations.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     store::migrate(pool).await.context("migration failed")
+}
+
+/// Applies pending migrations, if any. Asking needs only SELECT, so a runtime role that
+/// cannot migrate starts fine when there is nothing to do, and says what to do otherwise.
+pub async fn migrate_if_pending(pool: &PgPool) -> anyhow::Result<()> {
+    let pending = store::pending_migrations(pool)
+        .await
+        .map_err(KeyError::Store)
+        .context("cannot read the applied migrations")?;
+    if pending == 0 {
+        return Ok(());
+    }
+    store::migrate(pool).await.with_context(|| {
+        format!(
+            "{pending} migration(s) pending and applying them failed; if DATABASE_URL names the              runtime role, apply them as the owner role: `tenant-vault migrate` with              TENANT_VAULT_MIGRATE_DATABASE_URL (or --migrate-database-url) set"
+        )
+    })
+}
+
+/// The pool migrations run on: the owner's URL when given, else `pool`'s.
+pub async fn migration_pool(db: &DatabaseArgs) -> anyhow::Result<PgPool> {
+    let url = db
+        .migrate_database_url
+        .as_ref()
+        .unwrap_or(&db.database_url)
+        .expose();
+    store::connect(url, 2)
+        .await
+        .map_err(|e| KeyError::Store(e.into()))
+        .context("cannot connect to the database to migrate")
+}
+
+/// The grants of `tenant-vault db grant`, as SQL. `owner`: whose future tables the default
+/// privileges cover (None: the role that runs the script).
+pub fn runtime_grants_sql(runtime: &str, owner: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let runtime = RoleName::parse(runtime).context("--runtime-role")?;
+    let owner = owner
+        .map(RoleName::parse)
+        .transpose()
+        .context("--owner-role")?;
+    Ok(store::roles::grant_statements(&runtime, owner.as_ref()))
+}
+
+/// Applies the runtime role's grants (run as the owner or a superuser, after migrating).
+pub async fn grant_runtime_role(pool: &PgPool, runtime: &str) -> anyhow::Result<Vec<String>> {
+    let runtime = RoleName::parse(runtime).context("--runtime-role")?;
+    if store::roles::table_owner(pool).await?.is_none() {
+        anyhow::bail!("the tables do not exist yet: run `tenant-vault migrate` first");
+    }
+    store::roles::apply_grants(pool, &runtime)
+        .await
+        .context("applying the grants failed (run as the owner of the tables or a superuser)")
+}
+
+/// Makes the owner and runtime login roles exist and hands the database to the owner (dev
+/// mode's private cluster; `admin` is a superuser pool on that database).
+pub async fn ensure_dev_roles(admin: &PgPool, owner: &str, runtime: &str) -> anyhow::Result<()> {
+    let owner = RoleName::parse(owner)?;
+    let runtime = RoleName::parse(runtime)?;
+    store::roles::ensure_login_role(admin, &owner, owner.as_str()).await?;
+    store::roles::ensure_login_role(admin, &runtime, runtime.as_str()).await?;
+    store::roles::adopt_schema(admin, &owner).await?;
+    Ok(())
+}
+
+/// Logs loudly when the service's role can do more than its job: a superuser or the owner
+/// of the tables can alter, truncate or rewrite the audit trail. Returns the role's name.
+pub async fn warn_if_privileged(pool: &PgPool) -> Option<String> {
+    match store::roles::session_role(pool).await {
+        Ok(role) if role.superuser => {
+            tracing::warn!(role = %role.name, "SERVING AS A SUPERUSER: this role can rewrite or truncate the audit trail and disable its triggers; serve as a runtime role (`tenant-vault db grant --runtime-role NAME`, README \"Database roles\")");
+            Some(role.name)
+        }
+        Ok(role) if role.owns_tables => {
+            tracing::warn!(role = %role.name, "SERVING AS THE OWNER OF THE TABLES: this role can alter tables and disable the audit trail's triggers; serve as a runtime role (`tenant-vault db grant --runtime-role NAME`, README \"Database roles\")");
+            Some(role.name)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check the database role's privileges");
+            None
+        }
+    }
 }
 
 /// `create database` if it does not exist (the name is a constant, never user input).

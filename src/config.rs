@@ -14,6 +14,17 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub database_url: SecretValue,
 
+    /// PostgreSQL URL of the owner role, for migrations (`migrate`, `serve` at start-up) and
+    /// `db grant`; unset, DATABASE_URL is used. Production: DATABASE_URL names the runtime
+    /// role (rows only), this one the role that owns the tables. See README, "Database roles".
+    #[arg(
+        long,
+        env = "TENANT_VAULT_MIGRATE_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub migrate_database_url: Option<SecretValue>,
+
     /// Most connections the pool opens.
     #[arg(
         long,
@@ -116,6 +127,9 @@ pub struct ServiceArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub audit: AuditArgs,
 }
 
 /// Default life of a new token: 90 days.
@@ -261,6 +275,47 @@ impl LimitArgs {
             rate_limit_tenant_rps: 0,
             rate_limit_auth_failures_per_min: 0,
             ..Self::default()
+        }
+    }
+}
+
+/// When an answer waits for its audit row.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditMode {
+    /// Events are written in batches (at least every 100 ms) after the answer; while the
+    /// database is away they go to the journal file.
+    #[default]
+    Batched,
+    /// Fail closed: an answer leaves only once its audit row is committed in the database;
+    /// if it cannot be, the request fails with 503 and no value.
+    Strict,
+}
+
+/// The audit trail's settings.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AuditArgs {
+    /// `batched` (default) or `strict` (answer only after the audit row is committed).
+    #[arg(
+        long,
+        env = "TENANT_VAULT_AUDIT_MODE",
+        value_enum,
+        default_value = "batched"
+    )]
+    pub audit_mode: AuditMode,
+
+    /// Seconds between audit checkpoints (last id, chain value, count, time) written outside
+    /// the database: `audit-checkpoint.json` in the data dir, and with Infisical as the key
+    /// source, a secret in the master key folder. `tenant-vault audit verify` checks them.
+    #[arg(long, env = "TENANT_VAULT_AUDIT_CHECKPOINT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400), value_name = "SECS")]
+    pub audit_checkpoint_secs: u64,
+}
+
+impl Default for AuditArgs {
+    fn default() -> Self {
+        Self {
+            audit_mode: AuditMode::Batched,
+            audit_checkpoint_secs: 60,
         }
     }
 }

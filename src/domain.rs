@@ -397,6 +397,9 @@ pub enum AuditAction {
     #[serde(rename = "access.unauthenticated")]
     #[sqlx(rename = "access.unauthenticated")]
     AccessUnauthenticated,
+    #[serde(rename = "audit.read")]
+    #[sqlx(rename = "audit.read")]
+    AuditRead,
 }
 
 impl AuditAction {
@@ -430,6 +433,7 @@ impl AuditAction {
             AuditAction::AccessScope => "access.scope",
             AuditAction::AccessRateLimit => "access.rate_limit",
             AuditAction::AccessUnauthenticated => "access.unauthenticated",
+            AuditAction::AuditRead => "audit.read",
         }
     }
 }

@@ -441,6 +441,19 @@ async fn dev_mode_end_to_end_and_restart() {
         .await
         .unwrap();
     assert!(!dump.contains("sk_acme_secret") && !dump.contains("sk_globex_secret"));
+    // dev runs like production: the server's DATABASE_URL is the runtime role, which can
+    // read the audit trail but not change it; migrations ran as the owner.
+    let who: String = sqlx::query_scalar("select current_user::text")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(who, "tenant_vault_runtime");
+    let err = sqlx::query("delete from audit_events")
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    assert!(env["TENANT_VAULT_MIGRATE_DATABASE_URL"].contains("tenant_vault_owner"));
     pool.close().await;
 
     // A secret placed in Infisical (the dev emulator) through Infisical's own API, with the
@@ -534,14 +547,9 @@ async fn dev_mode_end_to_end_and_restart() {
     assert_eq!(status, 401);
 
     let port = db_url
-        .split(':')
-        .nth(2)
+        .parse::<sqlx::postgres::PgConnectOptions>()
         .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse::<u16>()
-        .unwrap();
+        .get_port();
     assert!(dev.interrupt().success());
     // Everything it started has stopped, PostgreSQL included.
     assert!(

@@ -344,7 +344,18 @@ async fn a_serving_process_stays_within_its_cache_byte_bound() {
     assert!(ready, "serve became ready: {}", serve.drain_log());
     // An admin token (issuing one wraps no key), then a tenant and its token over HTTP.
     let pool = tenant_vault::store::connect(&db_url, 2).await.unwrap();
-    let tool = App::without_master_key(pool.clone(), &tenant_vault::cli::default_service());
+    // The serving process's own master key (the audit key it unwraps chains the rows).
+    let source = std::sync::Arc::new(tenant_vault::keys::source::EnvSource::new(
+        zeroize::Zeroizing::new("c".repeat(64)),
+    ));
+    let tool = App::build(
+        pool.clone(),
+        source,
+        tmp.path(),
+        &tenant_vault::cli::default_service(),
+    )
+    .await
+    .unwrap();
     let admin = tool
         .vault
         .create_token(&Default::default(), None, None, None)

@@ -668,7 +668,7 @@ async fn stale_values_are_served_within_the_budget_while_postgres_and_infisical_
     assert_eq!(del.status, StatusCode::OK);
 
     infisical.faults(json!({"down": true}));
-    app.pool.close().await;
+    app.runtime_pool.close().await;
     eventually("the value is served stale past its TTL", || async {
         let res = app.get_secret("acme", "K", &acme).await;
         assert_eq!(res.status, StatusCode::OK, "{}", res.text);

@@ -243,3 +243,56 @@ async fn a_wrong_master_key_refuses_to_start_and_names_the_version() {
         "{err:#}"
     );
 }
+
+/// A ciphertext of a deleted secret, replayed by a database writer into a new secret of the
+/// same name and version, fails: the row id (the secret's incarnation) is in the AAD.
+#[tokio::test]
+async fn ciphertext_of_a_deleted_and_recreated_secret_cannot_be_replayed() {
+    let (app, acme, _) = setup().await;
+    let old: (Vec<u8>, uuid::Uuid, uuid::Uuid) = sqlx::query_as(
+        "select s.secret_value_encrypted, s.data_key_id, s.id from company_secrets s
+         join tenants t on t.id = s.company_id where t.slug = 'acme' and s.secret_key = 'A'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        old.0[0], 0x02,
+        "new writes use the envelope format with the row id"
+    );
+    let res = app
+        .call(
+            axum::http::Method::DELETE,
+            "/v1/tenants/acme/secrets/A",
+            Some(&acme),
+            None,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text);
+    let res = app
+        .put_secret("acme", "A", &acme, json!({"value": "acme-A-recreated"}))
+        .await;
+    assert_eq!(res.body["version"], 1, "{}", res.text);
+    // The writer puts the old incarnation's version 1 back into the new row.
+    let replaced = sqlx::query(
+        "update company_secrets set secret_value_encrypted = $1, data_key_id = $2
+         where secret_key = 'A' and company_id = (select id from tenants where slug = 'acme')
+           and id <> $3",
+    )
+    .bind(&old.0)
+    .bind(old.1)
+    .bind(old.2)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(replaced.rows_affected(), 1, "the new row has a new id");
+    assert_integrity_error(&app, "acme", "A", &acme).await;
+    let res = app.get_secret("acme", "A", &acme).await;
+    assert!(
+        res.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("integrity")),
+        "a clear message: {}",
+        res.text
+    );
+}

@@ -33,7 +33,7 @@ async fn cached_reads_survive_a_database_outage_and_are_journalled() {
     assert_eq!(res.body["database"], "ok");
 
     // The database disappears for this instance.
-    app.pool.close().await;
+    app.runtime_pool.close().await;
 
     let res = app.get_secret("acme", "K", &acme).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
@@ -95,7 +95,17 @@ async fn cached_reads_survive_a_database_outage_and_are_journalled() {
 
     // The database comes back: a new writer (as after a restart) replays the journal first.
     let pool = tenant_vault::store::connect(&app.db_url, 2).await.unwrap();
-    let (sink, task) = tenant_vault::audit::spawn_writer(pool.clone(), journal.clone());
+    let key = app.vault.audit().chain_key().clone();
+    let (sink, task) = tenant_vault::audit::spawn_writer(
+        pool.clone(),
+        tenant_vault::audit::WriterSettings {
+            journal: journal.clone(),
+            mode: Default::default(),
+            key: key.clone(),
+            checkpoint_every: std::time::Duration::from_secs(60),
+            checkpoints: Vec::new(),
+        },
+    );
     sink.flush().await;
     assert!(!journal.exists(), "journal replayed and removed");
     let rows: Vec<(String, String)> =
@@ -108,10 +118,10 @@ async fn cached_reads_survive_a_database_outage_and_are_journalled() {
         .map(|(a, o)| (a.as_str(), o.as_str()))
         .collect();
     assert_eq!(tail, actions);
-    assert_eq!(
-        tenant_vault::audit::verify_chain(&pool).await.unwrap(),
-        rows.len()
-    );
+    let report = tenant_vault::audit::verify(&pool, key.as_ref(), &[])
+        .await
+        .unwrap();
+    assert_eq!(report.rows as usize, rows.len());
     // Nothing was half-written by the failed PUT.
     let version: i32 =
         sqlx::query_scalar("select version from company_secrets where secret_key = 'K'")
@@ -133,7 +143,7 @@ async fn requests_fail_when_audit_can_be_neither_stored_nor_journalled() {
     app.flush_audit().await;
     // No database, and the journal path is a directory: nowhere to record.
     std::fs::create_dir_all(app.data_dir.path().join("audit-journal.jsonl")).unwrap();
-    app.pool.close().await;
+    app.runtime_pool.close().await;
     app.get_secret("acme", "K", &acme).await; // recorded into the void: flips the switch
     app.flush_audit().await;
     let res = app.get_secret("acme", "K", &acme).await;

@@ -103,6 +103,8 @@ pub struct ServiceSpec<'a> {
     /// The settings' default rate limits and quotas (`hot-limits`); otherwise they are off,
     /// so the bench measures the vault, not its throttling.
     pub default_limits: bool,
+    /// TENANT_VAULT_AUDIT_MODE: `batched` (the default) or `strict`.
+    pub audit_mode: &'a str,
 }
 
 pub struct Service {
@@ -141,6 +143,7 @@ impl Service {
                     "TENANT_VAULT_DB_MAX_CONNECTIONS",
                     spec.db_max_connections.to_string(),
                 )
+                .env("TENANT_VAULT_AUDIT_MODE", spec.audit_mode)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().map_err(|e| e.to_string())?)
                 .stderr(log);

@@ -206,6 +206,9 @@ pub fn print_point(p: &PointResult) {
     if let Some(r) = ratio(p, "hot", "http-ceiling") {
         println!("  hot / http-ceiling      = {:.0}%", r * 100.0);
     }
+    if let Some(r) = ratio(p, "hot-strict", "hot") {
+        println!("  hot-strict / hot        = {:.0}%", r * 100.0);
+    }
     if let Some(r) = ratio(p, "database", "db-ceiling") {
         println!("  database / db-ceiling   = {:.0}%", r * 100.0);
     }
@@ -350,6 +353,7 @@ impl Report<'_> {
                     "tenants": p.tenants,
                     "hot_over_http_ceiling": ratio(p, "hot", "http-ceiling"),
                     "hot_limits_over_hot": ratio(p, "hot-limits", "hot"),
+                    "hot_strict_over_hot": ratio(p, "hot-strict", "hot"),
                     "database_over_db_ceiling": ratio(p, "database", "db-ceiling"),
                     "hot_over_openbao_inmem": ratio(p, "hot", "openbao-inmem"),
                     "hot_over_openbao_pg": ratio(p, "hot", "openbao-pg"),

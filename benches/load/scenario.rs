@@ -625,11 +625,14 @@ pub async fn run(args: Args) -> Result<bool, String> {
     Ok(errors == 0)
 }
 
-async fn admin_token(ctx: &Ctx, database_url: &str) -> Result<String, String> {
+/// `data_dir`: the server's, whose dev master key unwraps the audit key the token's audit
+/// row is chained under.
+async fn admin_token(ctx: &Ctx, database_url: &str, data_dir: &Path) -> Result<String, String> {
     let out = tokio::process::Command::new(&ctx.binary)
         .args(["token", "create", "--admin", "--description", "load bench"])
         .env("DATABASE_URL", database_url)
         .env("TENANT_VAULT_MASTER_KEY_SOURCE", "dev-file")
+        .env("TENANT_VAULT_DATA_DIR", data_dir)
         .env("TENANT_VAULT_LOG", "warn")
         .kill_on_drop(true)
         .output()
@@ -981,6 +984,7 @@ async fn run_point(
         db_max_connections: args.concurrency as u32,
         infisical: ctx.emulator.env(),
         default_limits: false,
+        audit_mode: "batched",
     })
     .await?;
     let result = point_phases(
@@ -1018,7 +1022,7 @@ async fn point_phases(
 ) -> Result<PointResult, String> {
     let args = &ctx.args;
     let duration = args.duration;
-    let admin = admin_token(ctx, database_url).await?;
+    let admin = admin_token(ctx, database_url, &dir.join("data")).await?;
     let t0 = Instant::now();
     let (data, seed_requests) = seed(ctx, service.addr, &admin, n, spt).await?;
     let seed_s = t0.elapsed().as_secs_f64();
@@ -1105,6 +1109,16 @@ async fn point_phases(
             Err(e) => group.push(("hot-limits", Err(e))),
         }
     }
+    let mut strict_service = None;
+    if wants("hot-strict") {
+        match start_strict_service(ctx, database_url, dir, &data).await {
+            Ok((svc, driver)) => {
+                strict_service = Some(svc);
+                group.push(("hot-strict", Ok(driver)));
+            }
+            Err(e) => group.push(("hot-strict", Err(e))),
+        }
+    }
     let inmem = if wants("openbao-inmem") {
         let r = start_openbao(ctx, dir, &data, "openbao-inmem", &Storage::InMemory).await;
         group.push((
@@ -1152,6 +1166,9 @@ async fn point_phases(
         g.stop().await;
     }
     if let Some(svc) = limited {
+        svc.guard.stop().await;
+    }
+    if let Some(svc) = strict_service {
         svc.guard.stop().await;
     }
     if let Some(Ok(side)) = inmem {
@@ -1612,6 +1629,7 @@ async fn start_nocache_service(
         db_max_connections: ctx.args.concurrency as u32,
         infisical: Vec::new(),
         default_limits: false,
+        audit_mode: "batched",
     })
     .await?;
     let warm = load(
@@ -1629,6 +1647,47 @@ async fn start_nocache_service(
         ));
     }
     let driver = Driver::Http(svc.addr, random_gets(data, Some("database")));
+    Ok((svc, driver))
+}
+
+/// `hot-strict`: a second server on the same database in strict audit mode, its cache
+/// warmed, so its reads differ from `hot`'s only by waiting for each audit row's commit.
+async fn start_strict_service(
+    ctx: &Ctx,
+    database_url: &str,
+    dir: &Path,
+    data: &Arc<Dataset>,
+) -> Result<(Service, Driver), String> {
+    let svc = Service::start(ServiceSpec {
+        binary: &ctx.binary,
+        name: "tenant-vault (strict audit)",
+        database_url,
+        data_dir: &dir.join("data"),
+        log_file: dir.join("tenant-vault-strict.log"),
+        cache_ttl_secs: 3600,
+        cache_max_entries: ((data.tenants.len() * data.keys.len() * 2 + 20_000) as u64)
+            .max(100_000),
+        db_max_connections: ctx.args.concurrency as u32,
+        infisical: Vec::new(),
+        default_limits: false,
+        audit_mode: "strict",
+    })
+    .await?;
+    let warm = load(
+        ctx,
+        svc.addr,
+        Duration::from_secs(600),
+        each_key_once(data, data.keys.len()),
+    )
+    .await;
+    if warm.errors > 0 {
+        svc.guard.stop().await;
+        return Err(format!(
+            "warming the strict-audit service failed: {:?}",
+            warm.error_samples
+        ));
+    }
+    let driver = Driver::Http(svc.addr, random_gets(data, Some("cache")));
     Ok((svc, driver))
 }
 
@@ -1853,6 +1912,7 @@ async fn start_limited(
         db_max_connections: ctx.args.concurrency as u32,
         infisical: Vec::new(),
         default_limits: true,
+        audit_mode: "batched",
     })
     .await?;
     let warm = load(

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod audit;
 pub mod batch;
 pub mod error;
 pub mod events;
@@ -169,6 +170,7 @@ pub fn router_with_state(
         .merge(secrets::router())
         .merge(batch::router())
         .merge(admin::router())
+        .merge(audit::router())
         .merge(keys::router())
         .merge(versions::router())
         .merge(tokens::router())

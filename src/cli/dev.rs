@@ -20,6 +20,10 @@ use crate::service::RequestContext;
 use crate::tls::{LocalCa, ServerTls, TlsFiles};
 
 const DEV_DATABASE: &str = "tenant_vault";
+/// With its private PostgreSQL, dev mode runs like production: migrations as the owner role,
+/// the server as the runtime role with `db grant`'s rights (README, "Database roles").
+const DEV_OWNER_ROLE: &str = "tenant_vault_owner";
+const DEV_RUNTIME_ROLE: &str = "tenant_vault_runtime";
 
 #[derive(clap::Args, Debug)]
 pub struct DevArgs {
@@ -130,10 +134,21 @@ async fn run_with_database(
     database_url: &str,
     private_pg: bool,
 ) -> anyhow::Result<()> {
-    let pool = app::connect(database_url, 16)
-        .await
-        .context("cannot connect to PostgreSQL")?;
-    app::migrate(&pool).await?;
+    let (pool, database_url, owner_url) = if private_pg {
+        let (runtime_url, owner_url) = dev_roles(database_url).await?;
+        let pool = app::connect(&runtime_url, 16)
+            .await
+            .context("cannot connect to PostgreSQL as the runtime role")?;
+        (pool, runtime_url, Some(owner_url))
+    } else {
+        let pool = app::connect(database_url, 16)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        app::migrate(&pool).await?;
+        app::warn_if_privileged(&pool).await;
+        (pool, database_url.to_owned(), None)
+    };
+    let database_url = database_url.as_str();
     let mut infisical = start_infisical(&args.infisical, data_dir).await?;
     // Dev mode always looks secrets up in Infisical after the database.
     infisical.args.infisical_fallback = true;
@@ -195,6 +210,10 @@ async fn run_with_database(
             &[
                 ("TENANT_VAULT_ADMIN_TOKEN", admin_token.as_str()),
                 ("DATABASE_URL", database_url),
+                (
+                    "TENANT_VAULT_MIGRATE_DATABASE_URL",
+                    owner_url.as_deref().unwrap_or(database_url),
+                ),
                 ("INFISICAL_SITE_URL", infisical.site_url()),
                 (
                     "INFISICAL_CLIENT_ID",
@@ -289,6 +308,31 @@ async fn start_archive(data_dir: &Path) -> anyhow::Result<DevArchive> {
         ("BAO_ADDR", bao.url()),
     ];
     Ok(DevArchive { bao, client, env })
+}
+
+/// The private cluster's two roles: creates them if needed, migrates as the owner, grants
+/// the runtime role its rights. Returns the runtime and owner URLs.
+async fn dev_roles(superuser_url: &str) -> anyhow::Result<(String, String)> {
+    let as_role = |role: &str| {
+        superuser_url.replacen(
+            "postgres://postgres@",
+            &format!("postgres://{role}:{role}@"),
+            1,
+        )
+    };
+    let admin = app::connect(superuser_url, 1)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    app::ensure_dev_roles(&admin, DEV_OWNER_ROLE, DEV_RUNTIME_ROLE).await?;
+    admin.close().await;
+    let owner_url = as_role(DEV_OWNER_ROLE);
+    let owner = app::connect(&owner_url, 2)
+        .await
+        .context("cannot connect to PostgreSQL as the owner role")?;
+    app::migrate(&owner).await?;
+    app::grant_runtime_role(&owner, DEV_RUNTIME_ROLE).await?;
+    owner.close().await;
+    Ok((as_role(DEV_RUNTIME_ROLE), owner_url))
 }
 
 /// `dev --tls`: the data dir's local CA (created on first use) and a fresh server

@@ -46,7 +46,7 @@ pub async fn run(cmd: ImportCmd) -> anyhow::Result<()> {
         "import needs Infisical: set INFISICAL_SITE_URL and the other INFISICAL_* variables",
     )?;
     let pool = connect(&args.db).await?;
-    app::migrate(&pool).await?;
+    app::migrate_if_pending(&pool).await?;
     let parts = app::parts(&args.keys, &args.infisical)?;
     let app = App::build(pool, parts.source, &args.keys.data_dir, &default_service()).await?;
     let result = import_all(&app, &client, args.tenant.as_deref(), args.dry_run).await;

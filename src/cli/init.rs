@@ -20,7 +20,7 @@ pub struct InitCmd {
 
 pub async fn run(cmd: InitCmd) -> anyhow::Result<()> {
     let pool = connect(&cmd.db).await?;
-    app::migrate(&pool).await?;
+    app::migrate_if_pending(&pool).await?;
     let parts = app::parts(&cmd.keys, &cmd.infisical)?;
     let initialised =
         app::initialise_master_key(&pool, &parts, &cmd.infisical, cmd.adopt.as_deref()).await?;

@@ -3,6 +3,8 @@
 //! flags, builds what it needs through `app`, calls the vault's operations, and prints.
 
 pub mod archive;
+pub mod audit;
+pub mod db;
 pub mod dev;
 pub mod emulator;
 pub mod import;
@@ -65,6 +67,12 @@ pub enum Command {
     /// The cold vault (OpenBao archive).
     #[command(subcommand)]
     Archive(archive::ArchiveCmd),
+    /// Verify or export the audit trail.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
+    /// Database roles: the runtime role's grants.
+    #[command(subcommand)]
+    Db(db::DbCmd),
 }
 
 #[derive(clap::Args, Debug)]
@@ -78,7 +86,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(cmd) => serve::run(cmd).await,
         Command::Migrate(cmd) => {
-            let pool = connect(&cmd.db).await?;
+            let pool = app::migration_pool(&cmd.db).await?;
             app::migrate(&pool).await?;
             println!("migrations applied");
             Ok(())
@@ -92,6 +100,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenant(cmd) => tenant::run(cmd).await,
         Command::Token(cmd) => token::run(cmd).await,
         Command::Archive(cmd) => archive::run(cmd).await,
+        Command::Db(cmd) => db::run(cmd).await,
+        Command::Audit(cmd) => audit::run(cmd).await,
     }
 }
 
@@ -108,6 +118,7 @@ pub fn default_service() -> ServiceArgs {
         client_api: Default::default(),
         tokens: Default::default(),
         limits: crate::config::LimitArgs::without_rate_limits(),
+        audit: Default::default(),
     }
 }
 

@@ -62,6 +62,11 @@ pub enum TokenCmd {
         json: bool,
         #[command(flatten)]
         db: DatabaseArgs,
+        /// The master key unwraps the audit key that chains the trail's rows.
+        #[command(flatten)]
+        keys: KeyArgs,
+        #[command(flatten)]
+        infisical: InfisicalArgs,
     },
     /// Revoke a token by id, at once, on every running replica.
     Revoke {
@@ -69,6 +74,11 @@ pub enum TokenCmd {
         id: String,
         #[command(flatten)]
         db: DatabaseArgs,
+        /// The master key unwraps the audit key that chains the trail's rows.
+        #[command(flatten)]
+        keys: KeyArgs,
+        #[command(flatten)]
+        infisical: InfisicalArgs,
     },
     /// Issue a new token like this one (same kind, tenant and scopes) and print it once;
     /// the old token stays valid for the grace period only.
@@ -133,6 +143,18 @@ fn token_id(raw: &str) -> anyhow::Result<TokenId> {
 
 fn scopes(args: &ScopeArgs) -> anyhow::Result<Scopes> {
     Scopes::parse(&args.scopes, args.pattern.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The vault with the master key loaded: every command's audit row is chained under the
+/// audit key, which the master key unwraps.
+async fn audited_app(
+    db: &DatabaseArgs,
+    keys: &KeyArgs,
+    infisical: &InfisicalArgs,
+) -> anyhow::Result<App> {
+    let pool = connect(db).await?;
+    let parts = app::parts(keys, infisical)?;
+    App::build(pool, parts.source, &keys.data_dir, &default_service()).await
 }
 
 /// The vault with the master key loaded (issuing needs the token key).
@@ -204,14 +226,18 @@ pub async fn run(cmd: TokenCmd) -> anyhow::Result<()> {
             let scopes = scopes(&scope)?;
             issue(common, NewTokenKind::Service(set), scopes).await
         }
-        TokenCmd::List { tenant, json, db } => {
+        TokenCmd::List {
+            tenant,
+            json,
+            db,
+            keys,
+            infisical,
+        } => {
             let owner = match tenant {
                 Some(s) => TokenOwner::Tenant(slug(&s)?),
                 None => TokenOwner::Global,
             };
-            let pool = connect(&db).await?;
-            // Listing wraps and verifies nothing: no master key needed.
-            let app = App::without_master_key(pool, &default_service());
+            let app = audited_app(&db, &keys, &infisical).await?;
             let result = app.vault.list_tokens(&RequestContext::cli(), &owner).await;
             app.shutdown().await;
             let tokens = result.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -222,10 +248,14 @@ pub async fn run(cmd: TokenCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        TokenCmd::Revoke { id, db } => {
+        TokenCmd::Revoke {
+            id,
+            db,
+            keys,
+            infisical,
+        } => {
             let id = token_id(&id)?;
-            let pool = connect(&db).await?;
-            let app = App::without_master_key(pool, &default_service());
+            let app = audited_app(&db, &keys, &infisical).await?;
             let result = app.vault.revoke_token(&RequestContext::cli(), id).await;
             app.shutdown().await;
             result.map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -1,12 +1,16 @@
 //! The on-disk envelope formats.
 //!
-//! Secret value: `0x01 || data key id (16) || nonce (12) || AES-256-GCM ciphertext and tag`.
+//! Secret value: `format || data key id (16) || nonce (12) || AES-256-GCM ciphertext and tag`.
 //! Wrapped data key: `0x01 || master key version (u32 BE) || nonce (12) || ciphertext and tag`.
 //!
 //! The associated data is a canonical, length-prefixed encoding of a purpose label, the
 //! header itself (so the key id is authenticated, unlike Tink's prefix) and the place the
 //! ciphertext belongs to: a secret's tenant, key and version; a data key's tenant, version
 //! and master key version. A ciphertext copied anywhere else fails its tag.
+//!
+//! Secret format `0x02` (every new write) also binds the secret row's id, its incarnation:
+//! a value of a deleted secret cannot be replayed into a new secret of the same name.
+//! Format `0x01` (older writes, without the id) still opens; re-encryption upgrades it.
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
@@ -19,6 +23,8 @@ use super::CryptoError;
 use crate::domain::{DataKeyId, SecretKey, TenantId};
 
 const FORMAT_V1: u8 = 0x01;
+/// Secret envelopes whose associated data includes the secret row's id.
+const FORMAT_SECRET_V2: u8 = 0x02;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const SECRET_HEADER_LEN: usize = 1 + 16;
@@ -33,6 +39,8 @@ pub struct SecretPlace<'a> {
     pub tenant: TenantId,
     pub key: &'a SecretKey,
     pub version: i32,
+    /// The secret row's id (`company_secrets.id`): which incarnation of the name.
+    pub secret_id: Uuid,
 }
 
 /// Length-prefixed concatenation: no two different field lists encode to the same bytes.
@@ -45,14 +53,20 @@ fn canonical_aad(fields: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// The header's format byte decides whether the row id is bound (`0x02`) or not (`0x01`).
 fn secret_aad(header: &[u8], place: SecretPlace<'_>) -> Vec<u8> {
-    canonical_aad(&[
+    let version = place.version.to_be_bytes();
+    let mut fields: Vec<&[u8]> = vec![
         SECRET_LABEL,
         header,
         place.tenant.0.as_bytes(),
         place.key.as_str().as_bytes(),
-        &place.version.to_be_bytes(),
-    ])
+        &version,
+    ];
+    if header[0] == FORMAT_SECRET_V2 {
+        fields.push(place.secret_id.as_bytes());
+    }
+    canonical_aad(&fields)
 }
 
 fn data_key_aad(header: &[u8], tenant: TenantId, data_key_version: i32) -> Vec<u8> {
@@ -110,7 +124,7 @@ fn open(
 /// Encrypts a secret value for one place under a data key.
 pub fn seal_secret(key: &DataKey, place: SecretPlace<'_>, value: &SecretValue) -> Vec<u8> {
     let mut header = Vec::with_capacity(SECRET_HEADER_LEN);
-    header.push(FORMAT_V1);
+    header.push(FORMAT_SECRET_V2);
     header.extend_from_slice(key.id.0.as_bytes());
     let aad = secret_aad(&header, place);
     seal(key.bytes(), header, &aad, value.expose().as_bytes())
@@ -122,7 +136,7 @@ pub fn secret_data_key_id(envelope: &[u8]) -> Result<DataKeyId, CryptoError> {
     if envelope.len() < SECRET_HEADER_LEN {
         return Err(CryptoError::Malformed("too short"));
     }
-    if envelope[0] != FORMAT_V1 {
+    if envelope[0] != FORMAT_V1 && envelope[0] != FORMAT_SECRET_V2 {
         return Err(CryptoError::Malformed("unknown format byte"));
     }
     let id = Uuid::from_slice(&envelope[1..SECRET_HEADER_LEN]).expect("16 bytes");
@@ -247,6 +261,7 @@ mod tests {
             tenant: tenant(1),
             key: &name,
             version: 1,
+            secret_id: Uuid::from_bytes([9; 16]),
         };
         let value = SecretValue::new("sk_live_abc".into());
         let sealed = seal_secret(&key, place, &value);
@@ -265,8 +280,10 @@ mod tests {
             tenant: tenant(1),
             key: &name,
             version: 2,
+            secret_id: Uuid::from_bytes([9; 16]),
         };
         let sealed = seal_secret(&key, place, &SecretValue::new("v".into()));
+        assert_eq!(sealed[0], FORMAT_SECRET_V2);
         let elsewhere = [
             SecretPlace {
                 tenant: tenant(2),
@@ -278,6 +295,11 @@ mod tests {
             },
             SecretPlace {
                 version: 1,
+                ..place
+            },
+            // Same tenant, name and version, another incarnation (deleted and re-created).
+            SecretPlace {
+                secret_id: Uuid::from_bytes([8; 16]),
                 ..place
             },
         ];
@@ -300,6 +322,53 @@ mod tests {
             assert!(open_secret(&key, place, &tampered).is_err(), "byte {i}");
         }
         assert!(open_secret(&key, place, &sealed[..20]).is_err());
+    }
+
+    /// A format 0x01 envelope, built as the code before row ids sealed them (label, header,
+    /// tenant, key, version; no row id), still opens, whatever the row id.
+    #[test]
+    fn old_format_without_row_id_still_opens() {
+        let key = dk(4);
+        let name = SecretKey::parse("OLD_KEY").unwrap();
+        let mut header = vec![0x01];
+        header.extend_from_slice(key.id.0.as_bytes());
+        let aad = canonical_aad(&[
+            b"tenant-vault/secret/v1",
+            &header,
+            tenant(1).0.as_bytes(),
+            b"OLD_KEY",
+            &3i32.to_be_bytes(),
+        ]);
+        let sealed = seal(key.bytes(), header, &aad, b"legacy value");
+        for row in [1u8, 2] {
+            let place = SecretPlace {
+                tenant: tenant(1),
+                key: &name,
+                version: 3,
+                secret_id: Uuid::from_bytes([row; 16]),
+            };
+            assert_eq!(
+                open_secret(&key, place, &sealed).unwrap(),
+                SecretValue::new("legacy value".into())
+            );
+        }
+        // Relabelled as format 0x02 it must fail: the format byte is authenticated.
+        let mut relabelled = sealed.clone();
+        relabelled[0] = FORMAT_SECRET_V2;
+        let place = SecretPlace {
+            tenant: tenant(1),
+            key: &name,
+            version: 3,
+            secret_id: Uuid::from_bytes([1; 16]),
+        };
+        assert!(open_secret(&key, place, &relabelled).is_err());
+        // An unknown format byte is refused as malformed.
+        let mut unknown = sealed;
+        unknown[0] = 0x03;
+        assert!(matches!(
+            open_secret(&key, place, &unknown),
+            Err(CryptoError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -16,6 +16,8 @@ const READ_ATTEMPTS: usize = 3;
 /// A secret ciphertext as its row stores it.
 pub struct StoredSecret {
     pub version: i32,
+    /// The secret row's id (bound into new envelopes' associated data).
+    pub secret_id: uuid::Uuid,
     pub envelope: Vec<u8>,
     /// The data key the row says it is under; the envelope's header must agree.
     pub data_key_id: DataKeyId,
@@ -75,6 +77,7 @@ impl DataKeyring {
                 tenant,
                 key,
                 version: stored.version,
+                secret_id: stored.secret_id,
             };
             match self
                 .open_secret(place, stored.data_key_id, &stored.envelope)

@@ -126,6 +126,35 @@ impl MasterKeySource for InfisicalSource {
         Ok(Zeroizing::new(secret.value.expose().to_owned()))
     }
 
+    /// A secret in the master key folder, updated in place (created the first time).
+    async fn put_note(&self, name: &str, text: &str) -> Result<bool, SourceError> {
+        let what = format!("writing {name}");
+        match self.client.update_secret(&self.folder, name, text).await {
+            Ok(_) => Ok(true),
+            Err(InfisicalError::NotFound) | Err(InfisicalError::FolderNotFound(_)) => {
+                self.client
+                    .ensure_folder_path(&self.folder)
+                    .await
+                    .map_err(|e| source_error(&what, e))?;
+                self.client
+                    .create_secret(&self.folder, name, text)
+                    .await
+                    .map_err(|e| source_error(&what, e))?;
+                Ok(true)
+            }
+            Err(e) => Err(source_error(&what, e)),
+        }
+    }
+
+    async fn get_note(&self, name: &str) -> Result<Option<String>, SourceError> {
+        Ok(self
+            .client
+            .get_secret(&self.folder, name, None)
+            .await
+            .map_err(|e| source_error(&format!("reading {name}"), e))?
+            .map(|s| s.value.expose().to_owned()))
+    }
+
     /// Writes `MASTER_ENCRYPTION_KEY_V{n}` (refusing to overwrite one) and reads it back,
     /// so nothing is wrapped under a key Infisical does not actually hold.
     async fn create(&self, version: i32) -> Result<CreatedMasterKey, SourceError> {

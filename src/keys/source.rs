@@ -90,6 +90,15 @@ pub trait MasterKeySource: Send + Sync {
     fn auto_initialise(&self) -> bool {
         true
     }
+    /// Keeps a small non-secret text beside the master key (the audit checkpoint), out of
+    /// the database's reach. `Ok(false)`: this source keeps none.
+    async fn put_note(&self, _name: &str, _text: &str) -> Result<bool, SourceError> {
+        Ok(false)
+    }
+    /// A note written by `put_note`, if this source keeps notes and has it.
+    async fn get_note(&self, _name: &str) -> Result<Option<String>, SourceError> {
+        Ok(None)
+    }
 }
 
 /// `TENANT_VAULT_MASTER_KEY`: one fixed key, so it can serve version 1 but never rotate.

@@ -310,6 +310,7 @@ impl Vault {
         let read = || async {
             let stored = StoredSecret {
                 version: row.version,
+                secret_id: row.secret_id,
                 envelope: row.secret_value_encrypted.clone(),
                 data_key_id: DataKeyId(row.data_key_id),
             };

@@ -3,6 +3,7 @@
 //! its audit event. Errors are `ServiceError`, which the API maps to HTTP once.
 
 pub mod archive;
+pub mod audit_log;
 pub mod events;
 pub mod fallback;
 pub mod import;
@@ -91,6 +92,8 @@ pub enum InputError {
         min: u64,
         max: u64,
     },
+    #[error("`limit` must be 1 to {max}")]
+    AuditPageLimit { max: u32 },
 }
 
 /// A dependency answered, but not with something we can use (502).
@@ -237,7 +240,7 @@ pub struct Vault {
     pub(crate) internal_keys: InternalKeys,
     pub(crate) audit: AuditSink,
     pub(crate) limits: Limits,
-    /// Where master key versions come from; None for tools that never wrap (token create).
+    /// Where master key versions come from; None for vaults built without a source.
     pub(crate) key_source: Option<Arc<dyn MasterKeySource>>,
     /// Rotation and re-encryption bookkeeping (see `rotation.rs`).
     pub(crate) rotation: rotation::RotationState,

@@ -166,10 +166,13 @@ impl Vault {
                 .move_ciphertext(
                     tenant,
                     &active,
-                    &row.secret_key,
-                    row.version,
-                    &row.secret_value_encrypted,
-                    row.data_key_id,
+                    Stored {
+                        secret_id: row.id,
+                        secret_key: &row.secret_key,
+                        version: row.version,
+                        sealed: &row.secret_value_encrypted,
+                        data_key_id: row.data_key_id,
+                    },
                 )
                 .await?;
             ids.push(row.id);
@@ -183,10 +186,13 @@ impl Vault {
                 .move_ciphertext(
                     tenant,
                     &active,
-                    &row.secret_key,
-                    row.version,
-                    &row.secret_value_encrypted,
-                    row.data_key_id,
+                    Stored {
+                        secret_id: row.secret_id,
+                        secret_key: &row.secret_key,
+                        version: row.version,
+                        sealed: &row.secret_value_encrypted,
+                        data_key_id: row.data_key_id,
+                    },
                 )
                 .await?;
             kept_ids.push(row.secret_id);
@@ -230,16 +236,21 @@ impl Vault {
         &self,
         tenant: TenantId,
         active: &DataKey,
-        secret_key: &str,
-        version: i32,
-        sealed: &[u8],
-        data_key_id: Uuid,
+        stored: Stored<'_>,
     ) -> Result<Vec<u8>, ServiceError> {
+        let Stored {
+            secret_id,
+            secret_key,
+            version,
+            sealed,
+            data_key_id,
+        } = stored;
         let key = SecretKey::parse(secret_key).map_err(|_| ServiceError::Integrity)?;
         let place = SecretPlace {
             tenant,
             key: &key,
             version,
+            secret_id,
         };
         let value = self
             .data_keys
@@ -259,6 +270,15 @@ impl Vault {
             })?;
         Ok(self.data_keys.seal_secret(active, place, &value))
     }
+}
+
+/// One stored ciphertext (a current value or a kept version) and where it belongs.
+struct Stored<'a> {
+    secret_id: Uuid,
+    secret_key: &'a str,
+    version: i32,
+    sealed: &'a [u8],
+    data_key_id: Uuid,
 }
 
 /// Re-encrypts in the background: at start (resuming anything a crash interrupted), when a

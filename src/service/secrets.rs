@@ -68,15 +68,18 @@ impl Vault {
         outcome: AuditOutcome,
         tenant: &TenantRef,
         key: Option<&SecretKey>,
-    ) {
+    ) -> crate::audit::AuditEvent {
         let mut e = self.event(ctx, action, outcome);
         e.tenant_id = Some(tenant.id.0);
         e.tenant_slug = Some(tenant.slug.to_string());
         e.secret_key = key.map(|k| k.to_string());
-        self.audit.record(e);
+        e
     }
 
-    pub(super) fn audited<T>(
+    /// Records the operation's audit event and hands back its result. In strict audit mode
+    /// the result leaves only once the event is committed; if it cannot be, the caller gets
+    /// 503 instead (a value is never answered unaudited).
+    pub(super) async fn audited<T>(
         &self,
         ctx: &RequestContext,
         action: AuditAction,
@@ -88,7 +91,11 @@ impl Vault {
         if let Err(ServiceError::Integrity) = &result {
             tracing::error!(tenant = %tenant.slug, key = ?key.map(|k| k.as_str()), "secret failed its integrity check");
         }
-        self.secret_event(ctx, action, outcome, tenant, key);
+        let event = self.secret_event(ctx, action, outcome, tenant, key);
+        if self.audit.record_answer(event).await.is_err() {
+            tracing::error!(tenant = %tenant.slug, action = action.as_str(), "strict audit mode: the audit event could not be committed; answering 503");
+            return Err(ServiceError::Unavailable("the audit trail"));
+        }
         result
     }
 
@@ -134,6 +141,7 @@ impl Vault {
             Err(e) => metrics::counter!("tenant_vault_secret_read_failures_total", "outcome" => outcome_of(e).as_str()).increment(1),
         }
         self.audited(ctx, AuditAction::SecretRead, tenant, Some(key), result)
+            .await
     }
 
     /// Stale-if-error: the dependencies are down, so a value loaded before may be served
@@ -183,6 +191,7 @@ impl Vault {
             Ok::<_, ServiceError>(row.map(|row| {
                 let stored = StoredSecret {
                     version: row.version,
+                    secret_id: row.id,
                     envelope: row.secret_value_encrypted,
                     data_key_id: DataKeyId(row.data_key_id),
                 };
@@ -220,6 +229,7 @@ impl Vault {
         self.cache.invalidate(tenant.id, key).await;
         self.not_found.forget(tenant.id, key).await;
         self.audited(ctx, AuditAction::SecretWrite, tenant, Some(key), result)
+            .await
     }
 
     pub(super) async fn write_secret(
@@ -282,17 +292,20 @@ impl Vault {
             }
             let exhausted = count == self.limits.data_key_max_encryptions;
             let version = current_version + 1;
+            // The row's id goes into the ciphertext's associated data: chosen before sealing.
+            let secret_id = current.as_ref().map_or_else(Uuid::new_v4, |r| r.id);
             let place = SecretPlace {
                 tenant: tenant.id,
                 key,
                 version,
+                secret_id,
             };
             let envelope = self.data_keys.seal_secret(&data_key, place, value);
             let replaced = current.as_ref().map(|r| r.secret_value_encrypted.len());
             self.check_quota(&mut tx, tenant, replaced, envelope.len())
                 .await?;
             let new = NewSecret {
-                id: current.as_ref().map_or_else(Uuid::new_v4, |r| r.id),
+                id: secret_id,
                 tenant: tenant.id,
                 key,
                 envelope: &envelope,
@@ -364,6 +377,7 @@ impl Vault {
         .await;
         self.cache.invalidate(tenant.id, key).await;
         self.audited(ctx, AuditAction::SecretDelete, tenant, Some(key), result)
+            .await
     }
 
     pub async fn list_secrets(
@@ -385,5 +399,6 @@ impl Vault {
         }
         .await;
         self.audited(ctx, AuditAction::SecretList, tenant, None, result)
+            .await
     }
 }

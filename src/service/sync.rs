@@ -601,6 +601,7 @@ impl Vault {
         self.cache.invalidate(tenant.id, key).await;
         self.not_found.forget(tenant.id, key).await;
         self.audited(ctx, AuditAction::SecretImport, tenant, Some(key), result)
+            .await
     }
 
     /// Re-reads every live tenant that reads Infisical (or one), for `sync infisical`.

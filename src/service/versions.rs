@@ -64,6 +64,7 @@ impl Vault {
         }
         .await;
         self.audited(ctx, AuditAction::SecretVersions, tenant, Some(key), result)
+            .await
     }
 
     /// One version of a secret: current, kept, or (with the archive) from OpenBao, audited
@@ -77,7 +78,7 @@ impl Vault {
     ) -> Result<Arc<CachedSecret>, ServiceError> {
         self.ensure_auditable()?;
         let (result, action) = self.load_any_version(tenant, key, version).await;
-        self.audited(ctx, action, tenant, Some(key), result)
+        self.audited(ctx, action, tenant, Some(key), result).await
     }
 
     /// PostgreSQL first; a version no longer there comes from the archive. The audit action
@@ -121,6 +122,7 @@ impl Vault {
         .await;
         self.cache.invalidate(tenant.id, key).await;
         self.audited(ctx, AuditAction::SecretRollback, tenant, Some(key), result)
+            .await
     }
 
     async fn load_version(
@@ -160,6 +162,8 @@ impl Vault {
             };
             let stored = StoredSecret {
                 version,
+                // Kept versions belong to the current row (deleting it deletes them).
+                secret_id: current.id,
                 envelope,
                 data_key_id: DataKeyId(data_key_id),
             };

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod master_keys;
 pub mod notify;
 pub mod reencryption;
+pub mod roles;
 pub mod secrets;
 pub mod sync;
 pub mod tenants;
@@ -86,6 +87,26 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool,
 /// Applies pending migrations.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
+}
+
+/// How many embedded migrations the database has not applied. Needs only SELECT, so the
+/// runtime role can ask (and skip migrating when nothing is pending).
+pub async fn pending_migrations(pool: &PgPool) -> StoreResult<usize> {
+    let table: Option<String> =
+        sqlx::query_scalar("select to_regclass('public._sqlx_migrations')::text")
+            .fetch_one(pool)
+            .await?;
+    if table.is_none() {
+        return Ok(MIGRATOR.iter().count());
+    }
+    let applied: Vec<i64> =
+        sqlx::query_scalar("select version from _sqlx_migrations where success")
+            .fetch_all(pool)
+            .await?;
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .count())
 }
 
 /// `select 1`, for readiness checks.

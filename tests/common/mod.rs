@@ -81,6 +81,15 @@ async fn start_server() -> Server {
     let pool = PgPool::connect_with(admin.clone())
         .await
         .expect("connect to test PostgreSQL");
+    // The two roles of production (README, "Database roles"): migrations run as the owner,
+    // the vault connects as the runtime role with `db grant`'s rights. Roles are per server,
+    // so every test process makes sure they exist (race-safe).
+    for role in [OWNER_ROLE, RUNTIME_ROLE] {
+        let role = tenant_vault::store::roles::RoleName::parse(role).unwrap();
+        tenant_vault::store::roles::ensure_login_role(&pool, &role, role.as_str())
+            .await
+            .expect("creating the test roles");
+    }
     let exists: bool =
         sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
             .bind(&template)
@@ -89,16 +98,19 @@ async fn start_server() -> Server {
             .unwrap();
     if !exists {
         let building = format!("{template}_build_{}", std::process::id());
-        sqlx::query(&format!("create database {building}"))
+        sqlx::query(&format!("create database {building} owner {OWNER_ROLE}"))
             .execute(&pool)
             .await
             .unwrap();
-        let tpool = PgPool::connect_with(admin.clone().database(&building))
+        let tpool = PgPool::connect_with(as_role(&admin, OWNER_ROLE).database(&building))
             .await
             .unwrap();
         tenant_vault::store::migrate(&tpool)
             .await
             .expect("migrations apply");
+        tenant_vault::app::grant_runtime_role(&tpool, RUNTIME_ROLE)
+            .await
+            .expect("grants apply");
         tpool.close().await;
         // Another test process may have won the race; then use theirs.
         let _ = sqlx::query(&format!("alter database {building} rename to {template}"))
@@ -113,9 +125,33 @@ async fn start_server() -> Server {
     }
 }
 
+/// The role that owns the tables (migrations) and the one the vault connects as.
+pub const OWNER_ROLE: &str = "tenant_vault_owner";
+pub const RUNTIME_ROLE: &str = "tenant_vault_runtime";
+
+/// `opts` logging in as `role` (whose password is its name).
+fn as_role(opts: &PgConnectOptions, role: &str) -> PgConnectOptions {
+    opts.clone().username(role).password(role)
+}
+
+/// `url` (a test database's superuser URL) as `role`.
+pub fn url_as(url: &str, role: &str) -> String {
+    let opts: PgConnectOptions = url.parse().unwrap();
+    as_role(&opts, role).to_url_lossy().to_string()
+}
+
+/// A pool on a test database as the runtime role, the way the vault connects.
+pub async fn runtime_pool(url: &str) -> PgPool {
+    tenant_vault::store::connect(&url_as(url, RUNTIME_ROLE), 10)
+        .await
+        .expect("connect as the runtime role")
+}
+
 fn migrations_fingerprint() -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
+    // The template's recipe beyond the migrations: owned by OWNER_ROLE, runtime grants.
+    h.update(b"roles-v1");
     for m in tenant_vault::store::MIGRATOR.iter() {
         h.update(&m.checksum);
     }
@@ -147,7 +183,7 @@ pub async fn fresh_database() -> (PgPool, String) {
     let name = format!("tvtest_{}", uuid::Uuid::new_v4().simple());
     let admin = PgPool::connect_with(server.admin.clone()).await.unwrap();
     sqlx::query(&format!(
-        "create database {name} template {}",
+        "create database {name} template {} owner {OWNER_ROLE}",
         server.template
     ))
     .execute(&admin)
@@ -172,6 +208,7 @@ pub fn service_args(cache_ttl_secs: u64) -> ServiceArgs {
         client_api: Default::default(),
         tokens: Default::default(),
         limits: tenant_vault::config::LimitArgs::without_rate_limits(),
+        audit: Default::default(),
     }
 }
 
@@ -179,7 +216,10 @@ pub fn service_args(cache_ttl_secs: u64) -> ServiceArgs {
 pub struct TestApp {
     pub router: Router,
     pub vault: Arc<Vault>,
+    /// A superuser pool on the test database, for checks and tampering.
     pub pool: PgPool,
+    /// The pool the vault runs on: the runtime role.
+    pub runtime_pool: PgPool,
     pub db_url: String,
     pub admin_token: String,
     pub data_dir: Arc<tempfile::TempDir>,
@@ -209,11 +249,21 @@ impl TestApp {
 
     pub async fn with_service(service: ServiceArgs) -> Self {
         let (pool, db_url) = fresh_database().await;
+        Self::on_database(pool, db_url, service).await
+    }
+
+    /// An instance on a database the test prepared (`fresh_database`'s pool and URL).
+    pub async fn on_database(pool: PgPool, db_url: String, service: ServiceArgs) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let source = Arc::new(DevFileSource::new(data_dir.path().to_path_buf()));
-        let app = App::build(pool.clone(), source, data_dir.path(), &service)
-            .await
-            .unwrap();
+        let app = App::build(
+            runtime_pool(&db_url).await,
+            source,
+            data_dir.path(),
+            &service,
+        )
+        .await
+        .unwrap();
         Self::from_app(app, pool, db_url, Arc::new(data_dir), service).await
     }
 
@@ -224,9 +274,14 @@ impl TestApp {
     ) -> Self {
         let (pool, db_url) = fresh_database().await;
         let data_dir = tempfile::tempdir().unwrap();
-        let app = App::build(pool.clone(), source, data_dir.path(), &service)
-            .await
-            .unwrap();
+        let app = App::build(
+            runtime_pool(&db_url).await,
+            source,
+            data_dir.path(),
+            &service,
+        )
+        .await
+        .unwrap();
         Self::from_app(app, pool, db_url, Arc::new(data_dir), service).await
     }
 
@@ -242,7 +297,7 @@ impl TestApp {
             let parts =
                 tenant_vault::app::parts(&infisical_keys(self.data_dir.path()), args).unwrap();
             let app = App::build_with(
-                self.pool.clone(),
+                self.runtime_pool.clone(),
                 parts,
                 self.data_dir.path(),
                 &self.service,
@@ -262,7 +317,7 @@ impl TestApp {
         }
         let source = Arc::new(DevFileSource::new(self.data_dir.path().to_path_buf()));
         let app = App::build(
-            self.pool.clone(),
+            self.runtime_pool.clone(),
             source,
             self.data_dir.path(),
             &self.service,
@@ -301,11 +356,14 @@ impl TestApp {
             .text
             .to_string();
         let router = api::router(vault.clone(), &HttpSettings::default());
+        // The vault's own pool (closing it is the database going away for this instance).
+        let runtime_pool = vault.pool().clone();
         Self {
             _app: app,
             router,
             vault,
             pool,
+            runtime_pool,
             db_url,
             admin_token,
             data_dir,
@@ -513,10 +571,11 @@ impl TestApp {
         let data_dir = tempfile::tempdir().unwrap();
         let parts =
             tenant_vault::app::parts(&infisical_keys(data_dir.path()), &infisical.args).unwrap();
-        tenant_vault::keys::master::initialise(&pool, parts.source.as_ref())
+        let runtime = runtime_pool(&db_url).await;
+        tenant_vault::keys::master::initialise(&runtime, parts.source.as_ref())
             .await
             .unwrap();
-        let app = App::build_with(pool.clone(), parts, data_dir.path(), &service)
+        let app = App::build_with(runtime, parts, data_dir.path(), &service)
             .await
             .unwrap();
         let mut app = Self::from_app(app, pool, db_url, Arc::new(data_dir), service).await;
@@ -539,6 +598,11 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String)
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
+        // Not the checkout's ./.tenant-vault (audit journal and checkpoint), unless `env` says.
+        .env(
+            "TENANT_VAULT_DATA_DIR",
+            std::env::temp_dir().join(format!("tenant-vault-cli-{}", std::process::id())),
+        )
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .output()

@@ -1,0 +1,98 @@
+//! `GET /v1/admin/audit`: the audit trail, filtered and paged, newest first. Admin only.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+
+use super::error::ApiError;
+use super::extract::{Caller, RequestId};
+use super::AppState;
+use crate::domain::{AuditAction, AuditOutcome, TenantSlug};
+use crate::service::audit_log::AuditQuery;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/admin/audit", get(list))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    RequestId(rid): RequestId,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let vault = state.vault()?;
+    vault.authorize_admin(&who)?;
+    let Query(params) =
+        query.map_err(|_| ApiError::bad_request("invalid_query", "malformed query string"))?;
+    let q = parse(&params)?;
+    let page = vault.list_audit(&who.context(rid), &q).await?;
+    Ok(Json(page).into_response())
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::bad_request("invalid_query", message)
+}
+
+/// `tenant`, `action`, `outcome`, `since`, `until` (RFC 3339), `before` (an id), `limit`.
+/// Anything else is refused, so a misspelt filter cannot silently widen the answer.
+fn parse(params: &HashMap<String, String>) -> Result<AuditQuery, ApiError> {
+    let mut q = AuditQuery::default();
+    for (name, value) in params {
+        match name.as_str() {
+            "tenant" => {
+                q.tenant = Some(TenantSlug::parse(value).map_err(|e| {
+                    ApiError::bad_request("invalid_tenant", format!("`tenant`: {}", e.0))
+                })?)
+            }
+            "action" => {
+                q.action = Some(enum_value::<AuditAction>(value).ok_or_else(|| {
+                    invalid("`action` is not a known audit action (e.g. secret.read)".into())
+                })?)
+            }
+            "outcome" => {
+                q.outcome = Some(enum_value::<AuditOutcome>(value).ok_or_else(|| {
+                    invalid("`outcome` is not a known audit outcome (e.g. success)".into())
+                })?)
+            }
+            "since" => q.since = Some(time(name, value)?),
+            "until" => q.until = Some(time(name, value)?),
+            "before" => {
+                q.before = Some(
+                    value
+                        .parse::<i64>()
+                        .map_err(|_| invalid("`before` must be an event id".into()))?,
+                )
+            }
+            "limit" => {
+                q.limit = Some(
+                    value
+                        .parse::<u32>()
+                        .map_err(|_| invalid("`limit` must be a positive integer".into()))?,
+                )
+            }
+            _ => return Err(invalid(
+                "the audit listing takes tenant, action, outcome, since, until, before and limit"
+                    .into(),
+            )),
+        }
+    }
+    Ok(q)
+}
+
+fn enum_value<T: serde::de::DeserializeOwned>(value: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(value.to_owned())).ok()
+}
+
+fn time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            invalid(format!(
+                "`{name}` must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z"
+            ))
+        })
+}
