@@ -3,7 +3,9 @@
 //! timeout). Handlers are thin: they validate, call the service, and map its answer.
 
 pub mod admin;
+pub mod admin_secrets;
 pub mod batch;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -132,6 +134,8 @@ pub fn router_with_state(
         .merge(secrets::router())
         .merge(batch::router())
         .merge(admin::router())
+        .merge(admin_secrets::router())
+        .merge(console::router())
         .merge(keys::router())
         .merge(versions::router())
         .merge(health::router())

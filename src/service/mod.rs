@@ -2,6 +2,7 @@
 //! checks, tenants, tokens, and the secret lookup (cache -> database). Each operation writes
 //! its audit event. Errors are `ServiceError`, which the API maps to HTTP once.
 
+pub mod admin_secrets;
 pub mod events;
 pub mod fallback;
 pub mod import;

@@ -101,7 +101,7 @@ impl Vault {
         self.audited(ctx, AuditAction::SecretRollback, tenant, Some(key), result)
     }
 
-    async fn load_version(
+    pub(super) async fn load_version(
         &self,
         tenant: TenantId,
         key: &SecretKey,
