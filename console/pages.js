@@ -1,6 +1,6 @@
 // The pages. Each returns {el, title, leave?}; every action is a call to the public API.
 
-import { api, probe, getText, isMissingRoute, seg } from './api.js';
+import { api, probe, getText, isMissingRoute, seg, ApiError } from './api.js';
 import {
   h, field, table, section, facts, notice, announce, when, badge, confirmDialog, busy,
 } from './ui.js';
@@ -46,7 +46,7 @@ export async function tenants(query) {
   });
 
   // Search and list.
-  const searchField = field('Search tenants', { type: 'search', name: 'search', value: search, autocomplete: 'off' }, 'By slug or name.');
+  const searchField = field('Search tenants', { type: 'search', name: 'search', value: search, autocomplete: 'off' }, 'Slugs starting with these characters.');
   const searchForm = h('form', { class: 'inline-form', role: 'search' }, searchField.field,
     h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Search')));
   searchForm.addEventListener('submit', (ev) => {
@@ -58,7 +58,7 @@ export async function tenants(query) {
 
   const list = h('div', {});
   const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
-  if (search) params.set('search', search);
+  if (search) params.set('prefix', search.toLowerCase());
   if (cursor) params.set('cursor', cursor); else if (offset) params.set('offset', String(offset));
   try {
     const { data } = await api('GET', `/v1/admin/tenants?${params}`);
@@ -73,12 +73,15 @@ export async function tenants(query) {
       if (offset - PAGE_SIZE > 0) prev.set('offset', String(offset - PAGE_SIZE));
       pager.append(h('a', { href: `#/tenants?${prev}`, class: 'button' }, '← Previous'));
     }
-    const nextCursor = data.next_cursor ?? data.next;
+    const nextCursor = data.next_cursor;
+    const nextOffset = data.next_offset;
     const total = data.total;
-    const more = nextCursor ? true : (typeof total === 'number' ? offset + rows.length < total : rows.length === PAGE_SIZE);
+    const more = nextCursor || typeof nextOffset === 'number'
+      || (nextOffset === undefined && (typeof total === 'number' ? offset + rows.length < total : rows.length === PAGE_SIZE));
     if (more) {
       const next = new URLSearchParams(base);
-      if (nextCursor) next.set('cursor', String(nextCursor)); else next.set('offset', String(offset + PAGE_SIZE));
+      if (nextCursor) next.set('cursor', String(nextCursor));
+      else next.set('offset', String(typeof nextOffset === 'number' ? nextOffset : offset + PAGE_SIZE));
       pager.append(h('a', { href: `#/tenants?${next}`, class: 'button' }, 'Next →'));
     }
     if (typeof total === 'number') pager.append(h('span', { class: 'muted' }, `${total} tenant${total === 1 ? '' : 's'}`));
@@ -126,11 +129,17 @@ export async function tenant(slugText) {
       h('div', {}, h('p', { class: 'crumbs' }, h('a', { href: '#/tenants' }, 'Tenants'), ' / ', slugText),
         h('h1', {}, info?.name && info.name !== slugText ? `${info.name} (${slugText})` : title)),
       h('div', { class: 'actions' }, deleteButton()));
-    root.replaceChildren(heading,
+    const summary = info ? section('Overview', facts([
+      ['Name', info.name ?? slugText],
+      ['Created', when(info.created_at)],
+      ['Secrets', String(info.secrets ?? (secrets.secrets ?? []).length)],
+      ['Live tokens', info.live_tokens === undefined ? '—' : String(info.live_tokens)],
+    ])) : null;
+    root.replaceChildren(...[heading, summary,
       secretsSection(secrets.secrets ?? []),
       setSecretSection(),
       tokensSection(),
-      dataKeySection(secrets.data_key, keyReport));
+      dataKeySection(secrets.data_key, keyReport)].filter(Boolean));
     return info;
   }
 
@@ -257,10 +266,10 @@ export async function tenant(slugText) {
             action.setAttribute('aria-label', `Revoke token ${t.id}`);
             action.addEventListener('click', () => revoke(t.id, action));
           }
-          return [h('code', {}, shortId(t.id)), t.description ?? '', when(t.created_at),
-            t.expires_at ? when(t.expires_at) : 'never', revoked ? when(t.revoked_at) : '—', action];
+          return [h('code', {}, shortId(t.id)), t.description ?? '', (t.scopes ?? []).join(', ') || '—', when(t.created_at),
+            t.last_used_at ? when(t.last_used_at) : '—', t.expires_at ? when(t.expires_at) : 'never', action];
         });
-        listBox.replaceChildren(table(`Tokens of ${slugText}`, ['Id', 'Description', 'Created', 'Expires', 'Revoked', ''], rows, 'No tokens yet.'));
+        listBox.replaceChildren(table(`Tokens of ${slugText}`, ['Id', 'Description', 'Scopes', 'Created', 'Last used', 'Expires', ''], rows, 'No tokens yet.'));
       } catch (err) {
         if (!isMissingRoute(err)) { listBox.replaceChildren(errorNotice(err)); return; }
         listBox.replaceChildren(missing('Listing tokens', `GET /v1/admin/tenants/${slugText}/tokens`));
@@ -422,7 +431,7 @@ export async function audit(query) {
   const inputs = {};
   const form = h('form', { class: 'inline-form', 'aria-label': 'Filter audit events' });
   for (const [name, label, hint] of [
-    ['tenant', 'Tenant', 'slug'], ['action', 'Action', 'e.g. secret.write'], ['outcome', 'Outcome', 'e.g. denied'],
+    ['tenant', 'Tenant', 'slug'], ['action', 'Action', 'e.g. secret.write, tenant.delete'], ['outcome', 'Outcome', 'e.g. success, denied'],
   ]) {
     const f = field(label, { name, value: query.get(name) ?? '', autocomplete: 'off' }, hint);
     inputs[name] = f.input;
@@ -437,8 +446,9 @@ export async function audit(query) {
   });
 
   const body = h('div', {});
-  const params = new URLSearchParams({ limit: '100' });
+  const params = new URLSearchParams({ limit: '50' });
   for (const name of AUDIT_FILTERS) if (query.get(name)) params.set(name, query.get(name));
+  if (query.get('before')) params.set('before', query.get('before'));
   try {
     const { data } = await api('GET', `/v1/admin/audit?${params}`);
     const events = data.events ?? data.items ?? [];
@@ -450,10 +460,30 @@ export async function audit(query) {
         chain.message ?? (chain.checked !== undefined ? `${chain.checked} event(s) checked.` : '')));
     }
     body.append(table('Audit events', ['Time', 'Action', 'Outcome', 'Tenant', 'Secret key', 'Token', 'Request'],
-      events.map((e) => [when(e.at ?? e.created_at ?? e.time), h('code', {}, e.action), badge(e.outcome, e.outcome === 'success' ? 'ok' : 'warn'),
+      events.map((e) => [when(e.occurred_at ?? e.at ?? e.created_at), h('code', {}, e.action), badge(e.outcome, e.outcome === 'success' ? 'ok' : 'warn'),
         e.tenant_slug ?? e.tenant ?? '—', e.secret_key ? h('code', {}, e.secret_key) : '—', e.token_id ? shortId(e.token_id) : '—', e.request_id ? shortId(e.request_id) : '—']),
       'No events match.'));
+    const pager = h('nav', { class: 'pager', 'aria-label': 'Pages of audit events' });
+    if (query.get('before')) {
+      const newest = new URLSearchParams(query);
+      newest.delete('before');
+      pager.append(h('a', { href: `#/audit?${newest}`, class: 'button' }, '← Newest'));
+    }
+    if (data.next_before) {
+      const older = new URLSearchParams(query);
+      older.set('before', String(data.next_before));
+      pager.append(h('a', { href: `#/audit?${older}`, class: 'button' }, 'Older →'));
+    }
+    body.append(pager);
+    if (!chain) {
+      body.append(h('p', { class: 'muted' }, 'Each event is chained to the previous one; check the whole chain with ',
+        h('code', {}, 'tenant-vault audit verify'), ' on the server.'));
+    }
   } catch (err) {
+    if (err instanceof ApiError && err.status === 400) {
+      body.append(errorNotice(err));
+      return { title: 'Audit', el: page('Audit', section('Latest events', form, body)) };
+    }
     if (!isMissingRoute(err)) throw err;
     body.append(missing('The audit log', 'GET /v1/admin/audit'),
       h('p', {}, 'Meanwhile `tenant-vault audit` on the server reads the trail.'));
