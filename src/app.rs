@@ -24,6 +24,7 @@ use crate::keys::{
     SourceError,
 };
 use crate::service::fallback::{InfisicalFallback, SecretFallback};
+use crate::service::sync::SyncSettings;
 use crate::service::{Limits, Vault};
 use crate::store;
 use crate::tls::{ServerTls, TlsListener};
@@ -51,6 +52,8 @@ impl Drop for BackgroundTasks {
 pub struct Parts {
     pub source: Arc<dyn MasterKeySource>,
     pub fallback: Option<Arc<dyn SecretFallback>>,
+    /// Infisical sync (webhook, re-check, mode).
+    pub sync: SyncSettings,
 }
 
 impl Parts {
@@ -58,6 +61,7 @@ impl Parts {
         Self {
             source,
             fallback: None,
+            sync: SyncSettings::default(),
         }
     }
 }
@@ -89,8 +93,9 @@ impl App {
             data_dir,
             service,
         );
+        let vault = Arc::get_mut(&mut app.vault).expect("not shared yet");
+        vault.set_sync_settings(parts.sync);
         if let Some(fallback) = parts.fallback {
-            let vault = Arc::get_mut(&mut app.vault).expect("not shared yet");
             vault.set_fallback(fallback, Duration::from_secs(service.not_found_cache_secs));
         }
         Ok(app)
@@ -112,7 +117,11 @@ impl App {
     ) -> App {
         let (sink, audit_task) =
             audit::spawn_writer(pool.clone(), data_dir.join("audit-journal.jsonl"));
-        let cache = SecretCache::new(service.cache_ttl_secs, service.cache_max_entries);
+        let cache = SecretCache::new(service.cache_ttl_secs, service.cache_max_entries)
+            .with_max_stale(
+                Duration::from_secs(service.max_stale_secs),
+                service.cache_max_entries,
+            );
         let limits = Limits {
             max_value_bytes: service.max_value_bytes as usize,
             data_key_max_encryptions: service.data_key_max_encryptions,
@@ -153,6 +162,12 @@ impl App {
             .push(crate::service::reencrypt::spawn_reencryption_worker(
                 self.vault.clone(),
             ));
+        // Infisical sync: webhook re-reads, and the periodic re-check.
+        let sync = [
+            crate::service::sync::spawn_sync_worker(self.vault.clone()),
+            crate::service::sync::spawn_rechecker(self.vault.clone()),
+        ];
+        self.background.0.extend(sync.into_iter().flatten());
     }
 
     /// Serves HTTP (HTTPS with `tls`) on `listener` until `shutdown` resolves, then drains
@@ -520,7 +535,11 @@ pub fn parts(keys: &KeyArgs, infisical: &InfisicalArgs) -> anyhow::Result<Parts>
         }
         _ => None,
     };
-    Ok(Parts { source, fallback })
+    Ok(Parts {
+        source,
+        fallback,
+        sync: infisical.sync.settings(),
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

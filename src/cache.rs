@@ -27,12 +27,25 @@ type Key = (TenantId, SecretKey);
 #[derive(Clone)]
 pub struct SecretCache {
     inner: Option<Cache<Key, Arc<CachedSecret>>>,
+    /// Stale-if-error: every loaded value, kept for TTL + the stale budget, served only when
+    /// a reload fails because PostgreSQL (and Infisical) cannot be reached. Dropped with the
+    /// fresh entry on every invalidation, so a changed or deleted secret, or a deleted
+    /// tenant, is never served stale.
+    stale: Option<Cache<Key, StaleEntry>>,
+    ttl: Duration,
+    max_stale: Duration,
     /// Invalidations so far, striped by key hash. A load that started before an invalidation
     /// of its key may have read the old row: its answer is returned but not kept.
     generations: Arc<[std::sync::atomic::AtomicU64; GENERATION_STRIPES]>,
 }
 
 const GENERATION_STRIPES: usize = 256;
+
+#[derive(Clone)]
+struct StaleEntry {
+    secret: Arc<CachedSecret>,
+    loaded_at: std::time::Instant,
+}
 
 fn stripe(tenant: TenantId, key: &SecretKey) -> usize {
     use std::hash::{Hash, Hasher};
@@ -53,8 +66,36 @@ impl SecretCache {
         });
         Self {
             inner,
+            stale: None,
+            ttl: Duration::from_secs(ttl_secs),
+            max_stale: Duration::ZERO,
             generations: Arc::new(std::array::from_fn(|_| Default::default())),
         }
+    }
+
+    /// Keeps values up to `max_stale` past their TTL for stale-if-error (zero: never; a
+    /// disabled cache serves nothing stale either).
+    pub fn with_max_stale(mut self, max_stale: Duration, max_entries: u64) -> Self {
+        self.max_stale = max_stale;
+        self.stale = (self.inner.is_some() && !max_stale.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(max_entries)
+                .time_to_live(self.ttl + max_stale)
+                .support_invalidation_closures()
+                .build()
+        });
+        self
+    }
+
+    /// The last value loaded for a key and its age, if it is within TTL + the stale budget.
+    pub async fn stale(
+        &self,
+        tenant: TenantId,
+        key: &SecretKey,
+    ) -> Option<(Arc<CachedSecret>, Duration)> {
+        let entry = self.stale.as_ref()?.get(&(tenant, key.clone())).await?;
+        let age = entry.loaded_at.elapsed();
+        (age <= self.ttl + self.max_stale).then_some((entry.secret, age))
     }
 
     fn generation(&self, tenant: TenantId, key: &SecretKey) -> u64 {
@@ -76,6 +117,9 @@ impl SecretCache {
         self.bump_all();
         if let Some(cache) = &self.inner {
             cache.invalidate_all();
+        }
+        if let Some(stale) = &self.stale {
+            stale.invalidate_all();
         }
     }
 
@@ -110,6 +154,14 @@ impl SecretCache {
                 if !from_cache && self.generation(tenant, key) != before {
                     // Invalidated while loading: the row read may predate the change.
                     cache.invalidate(&(tenant, key.clone())).await;
+                } else if !from_cache {
+                    if let Some(stale) = &self.stale {
+                        let kept = StaleEntry {
+                            secret: entry.value().clone(),
+                            loaded_at: std::time::Instant::now(),
+                        };
+                        stale.insert((tenant, key.clone()), kept).await;
+                    }
                 }
                 Ok((entry.into_value(), from_cache))
             }
@@ -121,6 +173,9 @@ impl SecretCache {
         if let Some(cache) = &self.inner {
             cache.invalidate(&(tenant, key.clone())).await;
         }
+        if let Some(stale) = &self.stale {
+            stale.invalidate(&(tenant, key.clone())).await;
+        }
     }
 
     /// Drops every entry of one tenant (tenant deletion).
@@ -129,6 +184,9 @@ impl SecretCache {
         if let Some(cache) = &self.inner {
             // Only fails when closures are unsupported, which `new` enables.
             let _ = cache.invalidate_entries_if(move |(t, _), _| *t == tenant);
+        }
+        if let Some(stale) = &self.stale {
+            let _ = stale.invalidate_entries_if(move |(t, _), _| *t == tenant);
         }
     }
 

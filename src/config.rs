@@ -85,6 +85,13 @@ pub struct ServiceArgs {
           value_parser = clap::value_parser!(u64).range(0..=3600), value_name = "SECS")]
     pub not_found_cache_secs: u64,
 
+    /// Seconds past its TTL a cached value may still be served (marked
+    /// `x-secret-source: stale`, with `Age`) while PostgreSQL and Infisical cannot be
+    /// reached; then 503. 0 turns stale serving off.
+    #[arg(long, env = "TENANT_VAULT_MAX_STALE_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(0..=86_400), value_name = "SECS")]
+    pub max_stale_secs: u64,
+
     /// Largest secret value accepted, in bytes; larger PUTs get 413.
     #[arg(long, env = "TENANT_VAULT_MAX_VALUE_BYTES", default_value_t = 65_536,
           value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024), value_name = "BYTES")]
@@ -241,6 +248,73 @@ pub struct InfisicalArgs {
     #[arg(long, env = "TENANT_VAULT_INFISICAL_TIMEOUT_MS", default_value_t = 3000,
           value_parser = clap::value_parser!(u64).range(100..=60_000), value_name = "MS")]
     pub infisical_timeout_ms: u64,
+
+    #[command(flatten)]
+    pub sync: SyncArgs,
+}
+
+/// Keeping Infisical and tenant-vault in step (README: "Keeping Infisical and tenant-vault
+/// in step").
+#[derive(clap::Args, Debug, Clone)]
+pub struct SyncArgs {
+    /// How secrets imported from Infisical behave: `follow` (Infisical stays their source of
+    /// truth: edits and deletes there reach tenant-vault) or `import-once` (imported on first
+    /// read, then left alone). Per tenant: `PUT /v1/admin/tenants/{tenant}/infisical-mode`.
+    #[arg(long, env = "TENANT_VAULT_INFISICAL_MODE", default_value = "follow",
+          value_parser = ["follow", "import-once"], value_name = "MODE")]
+    pub infisical_mode: String,
+
+    /// The secret key of the Infisical webhook (`POST /v1/hooks/infisical`); unset, the
+    /// receiver answers 404.
+    #[arg(
+        long,
+        env = "TENANT_VAULT_INFISICAL_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub infisical_webhook_secret: Option<SecretValue>,
+
+    /// Seconds a webhook's timestamp may be away from now (replay window).
+    #[arg(long, env = "TENANT_VAULT_INFISICAL_WEBHOOK_WINDOW_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=3600), value_name = "SECS")]
+    pub infisical_webhook_window_secs: u64,
+
+    /// Seconds between re-reads of each followed Infisical folder without a webhook (the
+    /// safety net; jittered; 0 turns it off).
+    #[arg(long, env = "TENANT_VAULT_INFISICAL_RECHECK_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(0..=604_800), value_name = "SECS")]
+    pub infisical_recheck_secs: u64,
+
+    /// Most re-check list calls per minute across all replicas. Infisical's rate limits: 40
+    /// per minute for secret routes on a self-hosted server without licence, 120+ on Cloud.
+    #[arg(long, env = "TENANT_VAULT_INFISICAL_RECHECK_PER_MINUTE", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=6000), value_name = "N")]
+    pub infisical_recheck_per_minute: u32,
+}
+
+impl Default for SyncArgs {
+    fn default() -> Self {
+        Self {
+            infisical_mode: "follow".into(),
+            infisical_webhook_secret: None,
+            infisical_webhook_window_secs: 300,
+            infisical_recheck_secs: 300,
+            infisical_recheck_per_minute: 30,
+        }
+    }
+}
+
+impl SyncArgs {
+    pub fn settings(&self) -> crate::service::sync::SyncSettings {
+        crate::service::sync::SyncSettings {
+            mode: crate::domain::InfisicalMode::parse(&self.infisical_mode)
+                .unwrap_or(crate::domain::InfisicalMode::Follow),
+            webhook_secret: self.infisical_webhook_secret.clone(),
+            replay_window_secs: self.infisical_webhook_window_secs,
+            recheck: std::time::Duration::from_secs(self.infisical_recheck_secs),
+            recheck_per_minute: self.infisical_recheck_per_minute,
+        }
+    }
 }
 
 /// TLS for `serve` (see docs/tls.md; the checks are in `tls`).

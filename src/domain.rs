@@ -118,6 +118,9 @@ pub enum SecretSource {
     Cache,
     Database,
     Infisical,
+    /// A cached value past its TTL, served because PostgreSQL (and Infisical) could not
+    /// be reached (bounded by `TENANT_VAULT_MAX_STALE_SECS`).
+    Stale,
 }
 
 impl SecretSource {
@@ -126,8 +129,52 @@ impl SecretSource {
             SecretSource::Cache => "cache",
             SecretSource::Database => "database",
             SecretSource::Infisical => "infisical",
+            SecretSource::Stale => "stale",
         }
     }
+}
+
+/// How secrets imported from Infisical behave (`TENANT_VAULT_INFISICAL_MODE`, or per tenant
+/// in `tenants.infisical_mode`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, sqlx::Type,
+)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
+pub enum InfisicalMode {
+    /// Infisical stays their source of truth: edits and deletes there reach tenant-vault.
+    Follow,
+    /// Imported once on first read; later changes in Infisical are ignored.
+    ImportOnce,
+}
+
+impl InfisicalMode {
+    /// The setting's spelling (`follow`, `import-once`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InfisicalMode::Follow => "follow",
+            InfisicalMode::ImportOnce => "import-once",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "follow" => Some(InfisicalMode::Follow),
+            "import-once" | "import_once" => Some(InfisicalMode::ImportOnce),
+            _ => None,
+        }
+    }
+}
+
+/// Where a secret's current value came from (`company_secrets.origin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum SecretOrigin {
+    /// Written through tenant-vault (PUT, rollback): tenant-vault owns it.
+    Api,
+    /// Imported from the tenant's Infisical folder.
+    Infisical,
 }
 
 /// `data_keys.state`. Stored as text; the strings are the wire and database names.

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
+use axum::routing::{delete, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -11,13 +11,17 @@ use serde_json::json;
 use super::error::ApiError;
 use super::extract::{AppJson, Caller, OptionalJson, RequestId, TenantPath};
 use super::AppState;
-use crate::domain::TenantSlug;
+use crate::domain::{InfisicalMode, TenantSlug};
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/tenants", post(create_tenant))
         .route("/v1/admin/tenants/{tenant}", delete(delete_tenant))
         .route("/v1/admin/tenants/{tenant}/tokens", post(create_token))
+        .route(
+            "/v1/admin/tenants/{tenant}/infisical-mode",
+            put(set_infisical_mode),
+        )
 }
 
 #[derive(Deserialize)]
@@ -25,6 +29,8 @@ pub fn router() -> Router<AppState> {
 struct CreateTenant {
     slug: String,
     name: Option<String>,
+    /// Read the tenant's Infisical folder (default: yes, unless the slug was used before).
+    infisical_import: Option<bool>,
 }
 
 async fn create_tenant(
@@ -39,7 +45,7 @@ async fn create_tenant(
     let name = body.name.unwrap_or_else(|| slug.to_string());
     let tenant = state
         .vault()?
-        .create_tenant(&who.context(rid), &slug, &name)
+        .create_tenant_with(&who.context(rid), &slug, &name, body.infisical_import)
         .await?;
     Ok((StatusCode::CREATED, Json(tenant)).into_response())
 }
@@ -93,4 +99,40 @@ async fn create_token(
         ),
     )
         .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetMode {
+    /// `follow`, `import-once`, or null for the global setting.
+    mode: Option<String>,
+}
+
+async fn set_infisical_mode(
+    State(state): State<AppState>,
+    TenantPath(slug): TenantPath,
+    Caller(who): Caller,
+    RequestId(rid): RequestId,
+    AppJson(body): AppJson<SetMode>,
+) -> Result<Response, ApiError> {
+    state.vault()?.authorize_admin(&who, rid.clone())?;
+    let mode = match body.mode.as_deref() {
+        None => None,
+        Some(raw) => Some(InfisicalMode::parse(raw).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_request",
+                "field `mode`: must be \"follow\", \"import-once\" or null",
+            )
+        })?),
+    };
+    let effective = state
+        .vault()?
+        .set_tenant_infisical_mode(&who.context(rid), &slug, mode)
+        .await?;
+    Ok(Json(json!({
+        "tenant": slug.as_str(),
+        "mode": mode.map(InfisicalMode::as_str),
+        "effective_mode": effective.as_str(),
+    }))
+    .into_response())
 }

@@ -70,6 +70,10 @@ impl From<ServiceError> for ApiError {
                 Self::new(S::CONFLICT, "rotation_unsupported", msg)
             }
             ServiceError::DependencyFailed(_) => Self::new(S::BAD_GATEWAY, "dependency_error", msg),
+            ServiceError::InvalidSignature(_) => {
+                Self::new(S::UNAUTHORIZED, "invalid_signature", msg)
+            }
+            ServiceError::NotConfigured(_) => Self::new(S::NOT_FOUND, "not_configured", msg),
             // The one place internal causes are logged; the caller gets no detail.
             ServiceError::Internal(cause) => {
                 tracing::error!(error = %cause, "internal error");

@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod hooks;
 pub mod keys;
 pub mod secrets;
 pub mod versions;
@@ -139,6 +140,7 @@ pub fn router_with_state(
         .merge(keys::router())
         .merge(versions::router())
         .merge(health::router())
+        .merge(hooks::router())
         .route_layer(axum::middleware::from_fn(track_request))
         .fallback(|| async { error::ApiError::not_found() })
         .layer(DefaultBodyLimit::max(body_limit))

@@ -60,6 +60,11 @@ async fn get_secret(
         SECRET_SOURCE.clone(),
         HeaderValue::from_static(read.source.as_str()),
     );
+    if let Some(age) = read.age {
+        response
+            .headers_mut()
+            .insert(axum::http::header::AGE, HeaderValue::from(age.as_secs()));
+    }
     // Secrets must not land in shared caches.
     response.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,

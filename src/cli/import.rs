@@ -12,7 +12,6 @@ use clap::Subcommand;
 use super::{connect, default_service};
 use crate::app::{self, App};
 use crate::config::{DatabaseArgs, InfisicalArgs, KeyArgs};
-use crate::crypto::SecretValue;
 use crate::domain::TenantSlug;
 use crate::infisical::{tenant_folder, InfisicalClient};
 use crate::service::import::TenantImport;
@@ -109,7 +108,7 @@ pub async fn import_all(
             .await
             .with_context(|| format!("listing {folder}"))?
             .into_iter()
-            .map(|s| (s.key, SecretValue::new(s.value.expose().to_owned())))
+            .map(crate::service::fallback::remote)
             .collect();
         let report = app
             .vault

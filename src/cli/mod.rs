@@ -8,6 +8,7 @@ pub mod import;
 pub mod init;
 pub mod rotate;
 pub mod serve;
+pub mod sync;
 pub mod tenant;
 pub mod token;
 
@@ -53,6 +54,9 @@ pub enum Command {
     /// Import secrets from elsewhere into the database.
     #[command(subcommand)]
     Import(import::ImportCmd),
+    /// Re-read tenants' Infisical folders now (as webhooks and the re-check do).
+    #[command(subcommand)]
+    Sync(sync::SyncCmd),
     /// Run the built-in Infisical emulator (for development and tests; in memory).
     InfisicalEmulator(emulator::EmulatorCmd),
 }
@@ -77,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rotate(cmd) => rotate::run(cmd).await,
         Command::Init(cmd) => init::run(cmd).await,
         Command::Import(cmd) => import::run(cmd).await,
+        Command::Sync(cmd) => sync::run(cmd).await,
         Command::InfisicalEmulator(cmd) => emulator::run(cmd).await,
         Command::Tenant(cmd) => tenant::run(cmd).await,
         Command::Token(cmd) => token::run(cmd).await,
@@ -88,6 +93,7 @@ pub fn default_service() -> ServiceArgs {
     ServiceArgs {
         cache_ttl_secs: 0,
         cache_max_entries: 1000,
+        max_stale_secs: 300,
         not_found_cache_secs: 0,
         max_value_bytes: 65_536,
         data_key_max_encryptions: 1 << 31,

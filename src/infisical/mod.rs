@@ -17,6 +17,7 @@ mod breaker;
 pub mod client;
 pub mod emulator;
 pub mod paths;
+pub mod webhook;
 
 pub use breaker::BreakerState;
 pub use client::{ConfigError, Folder, InfisicalClient, InfisicalConfig, InfisicalError, Secret};

@@ -33,8 +33,11 @@ use crate::store::{self, master_keys::NewMasterKey, notify::Event, StoreError};
 
 /// Data keys re-wrapped per statement.
 pub const REWRAP_BATCH: i64 = 1000;
-/// Version numbers tried when the next one is already taken in the source.
+/// Failed attempts to create a version (other than "already exists") before giving up.
 const VERSION_ATTEMPTS: i32 = 3;
+/// Version numbers skipped because an interrupted rotation left them in the source. A bound
+/// only so a broken source cannot loop forever; each orphan costs one create call.
+const MAX_ORPHANS_SKIPPED: i32 = 1000;
 
 /// Where a test can make a rotation fail, to prove that a crash there loses nothing.
 /// Set only through `Vault::set_rotation_fail_point`, which no flag or route reaches.
@@ -274,18 +277,27 @@ struct NewVersion {
 
 /// Asks the source for version `next`, reads it back, and checks it is new material.
 /// If `next` is taken in the source (an interrupted rotation wrote it and recorded nothing),
-/// the number is skipped: the orphan protects nothing and is never adopted, since nothing
-/// proves who wrote it.
+/// the number is skipped, however many rotations were interrupted before: the orphan
+/// protects nothing and is never adopted, since nothing proves who wrote it.
 async fn create_next_version(
     source: &dyn MasterKeySource,
     next: i32,
     recorded: &[store::master_keys::MasterKeyRow],
 ) -> Result<NewVersion, RotationError> {
     let mut first_error = None;
-    for version in next..next + VERSION_ATTEMPTS {
+    let (mut failures, mut skipped) = (0, 0);
+    let mut version = next - 1;
+    while failures < VERSION_ATTEMPTS {
+        version += 1;
         let created = match source.create(version).await {
             Ok(created) => created,
+            Err(e @ SourceError::AlreadyExists { .. }) if skipped < MAX_ORPHANS_SKIPPED => {
+                skipped += 1;
+                tracing::warn!(version, reason = %e, "master key version left by an interrupted rotation; skipping it");
+                continue;
+            }
             Err(e) => {
+                failures += 1;
                 tracing::warn!(version, reason = %e, source = %source.describe(), "could not create master key version; trying the next number");
                 first_error.get_or_insert(RotationError::Source {
                     version,

@@ -184,7 +184,13 @@ impl MasterKeySource for DevFileSource {
             .create_new(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| SourceError::io(&path, e))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => SourceError::AlreadyExists {
+                    name: path.display().to_string(),
+                    folder: self.dir.display().to_string(),
+                },
+                _ => SourceError::io(&path, e),
+            })?;
         file.write_all(text.as_bytes())
             .and_then(|_| file.sync_all())
             .map_err(|e| SourceError::io(&path, e))?;

@@ -23,6 +23,16 @@ pub enum FallbackError {
     Invalid(Arc<InfisicalError>),
 }
 
+/// A secret as the fallback holds it: its value, and the id and version that tell a later
+/// re-read whether it changed.
+#[derive(Debug, Clone)]
+pub struct RemoteSecret {
+    pub key: String,
+    pub value: SecretValue,
+    pub id: String,
+    pub version: i32,
+}
+
 /// Where secrets not yet in the database may be found.
 #[async_trait]
 pub trait SecretFallback: Send + Sync {
@@ -36,7 +46,36 @@ pub trait SecretFallback: Send + Sync {
         &self,
         tenant: &TenantSlug,
         key: &SecretKey,
-    ) -> Result<Option<SecretValue>, FallbackError>;
+    ) -> Result<Option<RemoteSecret>, FallbackError>;
+    /// Every secret of the tenant's folder (one call), for a re-read.
+    async fn list(&self, tenant: &TenantSlug) -> Result<Vec<RemoteSecret>, FallbackError>;
+    /// The folder a tenant's secrets live in (for origins and messages).
+    fn folder(&self, tenant: &TenantSlug) -> String {
+        tenant_folder(tenant)
+    }
+    /// The (project, environment) webhooks must name; None when unknown.
+    fn scope(&self) -> Option<(String, String)> {
+        None
+    }
+}
+
+fn classify(e: InfisicalError) -> FallbackError {
+    match e {
+        InfisicalError::TooLarge { limit, .. } => FallbackError::TooLarge { limit },
+        e if e.is_unavailable() || matches!(e, InfisicalError::RateLimited { .. }) => {
+            FallbackError::Unavailable(Arc::new(e))
+        }
+        e => FallbackError::Invalid(Arc::new(e)),
+    }
+}
+
+pub fn remote(secret: crate::infisical::Secret) -> RemoteSecret {
+    RemoteSecret {
+        value: SecretValue::new(secret.value.expose().to_owned()),
+        key: secret.key,
+        id: secret.id,
+        version: i32::try_from(secret.version).unwrap_or(i32::MAX),
+    }
 }
 
 pub struct InfisicalFallback {
@@ -63,16 +102,24 @@ impl SecretFallback for InfisicalFallback {
         &self,
         tenant: &TenantSlug,
         key: &SecretKey,
-    ) -> Result<Option<SecretValue>, FallbackError> {
+    ) -> Result<Option<RemoteSecret>, FallbackError> {
         let folder = tenant_folder(tenant);
         match self.client.get_secret(&folder, key.as_str(), None).await {
-            Ok(Some(secret)) => Ok(Some(SecretValue::new(secret.value.expose().to_owned()))),
-            Ok(None) => Ok(None),
-            Err(InfisicalError::TooLarge { limit, .. }) => Err(FallbackError::TooLarge { limit }),
-            Err(e) if e.is_unavailable() || matches!(e, InfisicalError::RateLimited { .. }) => {
-                Err(FallbackError::Unavailable(Arc::new(e)))
-            }
-            Err(e) => Err(FallbackError::Invalid(Arc::new(e))),
+            Ok(found) => Ok(found.map(remote)),
+            Err(e) => Err(classify(e)),
         }
+    }
+
+    async fn list(&self, tenant: &TenantSlug) -> Result<Vec<RemoteSecret>, FallbackError> {
+        let folder = tenant_folder(tenant);
+        match self.client.list_secrets(&folder).await {
+            Ok(all) => Ok(all.into_iter().map(remote).collect()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    fn scope(&self) -> Option<(String, String)> {
+        let c = self.client.config();
+        Some((c.project_id.clone(), c.environment.clone()))
     }
 }

@@ -3,8 +3,8 @@
 //! created; nothing is ever deleted. Afterwards every imported key is read back through the
 //! normal decrypt path and compared with what was given.
 
+use super::fallback::RemoteSecret;
 use super::{RequestContext, ServiceError, TenantRef, Vault};
-use crate::crypto::SecretValue;
 use crate::domain::{SecretKey, TenantId, TenantSlug};
 use crate::store;
 
@@ -33,13 +33,14 @@ impl TenantImport {
 }
 
 impl Vault {
-    /// Imports `secrets` (name, value) into tenant `slug`, creating the tenant if needed.
-    /// With `dry_run`, only counts what would change.
+    /// Imports `secrets` (from the tenant's Infisical folder) into tenant `slug`, creating
+    /// the tenant if needed; each records its Infisical origin (see `sync.rs`). With
+    /// `dry_run`, only counts what would change.
     pub async fn import_tenant(
         &self,
         ctx: &RequestContext,
         slug: &TenantSlug,
-        secrets: Vec<(String, SecretValue)>,
+        secrets: Vec<RemoteSecret>,
         dry_run: bool,
     ) -> Result<TenantImport, ServiceError> {
         let mut report = TenantImport {
@@ -64,7 +65,9 @@ impl Vault {
         };
         report.created_tenant |= tenant.is_none();
         let mut to_verify = Vec::new();
-        for (name, value) in secrets {
+        for remote in secrets {
+            let name = remote.key.clone();
+            let value = remote.value.clone();
             let key = match SecretKey::parse(&name) {
                 Ok(k) => k,
                 Err(e) => {
@@ -85,17 +88,21 @@ impl Vault {
             };
             let current = self.load_from_database(tenant.id, &key).await?;
             match current {
-                Some(c) if c.value == value => report.unchanged += 1,
+                Some(c) if c.value == value => {
+                    if !dry_run {
+                        // Same value: only record where it comes from.
+                        self.mark_imported(tenant, &key, &remote).await?;
+                    }
+                    report.unchanged += 1
+                }
                 Some(_) if dry_run => report.updated += 1,
                 None if dry_run => report.created += 1,
                 Some(_) => {
-                    self.put_secret(ctx, tenant, &key, value.clone(), None)
-                        .await?;
+                    self.import_one(ctx, tenant, &key, &remote).await?;
                     report.updated += 1;
                 }
                 None => {
-                    self.put_secret(ctx, tenant, &key, value.clone(), None)
-                        .await?;
+                    self.import_one(ctx, tenant, &key, &remote).await?;
                     report.created += 1;
                 }
             }

@@ -12,6 +12,7 @@ pub mod readiness;
 pub mod reencrypt;
 pub mod rotation;
 pub mod secrets;
+pub mod sync;
 pub mod tenants;
 pub mod tokens;
 pub mod versions;
@@ -117,6 +118,12 @@ pub enum ServiceError {
     RotationUnsupported(#[from] Unsupported),
     #[error(transparent)]
     DependencyFailed(#[from] DependencyError),
+    /// A webhook whose signature does not hold (401 `invalid_signature`).
+    #[error("invalid webhook signature: {0}")]
+    InvalidSignature(crate::infisical::webhook::SignatureError),
+    /// A feature whose settings are missing.
+    #[error("{0} is not configured")]
+    NotConfigured(&'static str),
     /// A failure the caller cannot act on; the cause is logged once, by the API error
     /// mapping, and never sent.
     #[error("internal error")]
@@ -184,6 +191,9 @@ pub struct Vault {
     pub(crate) not_found: NotFoundCache,
     /// Event streams (`GET /v1/events`), fed by the change listener.
     pub(crate) events: events::EventHub,
+    /// Infisical sync settings and the webhook re-read queue (`sync.rs`).
+    pub(crate) sync_settings: sync::SyncSettings,
+    pub(crate) sync_queue: sync::SyncQueue,
 }
 
 impl Vault {
@@ -211,6 +221,8 @@ impl Vault {
             fallback: None,
             not_found: NotFoundCache::default(),
             events: events::EventHub::new(events::EventSettings::default()),
+            sync_settings: sync::SyncSettings::default(),
+            sync_queue: sync::SyncQueue::default(),
         }
     }
 

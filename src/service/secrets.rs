@@ -8,14 +8,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::fallback::FallbackError;
-use super::{DependencyError, InputError, RequestContext, ServiceError, TenantRef, Vault};
+use super::{InputError, RequestContext, ServiceError, TenantRef, Vault};
 use crate::audit::{AuditAction, AuditOutcome};
 use crate::cache::CachedSecret;
 use crate::crypto::SecretValue;
 use crate::domain::{DataKeyId, SecretKey, TenantId};
 use crate::keys::{SecretPlace, StoredSecret};
 use crate::store::notify::SecretChange;
+use crate::store::sync::Origin;
 use crate::store::{self, secrets::NewSecret, StoreError};
 
 pub use crate::domain::SecretSource;
@@ -24,6 +24,8 @@ pub use crate::domain::SecretSource;
 pub struct SecretRead {
     pub secret: Arc<CachedSecret>,
     pub source: SecretSource,
+    /// Set when served stale: how old the value is (the `Age` header).
+    pub age: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -44,7 +46,7 @@ pub(crate) fn outcome<T>(result: &Result<T, ServiceError>) -> AuditOutcome {
     }
 }
 
-fn outcome_of(err: &ServiceError) -> AuditOutcome {
+pub(super) fn outcome_of(err: &ServiceError) -> AuditOutcome {
     match err {
         ServiceError::SecretNotFound | ServiceError::VersionNotFound(_) => AuditOutcome::NotFound,
         ServiceError::Integrity => AuditOutcome::IntegrityError,
@@ -120,8 +122,13 @@ impl Vault {
                     secret.loaded_from
                 },
                 secret,
+                age: None,
             })
             .map_err(|shared| (*shared).clone());
+        let result = match result {
+            Err(ServiceError::Unavailable(what)) => self.serve_stale(tenant, key, what).await,
+            other => other,
+        };
         match &result {
             Ok(read) => metrics::counter!("tenant_vault_secret_reads_total", "source" => read.source.as_str()).increment(1),
             Err(e) => metrics::counter!("tenant_vault_secret_read_failures_total", "outcome" => outcome_of(e).as_str()).increment(1),
@@ -129,8 +136,30 @@ impl Vault {
         self.audited(ctx, AuditAction::SecretRead, tenant, Some(key), result)
     }
 
-    /// The database, then the fallback (Infisical): a value found there is encrypted and
-    /// written to the database before it is answered, so the next miss stays local.
+    /// Stale-if-error: the dependencies are down, so a value loaded before may be served
+    /// for at most `TENANT_VAULT_MAX_STALE_SECS` past its TTL; past that, the 503 stands.
+    async fn serve_stale(
+        &self,
+        tenant: &TenantRef,
+        key: &SecretKey,
+        what: &'static str,
+    ) -> Result<SecretRead, ServiceError> {
+        match self.cache.stale(tenant.id, key).await {
+            Some((secret, age)) => {
+                tracing::warn!(tenant = %tenant.slug, key = %key, age_secs = age.as_secs(), unavailable = what, "serving a stale value");
+                Ok(SecretRead {
+                    secret,
+                    source: SecretSource::Stale,
+                    age: Some(age),
+                })
+            }
+            None => Err(ServiceError::Unavailable(what)),
+        }
+    }
+
+    /// The database, then the fallback (Infisical, see `sync.rs`): a value found there is
+    /// encrypted and written to the database before it is answered, so the next miss stays
+    /// local.
     async fn load_secret(
         &self,
         ctx: &RequestContext,
@@ -140,49 +169,7 @@ impl Vault {
         if let Some(found) = self.load_from_database(tenant.id, key).await? {
             return Ok(found);
         }
-        let Some(fallback) = &self.fallback else {
-            return Err(ServiceError::SecretNotFound);
-        };
-        let value = match fallback.fetch(&tenant.slug, key).await {
-            Ok(Some(value)) => value,
-            Ok(None) => return Err(ServiceError::SecretNotFound),
-            Err(FallbackError::Unavailable(detail)) => {
-                tracing::warn!(tenant = %tenant.slug, key = %key, %detail, "fallback lookup failed");
-                return Err(ServiceError::Unavailable("Infisical"));
-            }
-            Err(cause) => {
-                return Err(DependencyError::Unimportable {
-                    fallback: fallback.name(),
-                    key: key.clone(),
-                    cause,
-                }
-                .into())
-            }
-        };
-        // Imported as version 1; if a writer created the key meanwhile, theirs wins.
-        let result = self
-            .write_secret(tenant, key, &value, Some(0), SecretChange::Synced)
-            .await;
-        self.secret_event(
-            ctx,
-            AuditAction::SecretImport,
-            super::secrets::outcome(&result),
-            tenant,
-            Some(key),
-        );
-        match result {
-            Ok((version, updated_at)) => Ok(Arc::new(CachedSecret {
-                value,
-                version,
-                updated_at,
-                loaded_from: SecretSource::Infisical,
-            })),
-            Err(ServiceError::CasConflict { .. }) => self
-                .load_from_database(tenant.id, key)
-                .await?
-                .ok_or(ServiceError::SecretNotFound),
-            Err(e) => Err(e),
-        }
+        self.load_from_fallback(ctx, tenant, key).await
     }
 
     /// Reads and decrypts one secret from the database.
@@ -242,6 +229,20 @@ impl Vault {
         value: &SecretValue,
         cas: Option<i32>,
         change: SecretChange,
+    ) -> Result<(i32, DateTime<Utc>), ServiceError> {
+        self.write_secret_from(tenant, key, value, cas, change, &Origin::Api)
+            .await
+    }
+
+    /// `write_secret`, recording where the value came from (see `sync.rs`).
+    pub(super) async fn write_secret_from(
+        &self,
+        tenant: &TenantRef,
+        key: &SecretKey,
+        value: &SecretValue,
+        cas: Option<i32>,
+        change: SecretChange,
+        origin: &Origin,
     ) -> Result<(i32, DateTime<Utc>), ServiceError> {
         let limit = self.limits.max_value_bytes;
         if value.len() > limit {
@@ -319,6 +320,7 @@ impl Vault {
                     at
                 }
             };
+            self.record_origin(&mut tx, tenant, key, origin).await?;
             self.notify_secret(&mut tx, tenant, key, change, Some(version))
                 .await?;
             tx.commit().await.map_err(StoreError::from)?;
@@ -344,6 +346,7 @@ impl Vault {
         self.ensure_auditable()?;
         let result = async {
             let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+            self.leave_tombstone(&mut tx, tenant, key).await?;
             let version = store::secrets::delete(&mut *tx, tenant.id, key)
                 .await?
                 .ok_or(ServiceError::SecretNotFound)?;

@@ -15,6 +15,9 @@ pub struct Tenant {
     pub slug: String,
     pub name: String,
     pub created_at: DateTime<Utc>,
+    /// Whether it reads its Infisical folder (set on creation answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub infisical_import: Option<bool>,
 }
 
 impl Vault {
@@ -23,6 +26,19 @@ impl Vault {
         ctx: &RequestContext,
         slug: &TenantSlug,
         name: &str,
+    ) -> Result<Tenant, ServiceError> {
+        self.create_tenant_with(ctx, slug, name, None).await
+    }
+
+    /// `create_tenant`, saying whether the tenant reads its Infisical folder
+    /// (`infisical_import`). None: yes, unless a deleted tenant had this slug (its secrets
+    /// in Infisical belong to the old tenant; a new one starts empty unless asked).
+    pub async fn create_tenant_with(
+        &self,
+        ctx: &RequestContext,
+        slug: &TenantSlug,
+        name: &str,
+        infisical_import: Option<bool>,
     ) -> Result<Tenant, ServiceError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 200 {
@@ -36,6 +52,11 @@ impl Vault {
             Err(e) => return Err(e.into()),
         };
         let tenant = TenantId(row.id);
+        let import = match infisical_import {
+            Some(import) => import,
+            None => !store::sync::slug_was_used(&mut *tx, slug).await?,
+        };
+        store::sync::set_import(&mut *tx, tenant, import).await?;
         self.data_keys.create(&mut tx, tenant, 1).await?;
         self.notify_tenant(&mut tx, tenant, &row.slug, &[], false)
             .await?;
@@ -50,6 +71,7 @@ impl Vault {
             slug: row.slug,
             name: row.name,
             created_at: row.created_at,
+            infisical_import: Some(import),
         })
     }
 
@@ -95,6 +117,7 @@ impl Vault {
             slug: row.slug,
             name: row.name,
             created_at: row.created_at,
+            infisical_import: None,
         }))
     }
 

@@ -10,6 +10,7 @@ pub mod master_keys;
 pub mod notify;
 pub mod reencryption;
 pub mod secrets;
+pub mod sync;
 pub mod tenants;
 pub mod tokens;
 pub mod versions;

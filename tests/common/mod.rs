@@ -162,6 +162,7 @@ pub fn service_args(cache_ttl_secs: u64) -> ServiceArgs {
     ServiceArgs {
         cache_ttl_secs,
         cache_max_entries: 10_000,
+        max_stale_secs: 300,
         not_found_cache_secs: 5,
         max_value_bytes: 65_536,
         data_key_max_encryptions: 1 << 31,
@@ -469,6 +470,7 @@ impl TestInfisical {
             master_key_folder: "/tenant-vault".into(),
             infisical_fallback: true,
             infisical_timeout_ms: 1000,
+            sync: Default::default(),
         };
         Self {
             handle,

@@ -12,6 +12,8 @@
 //!   `POST /api/v1/auth/token/revoke`
 //! - `GET /api/v3/secrets/raw`, `GET|POST|PATCH|DELETE /api/v3/secrets/raw/{secretName}`
 //! - `GET|POST /api/v1/folders`
+//! - `GET|POST /api/v1/webhooks`, `DELETE /api/v1/webhooks/{id}`; webhooks are sent (signed)
+//!   when a secret is created, updated or deleted in a matching folder
 //! - control plane (no auth, bind to loopback): `GET|PUT /_emulator/faults`,
 //!   `POST /_emulator/seed`, `GET /_emulator/stats`, `POST /_emulator/tokens/expire`
 //!
@@ -31,6 +33,7 @@ mod folders;
 mod secrets;
 mod seed;
 mod state;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -42,7 +45,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -278,6 +281,14 @@ impl Emulator {
                     .delete(delete_secret),
             )
             .route("/api/v1/folders", get(list_folders).post(create_folder))
+            .route(
+                "/api/v1/webhooks",
+                get(webhooks::list_webhooks).post(webhooks::create_webhook),
+            )
+            .route(
+                "/api/v1/webhooks/{webhook_id}",
+                delete(webhooks::delete_webhook),
+            )
             .route_layer(middleware::from_fn_with_state(state.clone(), api_layer))
             .route(
                 "/_emulator/faults",

@@ -354,6 +354,8 @@ pub(super) async fn create_secret(
     }
     .to_json(None, false, false);
     folder.secrets.insert(key, rec);
+    drop(data);
+    super::webhooks::secrets_modified(&s, &project_id, &scope.env, &path);
     Ok(secret_response(out))
 }
 
@@ -431,6 +433,8 @@ pub(super) async fn update_secret(
     folder
         .secrets
         .insert((scope.kind.clone(), rec.name.clone()), rec);
+    drop(data);
+    super::webhooks::secrets_modified(&s, &project_id, &scope.env, &path);
     Ok(secret_response(out))
 }
 
@@ -475,5 +479,7 @@ pub(super) async fn delete_secret(
         env: &scope.env,
     }
     .to_json(None, false, false);
+    drop(data);
+    super::webhooks::secrets_modified(&s, &project_id, &scope.env, &path);
     Ok(secret_response(out))
 }

@@ -69,6 +69,7 @@ pub(super) struct Data {
     pub(super) projects: BTreeMap<String, Project>,
     pub(super) tokens: HashMap<String, TokenRec>,
     pub(super) windows: HashMap<(IpAddr, String), (Instant, u32)>,
+    pub(super) webhooks: Vec<super::webhooks::WebhookRec>,
 }
 
 pub(super) struct Shared {
