@@ -183,8 +183,9 @@ export async function tenant(slugText) {
   }
 
   function origin(value) {
-    if (!value) return h('span', { class: 'muted' }, 'database');
-    return badge(value === 'infisical' ? 'Infisical' : value, value);
+    if (value === 'infisical') return h('span', { title: 'imported from the tenant’s Infisical folder' }, badge('Infisical', 'infisical'));
+    if (value === 'api') return h('span', { class: 'muted', title: 'written through tenant-vault' }, 'database');
+    return value ? String(value) : '—';
   }
 
   async function showVersions(key, box) {

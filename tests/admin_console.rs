@@ -6,7 +6,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
-use common::TestApp;
+use common::{service_args, TestApp, TestInfisical};
 use serde_json::json;
 
 const VALUE: &str = "sk_live_12345678";
@@ -88,6 +88,7 @@ async fn admins_see_masked_values_write_and_roll_back() {
     assert_eq!(by_key("STRIPE_KEY")["version"], 2);
     assert!(by_key("STRIPE_KEY")["updated_at"].is_string());
     assert_eq!(by_key("PIN")["masked"], "••••••••");
+    assert_eq!(by_key("STRIPE_KEY")["origin"], "api");
     assert_eq!(list.body["data_key"]["version"], 1);
     assert_eq!(list.body["data_key"]["state"], "active");
     assert_eq!(list.body["data_key"]["encryptions"], 3);
@@ -233,4 +234,25 @@ async fn readyz_reports_the_infisical_breaker() {
     assert_eq!(res.status, StatusCode::OK);
     // This app has no Infisical lookup configured.
     assert_eq!(res.body["infisical_breaker"], "not_configured");
+}
+
+#[tokio::test]
+async fn a_value_imported_from_infisical_is_listed_with_its_origin() {
+    let infisical =
+        TestInfisical::start(&[("/tenants/acme", "SG_KEY", "SG.imported-value-1234")]).await;
+    let app = TestApp::with_infisical(&infisical, service_args(60)).await;
+    let acme = app.tenant("acme").await;
+    // The first read imports it.
+    let read = app.get_secret("acme", "SG_KEY", &acme).await;
+    assert_eq!(read.headers["x-secret-source"], "infisical");
+
+    let list = app
+        .get("/v1/admin/tenants/acme/secrets", &app.admin_token)
+        .await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    let secret = &list.body["secrets"][0];
+    assert_eq!(secret["key"], "SG_KEY");
+    assert_eq!(secret["origin"], "infisical");
+    assert_eq!(secret["masked"], "SG.i…1234");
+    assert!(!list.text.contains("imported-value"));
 }

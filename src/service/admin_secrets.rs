@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{RequestContext, ServiceError, TenantRef, Vault};
 use crate::audit::AuditAction;
-use crate::domain::{DataKeyId, DataKeyState, SecretKey, TenantId, TenantSlug};
+use crate::domain::{DataKeyId, DataKeyState, SecretKey, SecretOrigin, TenantId, TenantSlug};
 use crate::store;
 
 /// Values shorter than this are never partly shown: too little would stay hidden.
@@ -35,6 +35,8 @@ pub struct MaskedSecret {
     pub key: String,
     pub version: i32,
     pub updated_at: DateTime<Utc>,
+    /// `api` (written through tenant-vault) or `infisical` (imported from Infisical).
+    pub origin: SecretOrigin,
     pub masked: String,
 }
 
@@ -77,8 +79,10 @@ impl Vault {
     ) -> Result<Vec<MaskedSecret>, ServiceError> {
         self.ensure_auditable()?;
         let result = async {
+            let mut rows = store::sync::origins(&self.pool, tenant.id).await?;
+            rows.sort_by(|a, b| a.secret_key.cmp(&b.secret_key));
             let mut out = Vec::new();
-            for row in store::secrets::list(&self.pool, tenant.id).await? {
+            for row in rows {
                 let key = SecretKey::parse(&row.secret_key).map_err(ServiceError::internal)?;
                 // Deleted since the listing: leave it out.
                 let Some(secret) = self.load_from_database(tenant.id, &key).await? else {
@@ -88,6 +92,7 @@ impl Vault {
                     key: row.secret_key,
                     version: secret.version,
                     updated_at: secret.updated_at,
+                    origin: row.origin,
                     masked: mask(secret.value.expose()),
                 });
             }
