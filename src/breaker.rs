@@ -27,6 +27,14 @@ impl BreakerState {
             BreakerState::Open => 2.0,
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
 }
 
 #[derive(Debug)]

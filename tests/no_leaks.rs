@@ -108,6 +108,35 @@ async fn a_full_round_trip_logs_no_secret() {
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     assert!(!res.text.contains(VALUE));
+    // The admin console's routes: write, masked listing, versions, rollback.
+    let admin = app.admin_token.clone();
+    let res = app
+        .call(
+            Method::PUT,
+            "/v1/admin/tenants/acme/secrets/STRIPE_KEY",
+            Some(&admin),
+            Some(json!({"value": VALUE2})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    for path in [
+        "/v1/admin/tenants/acme/secrets",
+        "/v1/admin/tenants/acme/secrets/STRIPE_KEY/versions",
+    ] {
+        let res = app.get(path, &admin).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+        assert!(!res.text.contains(VALUE) && !res.text.contains(VALUE2));
+    }
+    let res = app
+        .call(
+            Method::POST,
+            "/v1/admin/tenants/acme/secrets/STRIPE_KEY/rollback",
+            Some(&admin),
+            Some(json!({"version": 1})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    assert!(!res.text.contains(VALUE));
     let report = app.get("/v1/admin/keys", &app.admin_token).await;
     assert!(!report.text.contains(VALUE) && !report.text.contains(VALUE2));
     // A tampered ciphertext is logged as an integrity error, without bytes or value.

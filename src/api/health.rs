@@ -82,6 +82,7 @@ async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
         "database": if check.database { "ok" } else { "unreachable" },
         "audit": if check.audit { "ok" } else { "failing" },
         "master_key_version": check.master_key_version,
+        "infisical_breaker": check.infisical_breaker.map_or("not_configured", |b| b.as_str()),
     });
     let status = if ready {
         StatusCode::OK

@@ -4,8 +4,10 @@
 
 pub mod access;
 pub mod admin;
+pub mod admin_secrets;
 pub mod audit;
 pub mod batch;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -171,6 +173,7 @@ pub fn router_with_state(
         .merge(batch::router())
         .merge(admin::router())
         .merge(audit::router())
+        .merge(admin_secrets::router())
         .merge(keys::router())
         .merge(versions::router())
         .merge(tokens::router())
@@ -182,6 +185,8 @@ pub fn router_with_state(
         // turn a health check into a 401 or a 429.
         .merge(health::router())
         .merge(hooks::router())
+        // The console's static files: the page itself asks for a token.
+        .merge(console::router())
         .route_layer(axum::middleware::from_fn(access::note_route))
         .route_layer(axum::middleware::from_fn(track_request))
         .fallback(|| async { error::ApiError::not_found() })

@@ -80,10 +80,10 @@ async fn get_secret(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PutSecret {
-    value: String,
+pub(super) struct PutSecret {
+    pub(super) value: String,
     #[serde(default)]
-    cas: Option<i32>,
+    pub(super) cas: Option<i32>,
 }
 
 async fn put_secret(

@@ -117,8 +117,8 @@ async fn list_versions(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Rollback {
-    version: i32,
+pub(super) struct Rollback {
+    pub(super) version: i32,
 }
 
 async fn rollback(

@@ -533,9 +533,11 @@ fn print_howto(addr: &str, env_path: &Path, private_pg: bool, emulated: bool, tl
     } else {
         "curl"
     };
+    let console = crate::api::console::console_url(addr);
     println!(
         r#"
 tenant-vault dev is running at {addr}, on {pg} and {infisical}.
+console: {console}  (sign in with TENANT_VAULT_ADMIN_TOKEN from {env})
 Settings for clients are in {env}. In another shell:
 
   set -a; . {env}; set +a

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use crate::crypto::SecretValue;
 use crate::domain::{SecretKey, TenantSlug};
-use crate::infisical::{tenant_folder, InfisicalClient, InfisicalError};
+use crate::infisical::{tenant_folder, BreakerState, InfisicalClient, InfisicalError};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FallbackError {
@@ -38,6 +38,10 @@ pub struct RemoteSecret {
 pub trait SecretFallback: Send + Sync {
     /// For messages: "Infisical".
     fn name(&self) -> &'static str;
+    /// Its circuit breaker, if it has one (reported by `/readyz`).
+    fn breaker_state(&self) -> Option<BreakerState> {
+        None
+    }
     async fn fetch(
         &self,
         tenant: &TenantSlug,
@@ -88,6 +92,10 @@ impl InfisicalFallback {
 impl SecretFallback for InfisicalFallback {
     fn name(&self) -> &'static str {
         "Infisical"
+    }
+
+    fn breaker_state(&self) -> Option<BreakerState> {
+        Some(self.client.breaker_state())
     }
 
     async fn fetch(

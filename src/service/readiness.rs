@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::Vault;
+use crate::infisical::BreakerState;
 use crate::store;
 
 /// One readiness check.
@@ -15,6 +16,9 @@ pub struct Readiness {
     pub audit: bool,
     /// The version new data keys are wrapped under; 0 when none is loaded.
     pub master_key_version: i32,
+    /// The Infisical lookup's circuit breaker (None: no fallback configured). Informational:
+    /// an open breaker does not make the service unready, cached and stored secrets still serve.
+    pub infisical_breaker: Option<BreakerState>,
 }
 
 impl Readiness {
@@ -31,6 +35,7 @@ impl Vault {
             database: matches!(db, Ok(Ok(()))),
             audit: !self.audit.is_failing(),
             master_key_version: self.masters().active_version(),
+            infisical_breaker: self.fallback.as_ref().and_then(|f| f.breaker_state()),
         }
     }
 }

@@ -125,7 +125,7 @@ impl Vault {
             .await
     }
 
-    async fn load_version(
+    pub(super) async fn load_version(
         &self,
         tenant: TenantId,
         key: &SecretKey,
