@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Beside the chain: `config` (settings, a leaf anyone may read), `telemetry` (logging and
-//! metrics set-up, used by `cli` and `api`), `pg` (a private PostgreSQL for `cli::dev`
+//! metrics set-up, used by `cli` and `api`), `failpoint` (test-only crash points, a leaf), `pg` (a private PostgreSQL for `cli::dev`
 //! and the tests), and `tls` (the HTTPS acceptor for `app`, a local CA for `dev` and `pg`).
 
 /// The HTTP API: routes, extractors, the one error-to-HTTP mapping.
@@ -28,6 +28,8 @@ pub mod cache;
 pub mod cli;
 /// Settings: flags, environment variables, redacted secrets.
 pub mod config;
+/// Test-only crash points (`TENANT_VAULT_TEST_FAILPOINT`) for tests/faults.rs.
+pub mod failpoint;
 /// Pure cryptography: envelopes, key derivation, zeroizing types.
 pub mod crypto;
 /// Validated names and ids.
