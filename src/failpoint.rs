@@ -49,7 +49,10 @@ fn configured() -> Option<&'static str> {
         let at = std::env::var(ENV).ok().filter(|s| !s.is_empty())?;
         // A name no step has would silently never stop: say so loudly.
         if !steps::ALL.contains(&at.as_str()) {
-            eprintln!("{ENV}={at}: no such step (steps: {})", steps::ALL.join(", "));
+            eprintln!(
+                "{ENV}={at}: no such step (steps: {})",
+                steps::ALL.join(", ")
+            );
         }
         tracing::warn!(step = %at, "test fail point armed: this process will stop there");
         Some(at)

@@ -28,12 +28,12 @@ pub mod cache;
 pub mod cli;
 /// Settings: flags, environment variables, redacted secrets.
 pub mod config;
-/// Test-only crash points (`TENANT_VAULT_TEST_FAILPOINT`) for tests/faults.rs.
-pub mod failpoint;
 /// Pure cryptography: envelopes, key derivation, zeroizing types.
 pub mod crypto;
 /// Validated names and ids.
 pub mod domain;
+/// Test-only crash points (`TENANT_VAULT_TEST_FAILPOINT`) for tests/faults.rs.
+pub mod failpoint;
 /// Infisical: the API client (Universal Auth, retries, circuit breaker) and a faithful emulator.
 pub mod infisical;
 /// Master key sources and keyrings; the only module that wraps and unwraps keys.

@@ -28,8 +28,8 @@ use uuid::Uuid;
 
 use super::{DataKeyring, KeyError, MasterKeySource, MasterKeyring, SourceError};
 use crate::crypto::{envelope, kdf, MasterKey};
-use crate::failpoint::{self, steps};
 use crate::domain::{DataKeyId, DataKeyState, TenantId};
+use crate::failpoint::{self, steps};
 use crate::store::{self, master_keys::NewMasterKey, notify::Event, StoreError};
 
 /// Data keys re-wrapped per statement.

@@ -22,8 +22,8 @@ struct CeilingTooLow {
     tenant: Uuid,
 }
 use crate::crypto::DataKey;
-use crate::failpoint::{self, steps};
 use crate::domain::{DataKeyId, SecretKey, TenantId};
+use crate::failpoint::{self, steps};
 use crate::keys::{KeyError, SecretPlace};
 use crate::store::{self, notify::Event, StoreError};
 

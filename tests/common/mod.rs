@@ -3,6 +3,7 @@
 //! database cloned from it for every test. `TestApp` drives the real router in-process.
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod infisical;
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -205,6 +206,20 @@ impl TestApp {
 
     pub async fn with_service(service: ServiceArgs) -> Self {
         let (pool, db_url) = fresh_database().await;
+        let data_dir = tempfile::tempdir().unwrap();
+        let source = Arc::new(DevFileSource::new(data_dir.path().to_path_buf()));
+        let app = App::build(pool.clone(), source, data_dir.path(), &service)
+            .await
+            .unwrap();
+        Self::from_app(app, pool, db_url, Arc::new(data_dir), service).await
+    }
+
+    /// The application on a database of the caller's (a private cluster, or one reached
+    /// through a proxy), migrated here, with a dev key in a fresh data dir.
+    pub async fn on_database(pool: PgPool, db_url: String, service: ServiceArgs) -> Self {
+        tenant_vault::store::migrate(&pool)
+            .await
+            .expect("migrations apply");
         let data_dir = tempfile::tempdir().unwrap();
         let source = Arc::new(DevFileSource::new(data_dir.path().to_path_buf()));
         let app = App::build(pool.clone(), source, data_dir.path(), &service)

@@ -1,0 +1,59 @@
+//! Faults under load with real processes (issue 11 item 6): clients read and write while
+//! PostgreSQL restarts, Infisical is down then rate-limits, `tenant-vault rotate` is killed
+//! with SIGKILL at every step, and the connection to PostgreSQL is black-holed. Scaled down
+//! here (4 clients, short phases); `cargo bench --bench load -- --faults` runs 16 clients.
+//! The scenarios and their checks live in tests/common/faults.rs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::faults::{self, Settings};
+
+fn small() -> Settings {
+    Settings {
+        clients: 4,
+        keys_per_client: 6,
+        steady: Duration::from_millis(700),
+        fault: Duration::from_millis(1500),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restart_loses_no_acknowledged_write() {
+    let counts = faults::pg_restart(&small()).await;
+    counts.assert_clean("postgres restart");
+    assert!(counts.recovery.is_some());
+    assert!(counts.ok > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infisical_down_then_429_serves_hits_and_fails_misses_fast() {
+    let counts = faults::infisical_outage(&small()).await;
+    counts.assert_clean("infisical down, then 429");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_every_rotation_step_loses_nothing_and_the_next_rotation_succeeds() {
+    let counts = faults::kill_rotations(&small(), 250).await;
+    counts.assert_clean("rotate killed at every step");
+    assert_eq!(
+        counts.extra["processes killed"],
+        tenant_vault::failpoint::steps::ALL.len().to_string()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn black_holed_postgres_times_requests_out_and_the_pool_recovers() {
+    let counts = faults::black_hole(&small()).await;
+    counts.assert_clean("postgres black-holed");
+    assert!(counts.recovery.is_some());
+}
+
+#[test]
+fn an_unknown_fail_point_name_is_not_a_step() {
+    // The variable is read once per process; names are checked against this list.
+    for s in tenant_vault::failpoint::steps::ALL {
+        assert!(!s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c == '-'));
+    }
+}
