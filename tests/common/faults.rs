@@ -31,6 +31,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const HANG: Duration = Duration::from_secs(30);
 /// How long recovery may take before the scenario calls it a failure (not a benchmark).
 const RECOVERY_BOUND: Duration = Duration::from_secs(30);
+/// An error answer without the API's `{"error": {"code"}}` body.
+const NO_CODE: &str = "(no error code)";
 /// Between one client's requests: keeps 16 clients from starving a 2-core machine.
 const PAUSE: Duration = Duration::from_millis(5);
 
@@ -123,6 +125,8 @@ impl Counts {
         assert_eq!(self.lost_writes, 0, "{report}");
         assert!(self.violations.is_empty(), "{report}");
         assert!(!self.errors.contains_key("hung"), "{report}");
+        // Every error is the API's JSON error, timeouts included.
+        assert!(!self.errors.keys().any(|k| k.contains(NO_CODE)), "{report}");
     }
 }
 
@@ -240,7 +244,10 @@ async fn client(
                 if !write && r.status == StatusCode::NOT_FOUND && st.acked.is_some() {
                     counts.wrong_values += 1;
                 }
-                counts.error(format!("{} {}", r.status.as_u16(), r.code()));
+                counts.error(match r.code() {
+                    "" => format!("{} {NO_CODE}", r.status.as_u16()),
+                    code => format!("{} {code}", r.status.as_u16()),
+                });
                 if write {
                     st.maybe.push(value);
                 }
