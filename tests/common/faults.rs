@@ -144,11 +144,14 @@ impl KeyState {
     }
 }
 
+/// A client's counts and what it knows of each of its keys.
+type ClientResult = (Counts, Vec<(String, KeyState)>);
+
 /// Clients driving one tenant of an app until stopped.
 pub struct Load {
     stop: Arc<AtomicBool>,
     fault: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<(Counts, Vec<(String, KeyState)>)>>,
+    tasks: Vec<tokio::task::JoinHandle<ClientResult>>,
 }
 
 impl Load {
@@ -193,7 +196,7 @@ async fn client(
     keys: usize,
     stop: Arc<AtomicBool>,
     fault: Arc<AtomicBool>,
-) -> (Counts, Vec<(String, KeyState)>) {
+) -> ClientResult {
     let mut counts = Counts::default();
     let mut states = vec![KeyState::default(); keys];
     let mut n = 0usize;
@@ -202,7 +205,7 @@ async fn client(
         let k = (n * 7 + c) % keys;
         let key = format!("C{c}_K{k}");
         let st = &mut states[k];
-        let write = n % 3 == 0 || (st.acked.is_none() && st.maybe.is_empty());
+        let write = n.is_multiple_of(3) || (st.acked.is_none() && st.maybe.is_empty());
         let in_fault = fault.load(Ordering::SeqCst);
         let value = format!("v-{c}-{k}-{n}");
         let started = Instant::now();
