@@ -320,6 +320,39 @@ async fn recovery(app: &TestApp, tenant: &str, token: &str, counts: &mut Counts)
     }
 }
 
+/// After the fault, a change made by another replica still reaches this one's cache (its
+/// listener came back), so it cannot keep serving a value that was replaced.
+async fn replicas_still_hear(app: &TestApp, tenant: &str, token: &str, counts: &mut Counts) {
+    let put = |a: &'static str| json!({ "value": a });
+    let r = app
+        .put_secret(tenant, "COHERENT", token, put("before"))
+        .await;
+    let cached = app.get_secret(tenant, "COHERENT", token).await;
+    if r.status != StatusCode::OK || cached.body["value"] != "before" {
+        counts.violation(format!(
+            "COHERENT after the fault: {} / {}",
+            r.text, cached.text
+        ));
+        return;
+    }
+    let other = app.another_instance().await;
+    let r = other
+        .put_secret(tenant, "COHERENT", token, put("after"))
+        .await;
+    if r.status != StatusCode::OK {
+        counts.violation(format!("COHERENT through another replica: {}", r.text));
+        return;
+    }
+    let deadline = Instant::now() + RECOVERY_BOUND;
+    while app.get_secret(tenant, "COHERENT", token).await.body["value"] != "after" {
+        if Instant::now() > deadline {
+            counts.violation("a replica kept serving a replaced value after the fault (its listener did not come back)");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn with_timeout(mut app: TestApp) -> TestApp {
     app.router = api::router(
         app.vault.clone(),
@@ -382,6 +415,7 @@ pub async fn pg_restart(s: &Settings) -> Counts {
     if counts.reads_ok_during_fault == 0 {
         counts.violation("no read was served while PostgreSQL was down");
     }
+    replicas_still_hear(&app, "load", &token, &mut counts).await;
     verify(&app, "load", &token, &keys, &mut counts).await;
     drop(app);
     let _ = cluster.stop().await;
@@ -741,6 +775,7 @@ pub async fn black_hole(s: &Settings) -> Counts {
             counts.max_latency
         ));
     }
+    replicas_still_hear(&app, "load", &token, &mut counts).await;
     verify(&app, "load", &token, &keys, &mut counts).await;
     counts
 }
