@@ -453,14 +453,14 @@ pub async fn infisical_outage(s: &Settings) -> Counts {
     let mut misses = names[10..].iter();
     let mut max_miss = Duration::ZERO;
     let mut tenants = 0;
+    // 429 first: once `down` has opened the client's circuit breaker, no request reaches
+    // Infisical until its cool-down (10 s) has passed, and a 429 would never be seen.
     for (phase, patch) in [
-        ("down", json!({"down": true})),
-        (
-            "429",
-            json!({"down": false, "rate_limit": true, "retry_after_secs": 5}),
-        ),
+        ("429", json!({"rate_limit": true, "retry_after_secs": 2})),
+        ("down", json!({"rate_limit": false, "down": true})),
     ] {
         infisical.faults(patch);
+        let injected = infisical.emulator().stats().faults_injected;
         let until = Instant::now() + s.fault;
         while Instant::now() < until {
             for (n, v) in &names[..10] {
@@ -476,7 +476,10 @@ pub async fn infisical_outage(s: &Settings) -> Counts {
                 let started = Instant::now();
                 let r = app.get_secret("load", n, &token).await;
                 max_miss = max_miss.max(started.elapsed());
-                if r.status != StatusCode::SERVICE_UNAVAILABLE {
+                // dependency_unavailable, not the request timeout cutting a wait short.
+                if r.status != StatusCode::SERVICE_UNAVAILABLE
+                    || r.code() != "dependency_unavailable"
+                {
                     counts.violation(format!(
                         "miss {n} with Infisical {phase}: {} {}",
                         r.status, r.text
@@ -502,10 +505,20 @@ pub async fn infisical_outage(s: &Settings) -> Counts {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let answered = infisical.emulator().stats().faults_injected - injected;
+        counts
+            .extra
+            .insert(format!("infisical {phase} answers"), answered.to_string());
+        if answered == 0 {
+            counts.violation(format!(
+                "Infisical never answered {phase}: the fault was not exercised"
+            ));
+        }
     }
     infisical.faults(json!({"down": false, "rate_limit": false}));
     load.set_fault(false);
-    // Recovery: a miss is served from Infisical again.
+    // Recovery: a miss is served from Infisical again, once the client's circuit breaker,
+    // opened by the outage, lets a probe through (cool-down 10 s).
     let started = Instant::now();
     let (n, v) = misses.next().expect("a miss left for recovery");
     loop {
@@ -528,8 +541,9 @@ pub async fn infisical_outage(s: &Settings) -> Counts {
     if load_counts.ok == 0 {
         load_counts.violation("the vault's own keys were not served");
     }
+    load_counts.recovery = counts.recovery;
+    load_counts.extra.append(&mut counts.extra);
     load_counts.merge(counts);
-    load_counts.recovery = load_counts.recovery.or(Some(started.elapsed()));
     load_counts.extra.insert(
         "max miss latency".into(),
         format!("{} ms", max_miss.as_millis()),
