@@ -93,8 +93,9 @@ impl Default for HttpSettings {
     }
 }
 
-/// Bounds a request's time to its response head: 503 `request_timeout` in the API's JSON
-/// error shape (a bare timeout layer answers with an empty body clients cannot parse).
+/// Bounds a request's time to its response head (not its body: streams go on): 503
+/// `request_timeout` in the API's JSON error shape (a bare timeout layer answers with an
+/// empty body clients cannot parse).
 async fn request_timeout(
     axum::extract::State(limit): axum::extract::State<Duration>,
     req: axum::extract::Request,
@@ -165,9 +166,14 @@ pub fn router_with_state(
             settings.request_timeout,
             request_timeout,
         ));
-    // Streams stay open by design: no request timeout (the layer above bounds the time to
-    // the response head only, but a later change to it must not cut streams).
-    let streams = events::router().route_layer(axum::middleware::from_fn(track_request));
+    // Streams stay open by design. `request_timeout` bounds only the time to the response
+    // head (authentication may wait on the database), never the body that streams after it.
+    let streams = events::router()
+        .route_layer(axum::middleware::from_fn(track_request))
+        .layer(axum::middleware::from_fn_with_state(
+            settings.request_timeout,
+            request_timeout,
+        ));
     requests
         .merge(streams)
         .with_state(state)
