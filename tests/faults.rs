@@ -54,3 +54,22 @@ async fn black_holed_postgres_times_requests_out_and_the_pool_recovers() {
     counts.assert_clean("postgres black-holed");
     assert!(counts.recovery.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_fail_point_is_reported_and_stops_nothing() {
+    let app = common::TestApp::new().await;
+    let data_dir = app.data_dir.path().display().to_string();
+    let env = [
+        ("DATABASE_URL", app.db_url.as_str()),
+        ("TENANT_VAULT_MASTER_KEY_SOURCE", "dev-file"),
+        ("TENANT_VAULT_DATA_DIR", data_dir.as_str()),
+        (tenant_vault::failpoint::ENV, "after-sauce-write"),
+    ];
+    // Blocking is fine: the runtime's other thread keeps the app's tasks going.
+    let (ok, _, err) = common::run_binary(&["rotate", "master-key"], &env);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("after-sauce-write: no such step (steps: master-after-lock"),
+        "{err}"
+    );
+}
