@@ -83,7 +83,7 @@ USAGE: cargo bench --bench load -- [FLAGS]
   --quick                  small smoke run (20 tenants x 5, concurrency 8, 1.5 s phases,
                            sweep 10,20, --compare openbao); about a minute
   --faults                 instead of the phases: 16 clients reading and writing while
-                           PostgreSQL restarts, Infisical is down then answers 429,
+                           PostgreSQL restarts, Infisical answers 429 then is down,
                            `tenant-vault rotate` is SIGKILLed at every step, and the
                            connection to PostgreSQL is black-holed; prints requests, errors
                            by kind, wrong values and lost acknowledged writes (both must be
@@ -315,31 +315,29 @@ fn run_faults() -> ExitCode {
             fault: faults::REQUEST_TIMEOUT + Duration::from_secs(3),
             ..settings.clone()
         };
-        let runs = [
-            (
-                "postgres restart (fast shutdown, same port)",
-                faults::pg_restart(&settings).await,
-            ),
-            (
-                "infisical down, then 429 with Retry-After",
-                faults::infisical_outage(&settings).await,
-            ),
-            (
-                "tenant-vault rotate SIGKILLed at every step",
-                faults::kill_rotations(&settings, 500).await,
-            ),
-            (
-                "postgres connection black-holed",
-                faults::black_hole(&black_hole).await,
-            ),
-        ];
-        for (name, counts) in &runs {
+        let mut report = |name: &str, counts: common::faults::Counts| {
             println!("{}", counts.report(name));
             clean &= counts.wrong_values == 0
                 && counts.lost_writes == 0
                 && counts.violations.is_empty()
                 && !counts.errors.contains_key("hung");
-        }
+        };
+        report(
+            "postgres restart (fast shutdown, same port)",
+            faults::pg_restart(&settings).await,
+        );
+        report(
+            "infisical 429 with Retry-After, then down",
+            faults::infisical_outage(&settings).await,
+        );
+        report(
+            "tenant-vault rotate SIGKILLed at every step",
+            faults::kill_rotations(&settings, 500).await,
+        );
+        report(
+            "postgres connection black-holed",
+            faults::black_hole(&black_hole).await,
+        );
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
     if clean {

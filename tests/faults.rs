@@ -1,5 +1,5 @@
 //! Faults under load with real processes (issue 11 item 6): clients read and write while
-//! PostgreSQL restarts, Infisical is down then rate-limits, `tenant-vault rotate` is killed
+//! PostgreSQL restarts, Infisical rate-limits then is down, `tenant-vault rotate` is killed
 //! with SIGKILL at every step, and the connection to PostgreSQL is black-holed. Scaled down
 //! here (4 clients, short phases); `cargo bench --bench load -- --faults` runs 16 clients.
 //! The scenarios and their checks live in tests/common/faults.rs.
@@ -28,9 +28,9 @@ async fn postgres_restart_loses_no_acknowledged_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn infisical_down_then_429_serves_hits_and_fails_misses_fast() {
+async fn infisical_429_then_down_serves_hits_and_fails_misses_fast() {
     let counts = faults::infisical_outage(&small()).await;
-    counts.assert_clean("infisical down, then 429");
+    counts.assert_clean("infisical 429, then down");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

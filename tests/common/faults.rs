@@ -205,7 +205,10 @@ async fn client(
         let k = (n * 7 + c) % keys;
         let key = format!("C{c}_K{k}");
         let st = &mut states[k];
-        let write = n.is_multiple_of(3) || (st.acked.is_none() && st.maybe.is_empty());
+        // Even clients write a third of the time; odd ones only read (after a first write
+        // of each key), so a fault that stalls writes cannot hide whether reads are served.
+        let first = st.acked.is_none() && st.maybe.is_empty();
+        let write = first || (c % 2 == 0 && n.is_multiple_of(3));
         let in_fault = fault.load(Ordering::SeqCst);
         let value = format!("v-{c}-{k}-{n}");
         let started = Instant::now();
@@ -427,7 +430,7 @@ pub async fn pg_restart(s: &Settings) -> Counts {
 /// served, misses fail fast with 503, and the master-key path (new tenants, writes) works.
 pub async fn infisical_outage(s: &Settings) -> Counts {
     const FOLDER: &str = "/tenants/load";
-    let names: Vec<(String, String)> = (0..40)
+    let names: Vec<(String, String)> = (0..200)
         .map(|i| (format!("INF_{i}"), format!("from-infisical-{i}")))
         .collect();
     let seeded: Vec<(&str, &str, &str)> = names
@@ -450,7 +453,8 @@ pub async fn infisical_outage(s: &Settings) -> Counts {
     let load = Load::start(app.clone(), "load", &token, s);
     tokio::time::sleep(s.steady).await;
     load.set_fault(true);
-    let mut misses = names[10..].iter();
+    // One miss per round; the last name is kept for the recovery check.
+    let mut misses = names[10..names.len() - 1].iter();
     let mut max_miss = Duration::ZERO;
     let mut tenants = 0;
     // 429 first: once `down` has opened the client's circuit breaker, no request reaches
@@ -520,7 +524,7 @@ pub async fn infisical_outage(s: &Settings) -> Counts {
     // Recovery: a miss is served from Infisical again, once the client's circuit breaker,
     // opened by the outage, lets a probe through (cool-down 10 s).
     let started = Instant::now();
-    let (n, v) = misses.next().expect("a miss left for recovery");
+    let (n, v) = names.last().expect("names");
     loop {
         let r = app.get_secret("load", n, &token).await;
         if r.status == StatusCode::OK && r.body["value"] == v.as_str() {
