@@ -21,7 +21,11 @@ fn small() -> Settings {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_loses_no_acknowledged_write() {
-    let counts = faults::pg_restart(&small()).await;
+    let counts = faults::pg_restart(&Settings {
+        fault: Duration::from_secs(5),
+        ..small()
+    })
+    .await;
     counts.assert_clean("postgres restart");
     assert!(counts.recovery.is_some());
     assert!(counts.ok > 0);

@@ -208,7 +208,7 @@ async fn client(
         // Even clients write a third of the time; odd ones only read (after a first write
         // of each key), so a fault that stalls writes cannot hide whether reads are served.
         let first = st.acked.is_none() && st.maybe.is_empty();
-        let write = first || (c % 2 == 0 && n.is_multiple_of(3));
+        let write = first || (c.is_multiple_of(2) && n.is_multiple_of(3));
         let in_fault = fault.load(Ordering::SeqCst);
         let value = format!("v-{c}-{k}-{n}");
         let started = Instant::now();
