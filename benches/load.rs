@@ -6,10 +6,13 @@
 //! separate release process, and the http-ceiling server as another process. It stops all of
 //! them at the end, on error, on panic and on Ctrl-C.
 
+// The fault scenarios of tests/faults.rs, at full size (`--faults`).
 #[path = "load/ceiling.rs"]
 mod ceiling;
 #[path = "load/client.rs"]
 mod client;
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "load/openbao.rs"]
 mod openbao;
 #[path = "load/procs.rs"]
@@ -90,6 +93,12 @@ USAGE: cargo bench --bench load -- [FLAGS]
                            what the limits cost; throttled requests count as errors
   --quick                  small smoke run (20 tenants x 5, concurrency 8, 1.5 s phases,
                            sweep 10,20, --compare openbao); about a minute
+  --faults                 instead of the phases: 16 clients reading and writing while
+                           PostgreSQL restarts, Infisical answers 429 then is down,
+                           `tenant-vault rotate` is SIGKILLed at every step, and the
+                           connection to PostgreSQL is black-holed; prints requests, errors
+                           by kind, wrong values and lost acknowledged writes (both must be
+                           0). Not part of --quick
   --out DIR                where load.json, load.md and load.svg go (default target/bench)
   -h, --help               this text
 
@@ -256,6 +265,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if argv.iter().skip(1).any(|a| a == "--faults") {
+        return run_faults();
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) if e.is_empty() => {
@@ -292,5 +304,63 @@ fn main() -> ExitCode {
             eprintln!("load bench failed: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--faults`: the scenarios of tests/faults.rs with 16 clients and longer faults; fails if a
+/// value was wrong, an acknowledged write lost, or an expectation broken.
+fn run_faults() -> ExitCode {
+    use common::faults::{self, Settings};
+    let settings = Settings {
+        clients: 16,
+        keys_per_client: 8,
+        steady: Duration::from_secs(3),
+        fault: Duration::from_secs(5),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("faults")
+        .build()
+        .expect("tokio runtime");
+    let mut clean = true;
+    runtime.block_on(async {
+        println!(
+            "fault scenarios: {} clients, {} keys each, {:?} steady, {:?} faults",
+            settings.clients, settings.keys_per_client, settings.steady, settings.fault
+        );
+        let black_hole = Settings {
+            fault: faults::REQUEST_TIMEOUT + Duration::from_secs(3),
+            ..settings.clone()
+        };
+        let mut report = |name: &str, counts: common::faults::Counts| {
+            println!("{}", counts.report(name));
+            clean &= counts.wrong_values == 0
+                && counts.lost_writes == 0
+                && counts.violations.is_empty()
+                && !counts.errors.contains_key("hung");
+        };
+        report(
+            "postgres restart (fast shutdown, same port)",
+            faults::pg_restart(&settings).await,
+        );
+        report(
+            "infisical 429 with Retry-After, then down",
+            faults::infisical_outage(&settings).await,
+        );
+        report(
+            "tenant-vault rotate SIGKILLed at every step",
+            faults::kill_rotations(&settings, 500).await,
+        );
+        report(
+            "postgres connection black-holed",
+            faults::black_hole(&black_hole).await,
+        );
+    });
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    if clean {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("fault scenarios: something was wrong or lost (see above)");
+        ExitCode::FAILURE
     }
 }

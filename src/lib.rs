@@ -14,9 +14,10 @@
 //! ```
 //!
 //! Beside the chain: `config` (settings, a leaf anyone may read), `telemetry` (logging and
-//! metrics set-up, used by `cli` and `api`), `pg` (a private PostgreSQL for `cli::dev`
-//! and the tests), `tls` (the HTTPS acceptor for `app`, a local CA for `dev` and `pg`), and `server` (the
-//! accept loop `app` serves with: header and idle timeouts, a connection cap).
+//! metrics set-up, used by `cli` and `api`), `failpoint` (test-only crash points, a leaf),
+//! `pg` (a private PostgreSQL for `cli::dev` and the tests), `tls` (the HTTPS acceptor for
+//! `app`, a local CA for `dev` and `pg`), and `server` (the accept loop `app` serves with:
+//! header and idle timeouts, a connection cap).
 
 /// The HTTP API: routes, extractors, the one error-to-HTTP mapping.
 pub mod api;
@@ -38,6 +39,8 @@ pub mod config;
 pub mod crypto;
 /// Validated names and ids.
 pub mod domain;
+/// Test-only crash points (`TENANT_VAULT_TEST_FAILPOINT`) for tests/faults.rs.
+pub mod failpoint;
 /// Infisical: the API client (Universal Auth, retries, circuit breaker) and a faithful emulator.
 pub mod infisical;
 /// Master key sources and keyrings; the only module that wraps and unwraps keys.

@@ -174,6 +174,30 @@ async fn a_put_on_one_replica_reaches_a_stream_on_the_other_with_names_and_versi
 }
 
 #[tokio::test]
+async fn a_stream_outlives_the_request_timeout() {
+    // The request timeout bounds the time to the response head only; the stream goes on.
+    let mut app = TestApp::new().await;
+    let token = app.tenant("acme").await;
+    app.router = tenant_vault::api::router(
+        app.vault.clone(),
+        &tenant_vault::api::HttpSettings {
+            request_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+    );
+    let mut stream = Stream::open(&app, &token, None).await;
+    assert_eq!(stream.event().await.event, "ready");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let res = app
+        .put_secret("acme", "LATE", &token, json!({"value": "v"}))
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    let late = stream.event().await;
+    assert_eq!(late.event, "secret.written");
+    assert_eq!(late.data["key"], "LATE");
+}
+
+#[tokio::test]
 async fn a_tenant_token_sees_only_its_tenant_and_an_admin_sees_all() {
     let app = TestApp::new().await;
     let acme = app.tenant("acme").await;

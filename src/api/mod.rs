@@ -24,10 +24,10 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{header, Request, StatusCode};
+use axum::response::IntoResponse;
 use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::service::Vault;
@@ -116,6 +116,28 @@ impl HttpSettings {
     }
 }
 
+/// Bounds a request's time to its response head (not its body: streams go on): 503
+/// `request_timeout` in the API's JSON error shape (a bare timeout layer answers with an
+/// empty body clients cannot parse).
+async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => error::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            format!(
+                "the request did not finish within {} s; it may or may not have taken effect",
+                limit.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
+}
+
 /// Counts and times every routed request by route template and status.
 async fn track_request(
     req: axum::extract::Request,
@@ -191,19 +213,23 @@ pub fn router_with_state(
         .route_layer(axum::middleware::from_fn(track_request))
         .fallback(|| async { error::ApiError::not_found() })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+        .layer(axum::middleware::from_fn_with_state(
             settings.request_timeout,
+            request_timeout,
         ));
-    // Streams stay open by design: no request timeout (the layer above bounds the time to
-    // the response head only, but a later change to it must not cut streams).
+    // Streams stay open by design. `request_timeout` bounds only the time to the response
+    // head (authentication may wait on the database), never the body that streams after it.
     let streams = events::router()
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::enforce,
         ))
         .route_layer(axum::middleware::from_fn(access::note_route))
-        .route_layer(axum::middleware::from_fn(track_request));
+        .route_layer(axum::middleware::from_fn(track_request))
+        .layer(axum::middleware::from_fn_with_state(
+            settings.request_timeout,
+            request_timeout,
+        ));
     let app = requests
         .merge(streams)
         .with_state(state.clone())

@@ -29,6 +29,7 @@ use uuid::Uuid;
 use super::{DataKeyring, KeyError, MasterKeySource, MasterKeyring, SourceError};
 use crate::crypto::{envelope, kdf, MasterKey};
 use crate::domain::{DataKeyId, DataKeyState, TenantId};
+use crate::failpoint::{self, steps};
 use crate::store::{self, master_keys::NewMasterKey, notify::Event, StoreError};
 
 /// Data keys re-wrapped per statement.
@@ -154,6 +155,7 @@ pub async fn rotate_master_key(
     if !store::master_keys::try_lock_master_rotation(&mut lock_conn).await? {
         return Err(RotationError::InProgress);
     }
+    failpoint::hit(steps::MASTER_AFTER_LOCK).await;
     let result = rotate_locked(pool, masters, source, fail_at, origin).await;
     let _ = store::master_keys::unlock_master_rotation(&mut lock_conn).await;
     let _ = sqlx::Connection::close(lock_conn).await;
@@ -174,6 +176,7 @@ async fn rotate_locked(
     let recorded = store::master_keys::all(pool).await?;
     let next = store::master_keys::max_master_version(pool).await? + 1;
     let new = create_next_version(source, next, &recorded).await?;
+    failpoint::hit(steps::MASTER_AFTER_SOURCE_WRITE).await;
     check(fail_at, FailPoint::AfterSourceWrite)?;
 
     // Loaded before the commit: whatever the commit leaves, this replica can unwrap it.
@@ -222,8 +225,10 @@ async fn rotate_locked(
         },
     )
     .await?;
+    failpoint::hit(steps::MASTER_AFTER_REWRAP).await;
     check(fail_at, FailPoint::AfterRewrapBeforeCommit)?;
     tx.commit().await?;
+    failpoint::hit(steps::MASTER_AFTER_COMMIT).await;
     masters.set_active(key.version);
     check(fail_at, FailPoint::AfterCommit)?;
     tracing::info!(
@@ -415,6 +420,7 @@ pub async fn rotate_data_key(
     )
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
+    failpoint::hit(steps::DATA_KEY_AFTER_ROTATE).await;
     data_keys.forget_active(tenant).await;
     Ok(Some(DataKeyRotation {
         previous_version,

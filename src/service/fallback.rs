@@ -104,9 +104,21 @@ impl SecretFallback for InfisicalFallback {
         key: &SecretKey,
     ) -> Result<Option<RemoteSecret>, FallbackError> {
         let folder = tenant_folder(tenant);
-        match self.client.get_secret(&folder, key.as_str(), None).await {
-            Ok(found) => Ok(found.map(remote)),
-            Err(e) => Err(classify(e)),
+        // A reader is waiting: bound the whole step, retries and `Retry-After` sleeps
+        // included (the client honours a 429's Retry-After up to 10 s per attempt, which
+        // would hold a miss far past "503 at once").
+        let deadline = self.client.config().request_timeout * 2;
+        match tokio::time::timeout(
+            deadline,
+            self.client.get_secret(&folder, key.as_str(), None),
+        )
+        .await
+        {
+            Ok(Ok(found)) => Ok(found.map(remote)),
+            Ok(Err(e)) => Err(classify(e)),
+            Err(_) => Err(FallbackError::Unavailable(Arc::new(
+                InfisicalError::Timeout(deadline),
+            ))),
         }
     }
 

@@ -23,6 +23,7 @@ struct CeilingTooLow {
 }
 use crate::crypto::DataKey;
 use crate::domain::{DataKeyId, SecretKey, TenantId};
+use crate::failpoint::{self, steps};
 use crate::keys::{KeyError, SecretPlace};
 use crate::store::{self, notify::Event, StoreError};
 
@@ -146,6 +147,9 @@ impl Vault {
             if remaining == 0 {
                 store::reencryption::finish_job(&mut *tx, tenant).await?;
             }
+            if !destroyed.is_empty() {
+                failpoint::hit(steps::REENCRYPT_AFTER_DESTROY).await;
+            }
             tx.commit().await.map_err(StoreError::from)?;
             let ids = destroyed;
             self.data_keys.forget(tenant, &ids).await;
@@ -226,7 +230,9 @@ impl Vault {
             Some(_) => {}
         }
         store::reencryption::job_progress(&mut *tx, tenant, n).await?;
+        failpoint::hit(steps::REENCRYPT_AFTER_BATCH_WRITE).await;
         tx.commit().await.map_err(StoreError::from)?;
+        failpoint::hit(steps::REENCRYPT_AFTER_BATCH_COMMIT).await;
         Ok(Batch::Moved(n as u64))
     }
 

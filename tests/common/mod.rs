@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod archive;
+pub mod faults;
 pub mod infisical;
 pub mod serve;
 
@@ -264,6 +265,21 @@ impl TestApp {
         )
         .await
         .unwrap();
+        Self::from_app(app, pool, db_url, Arc::new(data_dir), service).await
+    }
+
+    /// The application on a database of the caller's (a private cluster, or one reached
+    /// through a proxy), migrated here, with a dev key in a fresh data dir. The vault runs as
+    /// that database's superuser: these clusters have no runtime role.
+    pub async fn on_own_database(pool: PgPool, db_url: String, service: ServiceArgs) -> Self {
+        tenant_vault::store::migrate(&pool)
+            .await
+            .expect("migrations apply");
+        let data_dir = tempfile::tempdir().unwrap();
+        let source = Arc::new(DevFileSource::new(data_dir.path().to_path_buf()));
+        let app = App::build(pool.clone(), source, data_dir.path(), &service)
+            .await
+            .unwrap();
         Self::from_app(app, pool, db_url, Arc::new(data_dir), service).await
     }
 
