@@ -507,7 +507,7 @@ pub struct NotDurable;
 enum Command {
     Event(Box<AuditEvent>),
     /// Strict mode: answer whether the event reached the database.
-    Durable(AuditEvent, oneshot::Sender<bool>),
+    Durable(Box<AuditEvent>, oneshot::Sender<bool>),
     Flush(oneshot::Sender<()>),
     /// Flush, then write a checkpoint now.
     Checkpoint(oneshot::Sender<Result<Option<Checkpoint>, CheckpointError>>),
@@ -563,7 +563,7 @@ impl AuditSink {
         }
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Command::Durable(event, done))
+            .send(Command::Durable(Box::new(event), done))
             .await
             .map_err(|_| NotDurable)?;
         match wait.await {
@@ -682,13 +682,13 @@ impl Writer {
                     }
                     Some(Command::Durable(e, done)) => {
                         // Group commit: everything already queued goes in the same insert.
-                        batch.push(e);
+                        batch.push(*e);
                         durable.push(done);
                         while batch.len() < MAX_BATCH {
                             match rx.try_recv() {
                                 Ok(Command::Event(e)) => batch.push(*e),
                                 Ok(Command::Durable(e, done)) => {
-                                    batch.push(e);
+                                    batch.push(*e);
                                     durable.push(done);
                                 }
                                 Ok(Command::Flush(done)) => waiters.push(done),
