@@ -586,6 +586,9 @@ func (r *runner) step(st step) error {
 				}
 				if d, ok := RetryAfter(err); ok {
 					min := num(st.Expect["min_retry_after_seconds"])
+					if _, set := st.Expect["min_retry_after_seconds"]; !set {
+						min = 1 // the default of the other runners
+					}
 					if d < time.Duration(min)*time.Second {
 						return fmt.Errorf("retry after %v", d)
 					}
