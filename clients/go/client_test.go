@@ -127,6 +127,11 @@ func (f *fake) serve(w http.ResponseWriter, r *http.Request) {
 		sendJSON(w, 403, errBody("forbidden", "not your tenant"))
 		return
 	}
+	// A read-only token with a key pattern: writes and keys outside the pattern are refused.
+	if r.Method == http.MethodPut || r.Method == http.MethodDelete || parts[5] == "SCOPED_KEY" {
+		sendJSON(w, 403, errBody("insufficient_scope", "the token's scopes do not allow this"))
+		return
+	}
 	f.gets.Add(1)
 	if f.gate != nil {
 		<-f.gate
@@ -234,6 +239,28 @@ func TestTypedErrorsAndOptions(t *testing.T) {
 		if _, err := New(f.srv.URL, unitToken, WithCacheTTL(d)); !errors.Is(err, ErrInvalidRequest) {
 			t.Fatalf("TTL %v: want InvalidRequest, got %v", d, err)
 		}
+	}
+}
+
+// 403 insufficient_scope (a read-only token, a key outside its pattern) is Forbidden.
+func TestInsufficientScopeIsForbidden(t *testing.T) {
+	f := newFake(t, false, false)
+	c := mustNew(t, f.srv.URL, WithoutEvents())
+	ctx := context.Background()
+	calls := map[string]func() error{
+		"get":    func() error { _, err := c.GetSecret(ctx, "acme", "SCOPED_KEY"); return err },
+		"set":    func() error { _, err := c.SetSecret(ctx, "acme", "STRIPE_KEY", "sk_never_written"); return err },
+		"delete": func() error { return c.DeleteSecret(ctx, "acme", "STRIPE_KEY") },
+	}
+	for name, call := range calls {
+		err := call()
+		var e *Error
+		if !errors.Is(err, ErrForbidden) || !errors.As(err, &e) || e.Status != 403 || e.Code != "insufficient_scope" || e.Kind != KindForbidden {
+			t.Fatalf("%s: want Forbidden insufficient_scope, got %v", name, err)
+		}
+	}
+	if v, err := c.GetSecret(ctx, "acme", "STRIPE_KEY"); err != nil || v != unitValue {
+		t.Fatalf("a covered key: %v", err)
 	}
 }
 

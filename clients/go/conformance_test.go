@@ -52,6 +52,10 @@ type step struct {
 	Count           int            `json:"count"`
 	Step            *step          `json:"step"`
 	Expect          map[string]any `json:"expect"`
+	// service_token: a list of logical tenants, or "*".
+	Tenants    json.RawMessage `json:"tenants"`
+	Scopes     []string        `json:"scopes"`
+	KeyPattern *string         `json:"key_pattern"`
 }
 
 // devServer is one `tenant-vault dev` process.
@@ -223,6 +227,24 @@ func (d *devServer) tenantWithToken(t *testing.T, slug string) string {
 	return tok.Token
 }
 
+// serviceToken makes a service token for the given tenant slugs (a []string, or "*").
+func (d *devServer) serviceToken(tenants any, scopes []string, keyPattern *string) (string, error) {
+	body := map[string]any{"tenants": tenants, "description": "conformance"}
+	if scopes != nil {
+		body["scopes"] = scopes
+	}
+	if keyPattern != nil {
+		body["key_pattern"] = *keyPattern
+	}
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if _, _, err := d.call("POST", "/v1/admin/service-tokens", d.adminToken, body, &tok); err != nil {
+		return "", err
+	}
+	return tok.Token, nil
+}
+
 func (d *devServer) features(t *testing.T) map[string]bool {
 	out := map[string]bool{}
 	slug := "cf-probe-" + randSuffix()
@@ -245,6 +267,11 @@ func (d *devServer) features(t *testing.T) map[string]bool {
 	_, hdr, _ := d.call("GET", "/v1/tenants/"+slug+"/secrets/PROBE", token, nil, nil)
 	if hdr != nil && hdr.Get("RateLimit-Policy") != "" {
 		out["rate_limits"] = true
+	}
+	// An empty body is a 400 where service tokens exist; an older server has no such route (404).
+	status, _, _ = d.call("POST", "/v1/admin/service-tokens", d.adminToken, map[string]any{}, nil)
+	if status != 0 && status != 404 && status != 405 {
+		out["service_tokens"] = true
 	}
 	return out
 }
@@ -408,6 +435,24 @@ func (r *runner) step(st step) error {
 	case "remove":
 		_, _, err := r.srv.call("DELETE", "/v1/tenants/"+r.slug(st.Tenant)+"/secrets/"+st.Key, r.tokens[st.Tenant], nil, nil)
 		return err
+	case "service_token":
+		var tenants any = "*"
+		var names []string
+		if err := json.Unmarshal(st.Tenants, &names); err == nil {
+			slugs := make([]string, len(names))
+			for i, n := range names {
+				slugs[i] = r.slug(n)
+			}
+			tenants = slugs
+		} else if string(st.Tenants) != `"*"` {
+			return fmt.Errorf("service_token: tenants must be a list or \"*\", got %s", st.Tenants)
+		}
+		token, err := r.srv.serviceToken(tenants, st.Scopes, st.KeyPattern)
+		if err != nil {
+			return err
+		}
+		r.tokens[st.Name] = token
+		return nil
 	case "client":
 		token := r.tokens[st.Token]
 		if st.Token == "invalid" {
@@ -541,6 +586,9 @@ func (r *runner) step(st step) error {
 				}
 				if d, ok := RetryAfter(err); ok {
 					min := num(st.Expect["min_retry_after_seconds"])
+					if _, set := st.Expect["min_retry_after_seconds"]; !set {
+						min = 1 // the default of the other runners
+					}
 					if d < time.Duration(min)*time.Second {
 						return fmt.Errorf("retry after %v", d)
 					}

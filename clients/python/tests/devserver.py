@@ -118,6 +118,15 @@ class DevServer:
         self.admin("POST", "/v1/admin/tenants", {"slug": slug, "name": slug})
         return self.admin("POST", f"/v1/admin/tenants/{slug}/tokens", {"description": "conformance"})["token"]
 
+    def service_token(self, tenants, scopes=None, key_pattern=None):
+        """A service token for the given tenant slugs (or "*")."""
+        body = {"tenants": tenants, "description": "conformance"}
+        if scopes is not None:
+            body["scopes"] = scopes
+        if key_pattern is not None:
+            body["key_pattern"] = key_pattern
+        return self.admin("POST", "/v1/admin/service-tokens", body)["token"]
+
     def raw(self, method, path, token, body=None):
         status, _, raw = _http(method, self.addr + path, token, body)
         if status >= 300:
@@ -147,4 +156,8 @@ class DevServer:
         _, headers, _ = _http("GET", f"{self.addr}/v1/tenants/{slug}/secrets/PROBE", token)
         if any(k.lower() == "ratelimit-policy" for k in headers):
             out.add("rate_limits")
+        # An empty body is a 400 where service tokens exist; an older server has no such route (404).
+        status, _, _ = _http("POST", self.addr + "/v1/admin/service-tokens", self.admin_token, {})
+        if status not in (404, 405):
+            out.add("service_tokens")
         return out

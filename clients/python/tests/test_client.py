@@ -65,6 +65,17 @@ class Fake:
                                    if s else dict(item, error={"code": "secret_not_found", "message": "no such secret"}))
                 self.send_json(200, {"results": results})
 
+            def insufficient_scope(self):
+                self.send_json(403, {"error": {"code": "insufficient_scope",
+                                               "message": "the token's scopes do not allow this"}})
+
+            def do_PUT(self):  # a read-only token: every write is refused
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self.insufficient_scope()
+
+            def do_DELETE(self):
+                self.insufficient_scope()
+
             def do_GET(self):
                 fake.seen.append((self.path, self.headers.get("Authorization"), self.headers.get("Last-Event-ID")))
                 if self.path == "/v1/events":
@@ -90,6 +101,8 @@ class Fake:
                 tenant, key = parts[3], parts[5]
                 if tenant != "acme":
                     return self.send_json(403, {"error": {"code": "forbidden", "message": "not your tenant"}})
+                if key == "SCOPED_KEY":  # outside the token's key pattern
+                    return self.insufficient_scope()
                 with fake.lock:
                     fake.gets += 1
                 if fake.gate is not None:
@@ -166,6 +179,24 @@ def test_429_is_rate_limited_with_retry_after():
         assert info.value.retry_after == 7
         assert info.value.status == 429
         assert info.value.code == "rate_limited"
+    finally:
+        c.close()
+        fake.close()
+
+
+def test_insufficient_scope_is_forbidden():
+    """403 insufficient_scope (a read-only token, a key outside its pattern) is Forbidden."""
+    fake = Fake(events=False)
+    c = SecretsClient(fake.url, TOKEN, events=False)
+    try:
+        for call in (lambda: c.get("acme", "SCOPED_KEY"),
+                     lambda: c.set("acme", "STRIPE_KEY", "sk_never_written"),
+                     lambda: c.delete("acme", "STRIPE_KEY")):
+            with pytest.raises(Forbidden) as info:
+                call()
+            assert info.value.status == 403
+            assert info.value.code == "insufficient_scope"
+        assert c.get("acme", "STRIPE_KEY") == fake.secrets[("acme", "STRIPE_KEY")][0]
     finally:
         c.close()
         fake.close()

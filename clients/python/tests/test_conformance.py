@@ -118,6 +118,12 @@ class Runner:
         elif op == "remove":
             self.server.raw("DELETE", f"/v1/tenants/{self.slug(step['tenant'])}/secrets/{step['key']}",
                             self.tokens[step["tenant"]])
+        elif op == "service_token":
+            tenants = step["tenants"]
+            if tenants != "*":
+                tenants = [self.slug(t) for t in tenants]
+            self.tokens[step["name"]] = self.server.service_token(
+                tenants, step.get("scopes"), step.get("key_pattern"))
         elif op == "client":
             token = ("tvt_00000000000000000000000000000000_notarealtoken" if step["token"] == "invalid"
                      else self.tokens[step["token"]])

@@ -44,6 +44,10 @@ async function fakeServer({ rateLimit = false, events = true, batch = false } = 
       return send(res, 429, { error: { code: "rate_limited", message: "slow down" } });
     }
     if (m[1] !== "acme") return send(res, 403, { error: { code: "forbidden", message: "not your tenant" } });
+    // A read-only token with a key pattern: writes and keys outside the pattern are 403 insufficient_scope.
+    if (req.method === "PUT" || req.method === "DELETE" || m[2] === "SCOPED_KEY") {
+      return send(res, 403, { error: { code: "insufficient_scope", message: "the token's scopes do not allow this" } });
+    }
     if (req.method === "GET") {
       gets++;
       if (gate) await gate;
@@ -119,6 +123,26 @@ test("typed errors: 404, 403, bad options", async () => {
     await assert.rejects(c.getSecret("globex", "STRIPE_KEY"), ForbiddenError);
     assert.throws(() => new TenantVault({ url: srv.url, token: TOKEN, cacheTtlSeconds: 3601 }), InvalidRequestError);
     assert.throws(() => new TenantVault({ url: srv.url, token: TOKEN, cacheTtlSeconds: -1 }), InvalidRequestError);
+  } finally {
+    c.close();
+    await srv.close();
+  }
+});
+
+test("403 insufficient_scope (read-only or key-pattern token) is a ForbiddenError", async () => {
+  const srv = await fakeServer({ events: false });
+  const c = new TenantVault({ url: srv.url, token: TOKEN, events: false });
+  try {
+    for (const call of [() => c.getSecret("acme", "SCOPED_KEY"), () => c.setSecret("acme", "STRIPE_KEY", "sk_never_written"), () => c.deleteSecret("acme", "STRIPE_KEY")]) {
+      await assert.rejects(call(), (err) => {
+        assert.ok(err instanceof ForbiddenError, `${err}`);
+        assert.equal(err.status, 403);
+        assert.equal(err.code, "insufficient_scope");
+        return true;
+      });
+    }
+    // A key the token covers still reads.
+    assert.equal(await c.getSecret("acme", "STRIPE_KEY"), srv.secrets.get("acme/STRIPE_KEY").value);
   } finally {
     c.close();
     await srv.close();

@@ -94,6 +94,11 @@ async function runStep(ctx, step) {
     case "remove":
       await server.raw("DELETE", `/v1/tenants/${slug(step.tenant)}/secrets/${step.key}`, ctx.tokens[step.tenant]);
       return;
+    case "service_token": {
+      const tenants = step.tenants === "*" ? "*" : step.tenants.map(slug);
+      ctx.tokens[step.name] = await server.serviceToken(tenants, step.scopes, step.key_pattern);
+      return;
+    }
     case "client": {
       const token = step.token === "invalid" ? "tvt_00000000000000000000000000000000_notarealtoken" : ctx.tokens[step.token];
       ctx.clients[step.name] = new TenantVault({

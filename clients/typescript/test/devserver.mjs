@@ -105,6 +105,14 @@ export class DevServer {
     return (await this.admin("POST", `/v1/admin/tenants/${slug}/tokens`, { description: "conformance" })).token;
   }
 
+  /** A service token for the given tenant slugs (or "*"). */
+  async serviceToken(tenants, scopes, keyPattern) {
+    const body = { tenants, description: "conformance" };
+    if (scopes !== undefined) body.scopes = scopes;
+    if (keyPattern !== undefined) body.key_pattern = keyPattern;
+    return (await this.admin("POST", "/v1/admin/service-tokens", body)).token;
+  }
+
   async raw(method, path, token, body) {
     const r = await fetch(this.addr + path, {
       method,
@@ -138,6 +146,14 @@ export class DevServer {
     const g = await fetch(`${this.addr}/v1/tenants/${slug}/secrets/PROBE`, { headers: { authorization: `Bearer ${token}` } });
     await g.text();
     if (g.headers.has("ratelimit-policy")) out.add("rate_limits");
+    // An empty body is a 400 where service tokens exist; an older server has no such route (404).
+    const st = await fetch(`${this.addr}/v1/admin/service-tokens`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${this.adminToken}`, "content-type": "application/json" },
+      body: "{}",
+    });
+    await st.text();
+    if (st.status !== 404 && st.status !== 405) out.add("service_tokens");
     return out;
   }
 }
