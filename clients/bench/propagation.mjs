@@ -37,6 +37,10 @@ function pct(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 }
 
+// One token makes every round's reads and writes: the per-token rate limit would measure the
+// limiter, not the propagation (A inherits these from this process's environment).
+const NO_RATE_LIMITS = { TENANT_VAULT_RATE_LIMIT_TOKEN_RPS: "0", TENANT_VAULT_RATE_LIMIT_TENANT_RPS: "0" };
+Object.assign(process.env, NO_RATE_LIMITS);
 const a = new DevServer();
 let b = null;
 const bDir = mkdtempSync(join(tmpdir(), "tv-replica-b-"));
@@ -51,7 +55,7 @@ try {
   const port = await freePort();
   const bAddr = `http://127.0.0.1:${port}`;
   b = spawn(serverBinary(), ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", bDir, "--skip-migrations"], {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, DATABASE_URL: env.DATABASE_URL, INFISICAL_SITE_URL: env.INFISICAL_SITE_URL, INFISICAL_CLIENT_ID: env.INFISICAL_CLIENT_ID, INFISICAL_CLIENT_SECRET: env.INFISICAL_CLIENT_SECRET, INFISICAL_PROJECT_ID: env.INFISICAL_PROJECT_ID, INFISICAL_ENVIRONMENT: env.INFISICAL_ENVIRONMENT, TENANT_VAULT_LOG: "warn" },
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, DATABASE_URL: env.DATABASE_URL, INFISICAL_SITE_URL: env.INFISICAL_SITE_URL, INFISICAL_CLIENT_ID: env.INFISICAL_CLIENT_ID, INFISICAL_CLIENT_SECRET: env.INFISICAL_CLIENT_SECRET, INFISICAL_PROJECT_ID: env.INFISICAL_PROJECT_ID, INFISICAL_ENVIRONMENT: env.INFISICAL_ENVIRONMENT, TENANT_VAULT_LOG: "warn", ...NO_RATE_LIMITS },
     stdio: ["ignore", "inherit", "inherit"],
   });
   for (let i = 0; ; i++) {

@@ -37,7 +37,8 @@ export class DevServer {
     }
     rmSync(join(this.dataDir, "dev.env"), { force: true });
     const env = { ...process.env };
-    for (const k of Object.keys(env)) if (k === "DATABASE_URL" || k.startsWith("INFISICAL_") || k.startsWith("TENANT_VAULT_")) delete env[k];
+    // A clean environment, but rate limits may be set by the caller (the propagation bench).
+    for (const k of Object.keys(env)) if (k === "DATABASE_URL" || k.startsWith("INFISICAL_") || (k.startsWith("TENANT_VAULT_") && !k.startsWith("TENANT_VAULT_RATE_LIMIT_"))) delete env[k];
     env.TENANT_VAULT_LOG = "info";
     this.proc = spawn(serverBinary(), ["dev", "--data-dir", this.dataDir, "--listen", "127.0.0.1:0"], { env, stdio: ["ignore", "pipe", "pipe"] });
     const exited = new Promise((r) => this.proc.once("exit", r));
