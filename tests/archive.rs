@@ -247,6 +247,9 @@ async fn fifteen_versions_keep_ten_in_postgres_and_five_in_openbao() {
         )
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    // Let the re-encryption finish before the delete below: a delete racing the job is a
+    // separate case (see docs/security.md, "Known gaps"), not what this test is about.
+    app.vault.reencrypt_pending().await.unwrap();
     let text = app.call(Method::GET, "/metrics", None, None).await.text;
     for name in [
         "tenant_vault_archive_writes_total",
