@@ -3,7 +3,7 @@
 //! value) and `archive_purges` (deleted tenants whose archive path is still to be deleted).
 
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::versions::KeptVersionRow;
@@ -52,11 +52,32 @@ pub async fn queue_pruned(
 }
 
 /// Before a secret is deleted: its current value and kept versions go to the outbox.
+///
+/// The rows are locked first, in their own statement: a re-encryption batch holding them
+/// commits before the copy's snapshot is taken, so the outbox gets the ciphertext under the
+/// key the rows name when the delete commits. Copied from an older snapshot, it would name
+/// the old key, which the job may destroy before this transaction's outbox rows are
+/// visible to its "still referenced?" check.
 pub async fn queue_deleted(
-    db: impl PgExecutor<'_>,
+    conn: &mut PgConnection,
     tenant: TenantId,
     key: &SecretKey,
 ) -> StoreResult<u64> {
+    sqlx::query!(
+        "select id from company_secrets where company_id = $1 and secret_key = $2 for update",
+        tenant.0,
+        key.as_str()
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "select version from company_secret_versions
+         where company_id = $1 and secret_key = $2 for update",
+        tenant.0,
+        key.as_str()
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     Ok(sqlx::query!(
         "insert into archive_outbox
            (secret_id, company_id, secret_key, version, reason, secret_value_encrypted,
@@ -72,7 +93,7 @@ pub async fn queue_deleted(
         tenant.0,
         key.as_str()
     )
-    .execute(db)
+    .execute(&mut *conn)
     .await?
     .rows_affected())
 }
