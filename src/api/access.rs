@@ -5,11 +5,10 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
-use axum::http::{Extensions, StatusCode};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{Extensions, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::RequestExt;
 
 use super::error::ErrorCode;
 use super::AppState;
@@ -25,31 +24,41 @@ pub struct TokenSlot(Arc<Slot>);
 #[derive(Default)]
 struct Slot {
     token: OnceLock<TokenId>,
-    route: OnceLock<String>,
-    tenant: OnceLock<String>,
+    /// The matched route and the request's path, kept as they are (reference-counted
+    /// clones): only a refused request turns them into strings.
+    route: OnceLock<(MatchedPath, Uri)>,
 }
 
 impl TokenSlot {
     pub fn set(&self, id: TokenId) {
         let _ = self.0.token.set(id);
     }
+
+    /// The route template, or `unmatched`.
+    fn route(&self) -> String {
+        self.0.route.get().map_or_else(
+            || "unmatched".into(),
+            |(route, _)| route.as_str().to_owned(),
+        )
+    }
+
+    /// The tenant the path named, when it names a valid one: the path segment where the
+    /// template has `{tenant}`.
+    fn tenant(&self) -> Option<String> {
+        let (route, uri) = self.0.route.get()?;
+        let at = route.as_str().split('/').position(|s| s == "{tenant}")?;
+        let raw = uri.path().split('/').nth(at)?;
+        TenantSlug::parse(raw).ok().map(|t| t.to_string())
+    }
 }
 
-/// Innermost (a route layer): notes the matched route and tenant for `audit_access`.
-pub async fn note_route(mut req: Request, next: Next) -> Response {
-    if let Some(slot) = req.extensions().get::<TokenSlot>().cloned() {
-        if let Some(path) = req.extensions().get::<MatchedPath>() {
-            let _ = slot.0.route.set(path.as_str().to_owned());
-        }
-        if let Ok(params) = req.extract_parts::<RawPathParams>().await {
-            let tenant = params
-                .iter()
-                .find(|(name, _)| *name == "tenant")
-                .and_then(|(_, value)| TenantSlug::parse(value).ok());
-            if let Some(t) = tenant {
-                let _ = slot.0.tenant.set(t.to_string());
-            }
-        }
+/// Innermost (a route layer): notes the matched route and the path for `audit_access`.
+pub async fn note_route(req: Request, next: Next) -> Response {
+    if let (Some(slot), Some(route)) = (
+        req.extensions().get::<TokenSlot>(),
+        req.extensions().get::<MatchedPath>(),
+    ) {
+        let _ = slot.0.route.set((route.clone(), req.uri().clone()));
     }
     next.run(req).await
 }
@@ -65,16 +74,20 @@ pub fn source_of(extensions: &Extensions) -> String {
 /// Outermost: sees every response, including refusals made by layers in front of the
 /// handlers (rate limits), and counts the 401s, 403s and 429s.
 pub async fn audit_access(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let source = source_of(req.extensions());
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let slot = TokenSlot::default();
     req.extensions_mut().insert(slot.clone());
     let response = next.run(req).await;
-    let route = slot
-        .0
-        .route
-        .get()
-        .cloned()
-        .unwrap_or_else(|| "unmatched".into());
+    if !matches!(
+        response.status(),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
+    ) {
+        return response; // the common case: nothing to count, nothing formatted
+    }
+    let route = slot.route();
     let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
     let (action, outcome) = match response.status() {
         StatusCode::UNAUTHORIZED => (AuditAction::AccessUnauthenticated, AuditOutcome::Denied),
@@ -90,12 +103,12 @@ pub async fn audit_access(State(state): State<AppState>, mut req: Request, next:
     };
     if let Ok(vault) = state.vault() {
         vault.audit().record_access(AccessKey {
-            source,
+            source: client.map_or_else(|| "-".to_owned(), |a| a.ip().to_string()),
             route,
             action,
             outcome,
             token_id: slot.0.token.get().map(|t| t.0),
-            tenant_slug: slot.0.tenant.get().cloned(),
+            tenant_slug: slot.tenant(),
         });
     }
     response
