@@ -1,7 +1,8 @@
 //! The cold vault against a real OpenBao (`bao server` with file storage and the file audit
 //! device): archive before prune, reads from the archive, an OpenBao outage during pruning,
-//! a crash between the OpenBao write and the PostgreSQL commit, tenant deletion, AppRole
-//! login and token renewal, the policy's limits, settings errors, and no secret in any log.
+//! a crash between the OpenBao write and the PostgreSQL commit, a delete racing re-encryption,
+//! tenant deletion, AppRole login and token renewal, the policy's limits, settings errors,
+//! and no secret in any log.
 
 mod common;
 
@@ -247,8 +248,8 @@ async fn fifteen_versions_keep_ten_in_postgres_and_five_in_openbao() {
         )
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
-    // Let the re-encryption finish before the delete below: a delete racing the job is a
-    // separate case (see docs/security.md, "Known gaps"), not what this test is about.
+    // Let the re-encryption finish before the delete below: a delete racing the job is
+    // `a_delete_racing_reencryption_archives_every_version`.
     app.vault.reencrypt_pending().await.unwrap();
     let text = app.call(Method::GET, "/metrics", None, None).await.text;
     for name in [
@@ -869,4 +870,152 @@ async fn dev_archive_runs_openbao_and_archives() {
     assert!(status.success(), "{status}");
     let down = http.get(format!("{bao_addr}/v1/sys/health")).send().await;
     assert!(down.is_err(), "OpenBao still answers after dev stopped");
+}
+
+/// Backends of this test's database waiting on a lock whose statement contains `needle`.
+async fn lock_waiters(app: &TestApp, needle: &str) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from pg_stat_activity
+         where datname = current_database() and wait_event_type = 'Lock'
+           and position($1 in query) > 0",
+    )
+    .bind(needle)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// The interleaving behind the once-seen "unopenable outbox version" (docs/security.md):
+/// a secret is deleted while a re-encryption batch that moved its rows to the new data key
+/// is not yet committed, and the job destroys the old key before the delete commits. The
+/// batch is held open by a lock on the new key's row (its last statement counts encryptions
+/// there); the delete runs the service's own statements by hand so it can be held open
+/// until the old key is destroyed. Copied from a snapshot taken before the batch committed,
+/// the outbox would name the destroyed key and the version could never be archived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_reencryption_archives_every_version() {
+    use tenant_vault::domain::{SecretKey, TenantId};
+    use tenant_vault::store;
+
+    logs();
+    let mut bao = TestBao::start(Duration::from_secs(3600)).await;
+    let app = TestApp::with_archive(&bao, service_args(60)).await;
+    let acme = app.tenant("acme").await;
+    write_versions(&app, &acme, "K", 1..=2).await;
+    let tenant = TenantId(
+        sqlx::query_scalar("select id from tenants where slug = 'acme' and deleted_at is null")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap(),
+    );
+    let key = SecretKey::parse("K").unwrap();
+    let old_key: uuid::Uuid =
+        sqlx::query_scalar("select id from data_keys where tenant_id = $1 and state = 'active'")
+            .bind(tenant.0)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+
+    // Keep the background re-encryption worker out until the new key's row is held.
+    let mut hold_job = app.pool.begin().await.unwrap();
+    assert!(store::reencryption::try_lock(&mut hold_job, tenant)
+        .await
+        .unwrap());
+    let res = app
+        .call(
+            Method::POST,
+            "/v1/admin/tenants/acme/data-key/rotate",
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    let new_key: uuid::Uuid =
+        sqlx::query_scalar("select id from data_keys where tenant_id = $1 and state = 'active'")
+            .bind(tenant.0)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_ne!(new_key, old_key);
+    let mut hold_new_key = app.pool.begin().await.unwrap();
+    // `no key update`: the batch's own writes still take key-share locks on the row (the
+    // foreign key); only its final count of encryptions waits.
+    sqlx::query("select 1 from data_keys where id = $1 for no key update")
+        .bind(new_key)
+        .execute(&mut *hold_new_key)
+        .await
+        .unwrap();
+    hold_job.commit().await.unwrap();
+
+    // A batch (this call's or the background worker's) moves both ciphertexts, current and
+    // kept, and waits, uncommitted, on the key row.
+    let vault = app.vault.clone();
+    let job = tokio::spawn(async move { vault.reencrypt_tenant(tenant, &|_| {}).await });
+    eventually(
+        "the re-encryption batch waits to count its encryptions",
+        || async { lock_waiters(&app, "update data_keys set encryption_count").await == 1 },
+    )
+    .await;
+
+    // The delete's archive step runs now, while the batch is open.
+    let pool = app.runtime_pool.clone();
+    let queue_key = key.clone();
+    let delete = tokio::spawn(async move {
+        let mut tx = pool.begin().await.unwrap();
+        let queued = store::archive::queue_deleted(&mut tx, tenant, &queue_key)
+            .await
+            .unwrap();
+        (tx, queued)
+    });
+    eventually(
+        "the delete's archive step has run or waits on the batch",
+        || async { delete.is_finished() || lock_waiters(&app, "for update").await >= 1 },
+    )
+    .await;
+
+    // The batch commits; the job's next pass finds the old key unreferenced and destroys it,
+    // all while the delete is still open.
+    hold_new_key.commit().await.unwrap();
+    // (The background worker may run the batches instead of this call; either way the call
+    // returns once nothing is left under the old key.)
+    job.await.unwrap().unwrap();
+    let state: String = sqlx::query_scalar("select state::text from data_keys where id = $1")
+        .bind(old_key)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "destroyed");
+    let (mut tx, queued) = delete.await.unwrap();
+    assert_eq!(queued, 2, "the current value and the kept version");
+    assert_eq!(
+        store::secrets::delete(&mut *tx, tenant, &key)
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    tx.commit().await.unwrap();
+
+    // Every queued version names a key that still exists, so both reach OpenBao intact.
+    assert_eq!(
+        count(
+            &app,
+            &format!("select count(*) from archive_outbox where data_key_id = '{old_key}'")
+        )
+        .await,
+        0,
+        "the outbox names the destroyed data key"
+    );
+    drain(&app).await;
+    for n in 1..=2 {
+        let (status, body) = bao
+            .root(
+                RMethod::GET,
+                &format!("{MOUNT}/data/tenants/acme/K?version={n}"),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["data"]["data"]["value"], value(n));
+        assert_eq!(body["data"]["data"]["tenant_vault_version"], n);
+    }
+    bao.bao.stop().await;
 }
