@@ -14,8 +14,10 @@
 //! `postgres` user and `D` is chowned to it; every ancestor of `D` must be searchable by that
 //! user (a fresh temp dir directly under /tmp or /var/tmp is fine).
 //!
-//! Longer than most files because that supervision (threads, signals, process groups, the
-//! switch to the `postgres` user) and the tests that kill processes to check it belong together.
+//! Longer than most files (about 650 lines of code, 170 of tests) and kept whole on purpose:
+//! it is one concern, running a postmaster safely, and its parts (the `postgres` user switch,
+//! the supervising thread, readiness, shutdown) share the cluster layout and the process
+//! rules above; the tests that kill processes to check that supervision belong beside it.
 
 use std::fs::{self, OpenOptions};
 use std::io;
