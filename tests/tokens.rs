@@ -407,6 +407,60 @@ async fn a_service_token_reaches_its_tenants_and_no_other() {
     }
 }
 
+/// Service tokens name tenants by slug, and a deleted tenant's slug may be taken again: the
+/// delete takes the tenant out of every service token's set, on every replica.
+#[tokio::test]
+async fn a_service_token_does_not_reach_a_recreated_slug() {
+    let a = TestApp::new().await;
+    let b = a.another_instance().await;
+    for slug in ["acme", "globex"] {
+        let t = a.tenant(slug).await;
+        a.put_secret(slug, "K", &t, json!({"value": format!("{slug}-old")}))
+            .await;
+    }
+    let svc = service_token(
+        &a,
+        json!({"tenants": ["acme", "globex"], "scopes": ["secrets:read"]}),
+    )
+    .await;
+    // Both replicas have checked (and cached) the token.
+    for app in [&a, &b] {
+        let res = app.get_secret("acme", "K", &svc).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    }
+
+    let res = admin(&a, Method::DELETE, "/v1/admin/tenants/acme", None).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    let acme = a.tenant("acme").await;
+    a.put_secret("acme", "K", &acme, json!({"value": "acme-new"}))
+        .await;
+
+    for app in [&a, &b] {
+        eventually(
+            "the replica refuses the old service token the new tenant",
+            || async { app.get_secret("acme", "K", &svc).await.status == StatusCode::FORBIDDEN },
+        )
+        .await;
+        let res = app.get_secret("acme", "K", &svc).await;
+        assert_eq!(res.code(), "insufficient_scope");
+        assert!(!res.text.contains("acme-new"));
+        // The rest of its set still works.
+        let res = app.get_secret("globex", "K", &svc).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+        assert_eq!(res.body["value"], "globex-old");
+    }
+    // The listing says what it reaches now.
+    let list = admin(&a, Method::GET, "/v1/admin/tokens", None).await;
+    let listed: Vec<&Value> = list.body["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "service")
+        .collect();
+    assert_eq!(listed.len(), 1, "{}", list.text);
+    assert_eq!(listed[0]["tenants"], json!(["globex"]));
+}
+
 #[tokio::test]
 async fn a_key_pattern_limits_what_a_token_sees() {
     let app = TestApp::new().await;

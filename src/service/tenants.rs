@@ -89,6 +89,7 @@ impl Vault {
         let tenant = TenantId(row.id);
         let ids = store::data_keys::destroy_for_tenant(&mut *tx, tenant).await?;
         store::tokens::revoke_for_tenant(&mut *tx, tenant).await?;
+        store::tokens::drop_slug_from_service_tokens(&mut *tx, &row.slug).await?;
         self.archive_forget_tenant(&mut tx, tenant, &row.slug)
             .await?;
         if !store::tenants::mark_deleted(&mut *tx, tenant).await? {

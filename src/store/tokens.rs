@@ -212,6 +212,22 @@ pub async fn touch(db: impl PgExecutor<'_>, id: Uuid) -> StoreResult<()> {
 }
 
 /// Revokes every token of a tenant (on tenant deletion).
+/// A deleted tenant leaves every service token's tenant set, so a tenant created later under
+/// the same slug is not reachable by tokens issued for the old one.
+pub async fn drop_slug_from_service_tokens(
+    db: impl PgExecutor<'_>,
+    slug: &str,
+) -> StoreResult<u64> {
+    Ok(sqlx::query!(
+        "update access_tokens set tenant_slugs = array_remove(tenant_slugs, $1)
+         where kind = 'service' and $1 = any (tenant_slugs)",
+        slug
+    )
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
 pub async fn revoke_for_tenant(db: impl PgExecutor<'_>, tenant: TenantId) -> StoreResult<u64> {
     Ok(sqlx::query!(
         "update access_tokens set revoked_at = now() where tenant_id = $1 and revoked_at is null",

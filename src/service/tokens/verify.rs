@@ -56,10 +56,16 @@ impl TokenCache {
         self.tenants.invalidate_all();
     }
 
+    /// A tenant was deleted: its tokens, and service tokens that named tenants (the deleted
+    /// one left their sets), are checked again on their next use.
     pub fn forget_tenant(&self, tenant: TenantId) {
-        let _ = self.by_hash.invalidate_entries_if(
-            move |_, p| matches!(&p.kind, PrincipalKind::Tenant(t) if t.id == tenant),
-        );
+        let _ = self
+            .by_hash
+            .invalidate_entries_if(move |_, p| match &p.kind {
+                PrincipalKind::Tenant(t) => t.id == tenant,
+                PrincipalKind::Service { tenants } => matches!(tenants, TenantSet::Only(_)),
+                PrincipalKind::Admin => false,
+            });
         self.tenants.invalidate_all();
     }
 }
