@@ -38,8 +38,9 @@ use crate::breaker::{BreakerState, CircuitBreaker};
 use auth::TokenState;
 use transport::{Req, Resp};
 use wire::{
-    is_already_exists, not_found_error, parse_json, status_error, write_not_found, zeroize_json,
-    ErrorBody, FolderEnvelope, FoldersEnvelope, RawSecret, SecretEnvelope, SecretsEnvelope,
+    absent, is_already_exists, not_found_error, parse_json, status_error, write_not_found,
+    zeroize_json, ErrorBody, FolderEnvelope, FoldersEnvelope, RawSecret, SecretEnvelope,
+    SecretsEnvelope,
 };
 
 pub use config::InfisicalConfig;
@@ -189,15 +190,7 @@ impl InfisicalClient {
                 }
                 Ok(Some(secret))
             }
-            StatusCode::NOT_FOUND => {
-                let err = ErrorBody::parse(&resp.body);
-                let msg = err.message();
-                if msg.starts_with("Secret with name") || msg.starts_with("Folder with path") {
-                    Ok(None)
-                } else {
-                    Err(not_found_error(&err))
-                }
-            }
+            StatusCode::NOT_FOUND => absent(&resp.body).map(|()| None),
             status => Err(status_error(status, &resp.body)),
         }
     }
@@ -321,15 +314,7 @@ impl InfisicalClient {
         let resp = self.execute_authed(req).await?;
         match resp.status {
             StatusCode::OK => Ok(true),
-            StatusCode::NOT_FOUND => {
-                let err = ErrorBody::parse(&resp.body);
-                let msg = err.message();
-                if msg.starts_with("Secret with name") || msg.starts_with("Folder with path") {
-                    Ok(false)
-                } else {
-                    Err(not_found_error(&err))
-                }
-            }
+            StatusCode::NOT_FOUND => absent(&resp.body).map(|()| false),
             status => Err(status_error(status, &resp.body)),
         }
     }

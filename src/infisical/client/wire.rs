@@ -142,6 +142,18 @@ pub(super) fn is_already_exists(body: &[u8]) -> bool {
         .contains("already exist")
 }
 
+/// A 404 saying the secret or its folder does not exist: `Ok`, the caller answers "absent".
+/// Any other 404 (an unknown project or environment, a missing route) is an error.
+pub(super) fn absent(body: &[u8]) -> Result<(), InfisicalError> {
+    let err = ErrorBody::parse(body);
+    let msg = err.message();
+    if msg.starts_with("Secret with name") || msg.starts_with("Folder with path") {
+        Ok(())
+    } else {
+        Err(not_found_error(&err))
+    }
+}
+
 pub(super) fn not_found_error(err: &ErrorBody) -> InfisicalError {
     let message = err.message();
     if err.error_name() == "Not Found" && message.starts_with("Route ") {

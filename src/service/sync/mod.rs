@@ -150,11 +150,8 @@ impl Vault {
         tenant: &TenantRef,
         key: Option<&SecretKey>,
     ) {
-        let mut e = self.event(ctx, action, outcome);
-        e.tenant_id = Some(tenant.id.0);
-        e.tenant_slug = Some(tenant.slug.to_string());
-        e.secret_key = key.map(|k| k.to_string());
-        self.audit.record(e);
+        self.audit
+            .record(self.secret_event(ctx, action, outcome, tenant, key));
     }
 
     /// Re-reads every live tenant that reads Infisical (or one), for `sync infisical`.
