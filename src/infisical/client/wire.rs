@@ -142,12 +142,17 @@ pub(super) fn is_already_exists(body: &[u8]) -> bool {
         .contains("already exist")
 }
 
-/// A 404 saying the secret or its folder does not exist: `Ok`, the caller answers "absent".
-/// Any other 404 (an unknown project or environment, a missing route) is an error.
-pub(super) fn absent(body: &[u8]) -> Result<(), InfisicalError> {
+/// What Infisical's 404 messages start with when the thing asked for is simply not there.
+pub(super) const NO_SECRET: &[&str] = &["Secret with name", "Folder with path"];
+pub(super) const NO_FOLDER: &[&str] = &["Folder with path"];
+
+/// A 404 whose message starts with one of `absent_when` (see `NO_SECRET`, `NO_FOLDER`): `Ok`,
+/// the caller answers "absent". Any other 404 (an unknown project or environment, a missing
+/// route) is an error.
+pub(super) fn absent(body: &[u8], absent_when: &[&str]) -> Result<(), InfisicalError> {
     let err = ErrorBody::parse(body);
     let msg = err.message();
-    if msg.starts_with("Secret with name") || msg.starts_with("Folder with path") {
+    if absent_when.iter().any(|p| msg.starts_with(p)) {
         Ok(())
     } else {
         Err(not_found_error(&err))
