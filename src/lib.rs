@@ -16,12 +16,12 @@
 //! ```
 //!
 //! Beside the chain, leaves anyone below `cli` may import: `config` (settings; secrets in
-//! `crypto`'s `SecretValue`), `breaker`
-//! (the circuit breaker of the Infisical and OpenBao clients and the service), `failpoint`
-//! (test-only crash points), `telemetry` (logging and metrics set-up, used by `cli` and `api`;
-//! reads `config`), `server` (the accept loop `app` serves with: header and idle timeouts, a
-//! connection cap), `tls` (the HTTPS acceptor `server` and `app` use, a local CA for `dev` and
-//! `pg`), and `pg` (a private PostgreSQL for `cli::dev` and the tests; uses `tls`).
+//! `crypto`'s `SecretValue`), `breaker` (the circuit breaker of the Infisical and OpenBao
+//! clients and the service), `failpoint` (test-only crash points), `telemetry` (logging and
+//! metrics set-up, used by `cli` and `api`; reads `config`), `server` (the accept loop `app`
+//! serves with: header and idle timeouts, a connection cap), `tls` (the HTTPS acceptor
+//! `server` and `app` use, a local CA for `dev` and `pg`), and `pg` (a private PostgreSQL for
+//! `cli::dev` and the tests; uses `tls`).
 
 /// The HTTP API: routes, extractors, the one error-to-HTTP mapping.
 pub mod api;
