@@ -2,6 +2,10 @@
 //! (`TENANT_VAULT_*`, or Infisical's and PostgreSQL's own names); the doc comments below are
 //! the `--help` text. Secrets are held in [`SecretValue`], which prints as `[redacted]` and
 //! is wiped on drop.
+//!
+//! Kept whole although long: it is one concern, declarations of flags, one `clap::Args`
+//! struct per group; the length is their `--help` text, and one file keeps every
+//! environment variable name greppable in one place.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -524,19 +528,6 @@ impl Default for SyncArgs {
             infisical_webhook_window_secs: 300,
             infisical_recheck_secs: 300,
             infisical_recheck_per_minute: 30,
-        }
-    }
-}
-
-impl SyncArgs {
-    pub fn settings(&self) -> crate::service::sync::SyncSettings {
-        crate::service::sync::SyncSettings {
-            mode: crate::domain::InfisicalMode::parse(&self.infisical_mode)
-                .unwrap_or(crate::domain::InfisicalMode::Follow),
-            webhook_secret: self.infisical_webhook_secret.clone(),
-            replay_window_secs: self.infisical_webhook_window_secs,
-            recheck: std::time::Duration::from_secs(self.infisical_recheck_secs),
-            recheck_per_minute: self.infisical_recheck_per_minute,
         }
     }
 }

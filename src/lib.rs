@@ -9,15 +9,19 @@
 //!    -> service                           the vault's operations
 //!     -> keys, cache, infisical, archive, audit
 //!                                         key rings, caches, Infisical and OpenBao clients, audit
+//!                                         (one sideways edge: keys -> infisical, the Infisical
+//!                                         master key source)
 //!      -> store                           SQL
-//!       -> crypto, domain                 pure
+//!       -> crypto, domain                 pure (crypto uses domain's names)
 //! ```
 //!
-//! Beside the chain: `config` (settings, a leaf anyone may read), `telemetry` (logging and
-//! metrics set-up, used by `cli` and `api`), `failpoint` (test-only crash points, a leaf),
-//! `pg` (a private PostgreSQL for `cli::dev` and the tests), `tls` (the HTTPS acceptor for
-//! `app`, a local CA for `dev` and `pg`), and `server` (the accept loop `app` serves with:
-//! header and idle timeouts, a connection cap).
+//! Beside the chain, leaves anyone below `cli` may import: `config` (settings; secrets in
+//! `crypto`'s `SecretValue`), `breaker` (the circuit breaker of the Infisical and OpenBao
+//! clients and the service), `failpoint` (test-only crash points), `telemetry` (logging and
+//! metrics set-up, used by `cli` and `api`; reads `config`), `server` (the accept loop `app`
+//! serves with: header and idle timeouts, a connection cap), `tls` (the HTTPS acceptor
+//! `server` and `app` use, a local CA for `dev` and `pg`), and `pg` (a private PostgreSQL for
+//! `cli::dev` and the tests; uses `tls`).
 
 /// The HTTP API: routes, extractors, the one error-to-HTTP mapping.
 pub mod api;

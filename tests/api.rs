@@ -320,10 +320,9 @@ async fn path_tricks_in_slugs_are_400_and_touch_nothing() {
             assert_eq!(res.code(), "invalid_tenant", "{path}");
         }
         let res = app
-            .call(
+            .admin_call(
                 Method::POST,
                 "/v1/admin/tenants",
-                Some(&app.admin_token),
                 Some(json!({"slug": slug.replace("%2F", "/")})),
             )
             .await;
@@ -337,12 +336,7 @@ async fn path_tricks_in_slugs_are_400_and_touch_nothing() {
     let res = app.get("/v1/tenants//secrets/K", &acme).await;
     assert!(res.status == StatusCode::BAD_REQUEST || res.status == StatusCode::NOT_FOUND);
     let res = app
-        .call(
-            Method::POST,
-            "/v1/admin/tenants",
-            Some(&app.admin_token),
-            Some(json!({"slug": ""})),
-        )
+        .admin_call(Method::POST, "/v1/admin/tenants", Some(json!({"slug": ""})))
         .await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
     let tenants: i64 = sqlx::query_scalar("select count(*) from tenants")
@@ -471,12 +465,7 @@ async fn deleting_a_tenant_shreds_its_keys_and_revokes_its_tokens() {
     );
 
     let res = app
-        .call(
-            Method::DELETE,
-            "/v1/admin/tenants/acme",
-            Some(&app.admin_token),
-            None,
-        )
+        .admin_call(Method::DELETE, "/v1/admin/tenants/acme", None)
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     assert_eq!(res.body["destroyed_data_keys"], 1);
@@ -509,12 +498,7 @@ async fn deleting_a_tenant_shreds_its_keys_and_revokes_its_tokens() {
         "globex-secret"
     );
     let res = app
-        .call(
-            Method::DELETE,
-            "/v1/admin/tenants/nosuch",
-            Some(&app.admin_token),
-            None,
-        )
+        .admin_call(Method::DELETE, "/v1/admin/tenants/nosuch", None)
         .await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
 }
@@ -524,22 +508,16 @@ async fn tenants_are_unique_and_unknown_tenants_get_no_tokens() {
     let app = TestApp::new().await;
     app.tenant("acme").await;
     let res = app
-        .call(
+        .admin_call(
             Method::POST,
             "/v1/admin/tenants",
-            Some(&app.admin_token),
             Some(json!({"slug": "acme"})),
         )
         .await;
     assert_eq!(res.status, StatusCode::CONFLICT);
     assert_eq!(res.code(), "tenant_exists");
     let res = app
-        .call(
-            Method::POST,
-            "/v1/admin/tenants/nosuch/tokens",
-            Some(&app.admin_token),
-            None,
-        )
+        .admin_call(Method::POST, "/v1/admin/tenants/nosuch/tokens", None)
         .await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
     assert_eq!(res.code(), "tenant_not_found");
@@ -554,9 +532,7 @@ async fn health_and_unknown_routes() {
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     // Strangers learn ready or not, nothing more; admins get the details.
     assert_eq!(res.body, serde_json::json!({"status": "ready"}));
-    let res = app
-        .call(Method::GET, "/readyz", Some(&app.admin_token), None)
-        .await;
+    let res = app.admin_call(Method::GET, "/readyz", None).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     assert_eq!(res.body["database"], "ok");
     assert_eq!(res.body["master_key_version"], 1);

@@ -240,12 +240,7 @@ async fn fifteen_versions_keep_ten_in_postgres_and_five_in_openbao() {
 
     // Metrics: archive writes, reads, the breaker, pending; rotation events.
     let res = app
-        .call(
-            Method::POST,
-            "/v1/admin/tenants/acme/data-key/rotate",
-            Some(&app.admin_token),
-            None,
-        )
+        .admin_call(Method::POST, "/v1/admin/tenants/acme/data-key/rotate", None)
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     // Let the re-encryption finish before the delete below: a delete racing the job is
@@ -282,12 +277,7 @@ async fn fifteen_versions_keep_ten_in_postgres_and_five_in_openbao() {
 
     // Deleting the tenant deletes its archive path in OpenBao.
     let res = app
-        .call(
-            Method::DELETE,
-            "/v1/admin/tenants/acme",
-            Some(&app.admin_token),
-            None,
-        )
+        .admin_call(Method::DELETE, "/v1/admin/tenants/acme", None)
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     eventually("the tenant's archive is gone from OpenBao", || async {

@@ -221,12 +221,7 @@ async fn a_tenant_token_sees_only_its_tenant_and_an_admin_sees_all() {
     // (its tokens are revoked with it).
     for slug in ["globex", "acme"] {
         let res = app
-            .call(
-                Method::DELETE,
-                &format!("/v1/admin/tenants/{slug}"),
-                Some(&app.admin_token),
-                None,
-            )
+            .admin_call(Method::DELETE, &format!("/v1/admin/tenants/{slug}"), None)
             .await;
         assert_eq!(res.status, StatusCode::OK);
     }

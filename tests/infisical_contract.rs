@@ -820,17 +820,8 @@ async fn rate_limit_switch_answers_429_with_retry_after_on_every_api_route() {
     assert_eq!(s, 200);
     assert_eq!(v["rate_limit"], true);
     let r = env
-        .http
-        .get(env.url("/api/v3/secrets/raw/STRIPE_KEY"))
-        .query(&[
-            ("workspaceId", PROJECT),
-            ("environment", "dev"),
-            ("secretPath", "/tenants/acme"),
-        ])
-        .bearer_auth(&t)
-        .send()
-        .await
-        .unwrap();
+        .get_secret_raw(&t, "STRIPE_KEY", &[("secretPath", "/tenants/acme")])
+        .await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "7");
     assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
@@ -882,17 +873,8 @@ async fn per_route_limiter_counts_per_pattern() {
     let mut remaining = Vec::new();
     for _ in 0..3 {
         let r = env
-            .http
-            .get(env.url("/api/v3/secrets/raw/STRIPE_KEY"))
-            .query(&[
-                ("workspaceId", PROJECT),
-                ("environment", "dev"),
-                ("secretPath", "/tenants/acme"),
-            ])
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap();
+            .get_secret_raw(&t, "STRIPE_KEY", &[("secretPath", "/tenants/acme")])
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-ratelimit-limit"], "3");
         remaining.push(

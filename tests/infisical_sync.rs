@@ -330,20 +330,18 @@ async fn a_delete_in_infisical_removes_the_secret_in_follow_mode_only() {
     let acme = app.tenant("acme").await;
     let globex = app.tenant("globex").await;
     let res = app
-        .call(
+        .admin_call(
             Method::PUT,
             "/v1/admin/tenants/globex/infisical-mode",
-            Some(&app.admin_token),
             Some(json!({"mode": "import-once"})),
         )
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     assert_eq!(res.body["effective_mode"], "import-once");
     let bad = app
-        .call(
+        .admin_call(
             Method::PUT,
             "/v1/admin/tenants/globex/infisical-mode",
-            Some(&app.admin_token),
             Some(json!({"mode": "sometimes"})),
         )
         .await;
@@ -447,12 +445,7 @@ async fn a_recreated_tenant_slug_starts_empty_unless_imported_on_purpose() {
         "old tenant's"
     );
     let del = app
-        .call(
-            Method::DELETE,
-            "/v1/admin/tenants/acme",
-            Some(&app.admin_token),
-            None,
-        )
+        .admin_call(Method::DELETE, "/v1/admin/tenants/acme", None)
         .await;
     assert_eq!(del.status, StatusCode::OK);
 
@@ -472,18 +465,12 @@ async fn a_recreated_tenant_slug_starts_empty_unless_imported_on_purpose() {
     );
 
     // On purpose: created with `infisical_import: true`.
-    app.call(
-        Method::DELETE,
-        "/v1/admin/tenants/acme",
-        Some(&app.admin_token),
-        None,
-    )
-    .await;
+    app.admin_call(Method::DELETE, "/v1/admin/tenants/acme", None)
+        .await;
     let res = app
-        .call(
+        .admin_call(
             Method::POST,
             "/v1/admin/tenants",
-            Some(&app.admin_token),
             Some(json!({"slug": "acme", "infisical_import": true})),
         )
         .await;
@@ -658,12 +645,7 @@ async fn stale_values_are_served_within_the_budget_while_postgres_and_infisical_
     assert_eq!(value_of(&app, "globex", "G", &globex).await.1, "gone");
     // A deleted tenant is never served stale.
     let del = app
-        .call(
-            Method::DELETE,
-            "/v1/admin/tenants/globex",
-            Some(&app.admin_token),
-            None,
-        )
+        .admin_call(Method::DELETE, "/v1/admin/tenants/globex", None)
         .await;
     assert_eq!(del.status, StatusCode::OK);
 
@@ -762,10 +744,9 @@ async fn the_emulator_webhook_api_refuses_bad_input_like_infisical() {
     assert_eq!(list["webhooks"].as_array().unwrap().len(), 0);
     // The mode of a tenant that does not exist: 404.
     let res = app
-        .call(
+        .admin_call(
             Method::PUT,
             "/v1/admin/tenants/nosuch/infisical-mode",
-            Some(&app.admin_token),
             Some(json!({"mode": "follow"})),
         )
         .await;

@@ -151,10 +151,9 @@ async fn a_full_round_trip_logs_no_secret() {
     );
     // Token lifecycle: a service token, a rotation, a listing, a self-revocation.
     let res = app
-        .call(
+        .admin_call(
             Method::POST,
             "/v1/admin/service-tokens",
-            Some(&app.admin_token),
             Some(json!({"tenants": ["acme"], "scopes": ["secrets:read"]})),
         )
         .await;

@@ -82,12 +82,7 @@ async fn a_change_through_one_replica_is_seen_by_the_other_long_before_the_ttl()
 
     // A tenant delete.
     let res = a
-        .call(
-            Method::DELETE,
-            "/v1/admin/tenants/acme",
-            Some(&a.admin_token),
-            None,
-        )
+        .admin_call(Method::DELETE, "/v1/admin/tenants/acme", None)
         .await;
     assert_eq!(res.status, StatusCode::OK);
     eventually("b refuses the deleted tenant", || async {

@@ -23,12 +23,7 @@ async fn cached_reads_survive_a_database_outage_and_are_journalled() {
     app.flush_audit().await;
     // The admin token's check is cached from here on (readyz details need it below).
     let res = app
-        .call(
-            axum::http::Method::GET,
-            "/readyz",
-            Some(&app.admin_token),
-            None,
-        )
+        .admin_call(axum::http::Method::GET, "/readyz", None)
         .await;
     assert_eq!(res.body["database"], "ok");
 
@@ -56,12 +51,7 @@ async fn cached_reads_survive_a_database_outage_and_are_journalled() {
     assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.body, serde_json::json!({"status": "not_ready"}));
     let res = app
-        .call(
-            axum::http::Method::GET,
-            "/readyz",
-            Some(&app.admin_token),
-            None,
-        )
+        .admin_call(axum::http::Method::GET, "/readyz", None)
         .await;
     assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.body["database"], "unreachable");

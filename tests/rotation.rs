@@ -423,12 +423,7 @@ async fn deleting_a_tenant_shreds_it_everywhere_and_rotation_finishes_the_erasur
     );
 
     let res = a
-        .call(
-            axum::http::Method::DELETE,
-            "/v1/admin/tenants/acme",
-            Some(&a.admin_token),
-            None,
-        )
+        .admin_call(axum::http::Method::DELETE, "/v1/admin/tenants/acme", None)
         .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     assert_eq!(res.body["destroyed_data_keys"], 1);

@@ -40,30 +40,23 @@ fn made_up_token() -> String {
     )
 }
 
-async fn admin(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> common::TestResponse {
-    app.call(method, path, Some(&app.admin_token), body).await
-}
-
 /// A tenant token with these scopes (and key pattern).
 async fn scoped_token(app: &TestApp, tenant: &str, body: Value) -> String {
-    let res = admin(
-        app,
-        Method::POST,
-        &format!("/v1/admin/tenants/{tenant}/tokens"),
-        Some(body),
-    )
-    .await;
+    let res = app
+        .admin_call(
+            Method::POST,
+            &format!("/v1/admin/tenants/{tenant}/tokens"),
+            Some(body),
+        )
+        .await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
     res.body["token"].as_str().unwrap().to_owned()
 }
 
 async fn service_token(app: &TestApp, body: Value) -> String {
-    let res = admin(app, Method::POST, "/v1/admin/service-tokens", Some(body)).await;
+    let res = app
+        .admin_call(Method::POST, "/v1/admin/service-tokens", Some(body))
+        .await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
     res.body["token"].as_str().unwrap().to_owned()
 }
@@ -81,13 +74,13 @@ async fn revoking_on_one_replica_is_401_on_another() {
         StatusCode::OK
     );
 
-    let res = admin(
-        &a,
-        Method::DELETE,
-        &format!("/v1/admin/tokens/{}", id_of(&acme)),
-        None,
-    )
-    .await;
+    let res = a
+        .admin_call(
+            Method::DELETE,
+            &format!("/v1/admin/tokens/{}", id_of(&acme)),
+            None,
+        )
+        .await;
     assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text);
     assert_eq!(
         a.get_secret("acme", "K", &acme).await.status,
@@ -99,24 +92,26 @@ async fn revoking_on_one_replica_is_401_on_another() {
     .await;
 
     // Revoking again is fine; an unknown id is 404; a malformed one 400.
-    let res = admin(
-        &a,
-        Method::DELETE,
-        &format!("/v1/admin/tokens/{}", id_of(&acme)),
-        None,
-    )
-    .await;
+    let res = a
+        .admin_call(
+            Method::DELETE,
+            &format!("/v1/admin/tokens/{}", id_of(&acme)),
+            None,
+        )
+        .await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
-    let res = admin(
-        &a,
-        Method::DELETE,
-        &format!("/v1/admin/tokens/{}", uuid::Uuid::new_v4()),
-        None,
-    )
-    .await;
+    let res = a
+        .admin_call(
+            Method::DELETE,
+            &format!("/v1/admin/tokens/{}", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
     assert_eq!(res.code(), "token_not_found");
-    let res = admin(&a, Method::DELETE, "/v1/admin/tokens/not-a-uuid", None).await;
+    let res = a
+        .admin_call(Method::DELETE, "/v1/admin/tokens/not-a-uuid", None)
+        .await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
 
     // A tenant delete on A: B refuses the tenant's other tokens too.
@@ -125,7 +120,9 @@ async fn revoking_on_one_replica_is_401_on_another() {
         b.get_secret("acme", "K", &other).await.status,
         StatusCode::OK
     );
-    let res = admin(&a, Method::DELETE, "/v1/admin/tenants/acme", None).await;
+    let res = a
+        .admin_call(Method::DELETE, "/v1/admin/tenants/acme", None)
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     eventually("replica B refuses a deleted tenant's token", || async {
         b.get_secret("acme", "K", &other).await.status == StatusCode::UNAUTHORIZED
@@ -303,13 +300,13 @@ async fn a_read_only_token_cannot_write() {
         json!({"scopes": []}),
         json!({"key_pattern": "A*B"}),
     ] {
-        let res = admin(
-            &app,
-            Method::POST,
-            "/v1/admin/tenants/acme/tokens",
-            Some(body.clone()),
-        )
-        .await;
+        let res = app
+            .admin_call(
+                Method::POST,
+                "/v1/admin/tenants/acme/tokens",
+                Some(body.clone()),
+            )
+            .await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{body}: {}", res.text);
     }
 }
@@ -391,13 +388,13 @@ async fn a_service_token_reaches_its_tenants_and_no_other() {
     );
     // Bad tenant sets are 400.
     for tenants in [json!([]), json!("all"), json!(["Not A Slug"]), json!(7)] {
-        let res = admin(
-            &app,
-            Method::POST,
-            "/v1/admin/service-tokens",
-            Some(json!({"tenants": tenants})),
-        )
-        .await;
+        let res = app
+            .admin_call(
+                Method::POST,
+                "/v1/admin/service-tokens",
+                Some(json!({"tenants": tenants})),
+            )
+            .await;
         assert_eq!(
             res.status,
             StatusCode::BAD_REQUEST,
@@ -532,47 +529,49 @@ async fn ttls_out_of_range_are_400_not_a_dropped_connection() {
         json!(max + 1),
         json!(u64::MAX),
     ] {
-        let res = admin(
-            &app,
-            Method::POST,
-            "/v1/admin/tenants/acme/tokens",
-            Some(json!({"ttl_secs": ttl})),
-        )
-        .await;
+        let res = app
+            .admin_call(
+                Method::POST,
+                "/v1/admin/tenants/acme/tokens",
+                Some(json!({"ttl_secs": ttl})),
+            )
+            .await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{ttl}: {}", res.text);
         assert!(res.body["error"]["message"]
             .as_str()
             .unwrap()
             .contains("ttl_secs"));
-        let res = admin(
-            &app,
-            Method::POST,
-            "/v1/admin/service-tokens",
-            Some(json!({"tenants": "*", "ttl_secs": ttl})),
-        )
-        .await;
+        let res = app
+            .admin_call(
+                Method::POST,
+                "/v1/admin/service-tokens",
+                Some(json!({"tenants": "*", "ttl_secs": ttl})),
+            )
+            .await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{ttl}: {}", res.text);
     }
     for ttl in [json!(-1), json!("soon"), json!(1.5)] {
-        let res = admin(
-            &app,
-            Method::POST,
-            "/v1/admin/tenants/acme/tokens",
-            Some(json!({"ttl_secs": ttl})),
-        )
-        .await;
+        let res = app
+            .admin_call(
+                Method::POST,
+                "/v1/admin/tenants/acme/tokens",
+                Some(json!({"ttl_secs": ttl})),
+            )
+            .await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{ttl}: {}", res.text);
     }
     // The largest allowed works; no TTL means the default, not forever.
-    let res = admin(
-        &app,
-        Method::POST,
-        "/v1/admin/tenants/acme/tokens",
-        Some(json!({"ttl_secs": max})),
-    )
-    .await;
+    let res = app
+        .admin_call(
+            Method::POST,
+            "/v1/admin/tenants/acme/tokens",
+            Some(json!({"ttl_secs": max})),
+        )
+        .await;
     assert_eq!(res.status, StatusCode::CREATED);
-    let res = admin(&app, Method::POST, "/v1/admin/tenants/acme/tokens", None).await;
+    let res = app
+        .admin_call(Method::POST, "/v1/admin/tenants/acme/tokens", None)
+        .await;
     let expires: chrono::DateTime<chrono::Utc> =
         serde_json::from_value(res.body["expires_at"].clone()).unwrap();
     let default = tenant_vault::config::DEFAULT_TOKEN_TTL_SECS as i64;
@@ -584,13 +583,13 @@ async fn ttls_out_of_range_are_400_not_a_dropped_connection() {
         json!({"ttl_secs": 10_000_000_000_000u64}),
         json!({"grace_secs": max + 1}),
     ] {
-        let res = admin(
-            &app,
-            Method::POST,
-            &format!("/v1/admin/tokens/{id}/rotate"),
-            Some(body.clone()),
-        )
-        .await;
+        let res = app
+            .admin_call(
+                Method::POST,
+                &format!("/v1/admin/tokens/{id}/rotate"),
+                Some(body.clone()),
+            )
+            .await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{body}: {}", res.text);
     }
 }
@@ -601,13 +600,13 @@ async fn rotation_keeps_the_old_token_for_the_grace_period_only() {
     let old = app.tenant("acme").await;
     app.put_secret("acme", "K", &old, json!({"value": "v"}))
         .await;
-    let res = admin(
-        &app,
-        Method::POST,
-        &format!("/v1/admin/tokens/{}/rotate", id_of(&old)),
-        Some(json!({"grace_secs": 2})),
-    )
-    .await;
+    let res = app
+        .admin_call(
+            Method::POST,
+            &format!("/v1/admin/tokens/{}/rotate", id_of(&old)),
+            Some(json!({"grace_secs": 2})),
+        )
+        .await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.text);
     let new = res.body["token"].as_str().unwrap().to_owned();
     assert_eq!(res.body["rotated_from"], id_of(&old));
@@ -622,7 +621,9 @@ async fn rotation_keeps_the_old_token_for_the_grace_period_only() {
         StatusCode::OK
     );
     // The new one is like the old: same tenant, same scopes.
-    let list = admin(&app, Method::GET, "/v1/admin/tenants/acme/tokens", None).await;
+    let list = app
+        .admin_call(Method::GET, "/v1/admin/tenants/acme/tokens", None)
+        .await;
     let tokens = list.body["tokens"].as_array().unwrap();
     let new_info = tokens.iter().find(|t| t["id"] == id_of(&new)).unwrap();
     assert_eq!(new_info["rotated_from"], id_of(&old));
@@ -636,13 +637,13 @@ async fn rotation_keeps_the_old_token_for_the_grace_period_only() {
         StatusCode::OK
     );
     // An expired (or revoked) token cannot be rotated.
-    let res = admin(
-        &app,
-        Method::POST,
-        &format!("/v1/admin/tokens/{}/rotate", id_of(&old)),
-        None,
-    )
-    .await;
+    let res = app
+        .admin_call(
+            Method::POST,
+            &format!("/v1/admin/tokens/{}/rotate", id_of(&old)),
+            None,
+        )
+        .await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
 }
 
@@ -697,17 +698,18 @@ async fn listings_show_tokens_but_never_their_secrets() {
     )
     .await;
     app.get("/v1/tenants/acme/secrets", &ro).await;
-    admin(
-        &app,
+    app.admin_call(
         Method::DELETE,
         &format!("/v1/admin/tokens/{}", id_of(&acme)),
         None,
     )
     .await;
 
-    let tenant_list = admin(&app, Method::GET, "/v1/admin/tenants/acme/tokens", None).await;
+    let tenant_list = app
+        .admin_call(Method::GET, "/v1/admin/tenants/acme/tokens", None)
+        .await;
     assert_eq!(tenant_list.status, StatusCode::OK, "{}", tenant_list.text);
-    let global = admin(&app, Method::GET, "/v1/admin/tokens", None).await;
+    let global = app.admin_call(Method::GET, "/v1/admin/tokens", None).await;
     assert_eq!(global.status, StatusCode::OK);
     for (list, token) in [
         (&tenant_list, &acme),
@@ -797,7 +799,9 @@ async fn listings_show_tokens_but_never_their_secrets() {
     );
     assert!(subjects.iter().any(|s| s.0 == "token.list"));
     // Tenant paths are validated.
-    let res = admin(&app, Method::GET, "/v1/admin/tenants/nosuch/tokens", None).await;
+    let res = app
+        .admin_call(Method::GET, "/v1/admin/tenants/nosuch/tokens", None)
+        .await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
 }
 
@@ -861,7 +865,7 @@ async fn a_flood_of_refusals_makes_a_bounded_number_of_audit_rows() {
         after
     );
     // Reading the key report is audited.
-    admin(&app, Method::GET, "/v1/admin/keys", None).await;
+    app.admin_call(Method::GET, "/v1/admin/keys", None).await;
     app.flush_audit().await;
     let reads: i64 =
         sqlx::query_scalar("select count(*) from audit_events where action = 'keys.read'")
@@ -915,7 +919,9 @@ async fn admin_tenant_search_and_detail() {
     for slug in ["acme", "acme-eu", "globex"] {
         app.tenant(slug).await;
     }
-    let res = admin(&app, Method::GET, "/v1/admin/tenants?prefix=acme", None).await;
+    let res = app
+        .admin_call(Method::GET, "/v1/admin/tenants?prefix=acme", None)
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     let slugs: Vec<&str> = res.body["tenants"]
         .as_array()
@@ -925,16 +931,14 @@ async fn admin_tenant_search_and_detail() {
         .collect();
     assert_eq!(slugs, ["acme", "acme-eu"]);
     assert!(res.body["next_offset"].is_null());
-    let res = admin(&app, Method::GET, "/v1/admin/tenants?limit=2", None).await;
+    let res = app
+        .admin_call(Method::GET, "/v1/admin/tenants?limit=2", None)
+        .await;
     assert_eq!(res.body["tenants"].as_array().unwrap().len(), 2);
     assert_eq!(res.body["next_offset"], 2);
-    let res = admin(
-        &app,
-        Method::GET,
-        "/v1/admin/tenants?limit=2&offset=2",
-        None,
-    )
-    .await;
+    let res = app
+        .admin_call(Method::GET, "/v1/admin/tenants?limit=2&offset=2", None)
+        .await;
     assert_eq!(res.body["tenants"][0]["slug"], "globex");
     for bad in [
         "limit=0",
@@ -944,15 +948,21 @@ async fn admin_tenant_search_and_detail() {
         "limit=many",
         "sort=slug",
     ] {
-        let res = admin(&app, Method::GET, &format!("/v1/admin/tenants?{bad}"), None).await;
+        let res = app
+            .admin_call(Method::GET, &format!("/v1/admin/tenants?{bad}"), None)
+            .await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{bad}: {}", res.text);
     }
-    let res = admin(&app, Method::GET, "/v1/admin/tenants/acme", None).await;
+    let res = app
+        .admin_call(Method::GET, "/v1/admin/tenants/acme", None)
+        .await;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(res.body["slug"], "acme");
     assert_eq!(res.body["live_tokens"], 1);
     assert_eq!(res.body["secrets"], 0);
-    let res = admin(&app, Method::GET, "/v1/admin/tenants/nosuch", None).await;
+    let res = app
+        .admin_call(Method::GET, "/v1/admin/tenants/nosuch", None)
+        .await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
     let acme = app.token_for("acme").await;
     assert_eq!(

@@ -17,6 +17,7 @@ use crate::keys::{
     DevFileSource, EnvSource, InfisicalSource, MasterKeySource, MasterKeyring, SourceError,
 };
 use crate::service::fallback::{InfisicalFallback, SecretFallback};
+use crate::service::sync::SyncSettings;
 
 /// Master key version 1 for a database that has none (`init`, first `dev` run): created by
 /// the configured source, or, with `adopt`, an existing secret in the Infisical master key
@@ -132,7 +133,7 @@ pub fn parts(keys: &KeyArgs, infisical: &InfisicalArgs) -> anyhow::Result<Parts>
     Ok(Parts {
         source,
         fallback,
-        sync: infisical.sync.settings(),
+        sync: SyncSettings::from_args(&infisical.sync),
         archive: None,
     })
 }

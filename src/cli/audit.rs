@@ -7,7 +7,6 @@ use futures::StreamExt;
 
 use super::{connect, default_service};
 use crate::app::{self, App};
-use crate::config::{DatabaseArgs, InfisicalArgs, KeyArgs};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AuditCmd {
@@ -33,15 +32,7 @@ pub enum ExportFormat {
 }
 
 /// The database and the key source (the master key unwraps the audit key).
-#[derive(clap::Args, Debug)]
-pub struct AuditTarget {
-    #[command(flatten)]
-    pub db: DatabaseArgs,
-    #[command(flatten)]
-    pub keys: KeyArgs,
-    #[command(flatten)]
-    pub infisical: InfisicalArgs,
-}
+pub type AuditTarget = super::VaultArgs;
 
 pub async fn run(cmd: AuditCmd) -> anyhow::Result<()> {
     match cmd {
@@ -55,7 +46,7 @@ pub async fn run(cmd: AuditCmd) -> anyhow::Result<()> {
 
 async fn open(target: &AuditTarget) -> anyhow::Result<(App, Vec<app::FoundCheckpoint>)> {
     let pool = connect(&target.db).await?;
-    let parts = app::parts(&target.keys, &target.infisical)?;
+    let parts = target.parts()?;
     // Read before the table: a checkpoint newer than the rows read would look like a cut.
     let stores = app::checkpoint_stores(&target.keys.data_dir, &parts.source);
     let checkpoints = app::load_checkpoints(&stores).await?;

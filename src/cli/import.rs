@@ -2,16 +2,12 @@
 //! into the database (creating missing tenants), then verifies counts and values. A progress
 //! bar on a terminal, a summary table at the end, exit status 1 on any mismatch.
 
-use std::io::IsTerminal;
-
 use anyhow::Context as _;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use clap::Subcommand;
 
-use super::{connect, default_service};
+use super::{connect, default_service, VaultArgs};
 use crate::app::{self, App};
-use crate::config::{DatabaseArgs, InfisicalArgs, KeyArgs};
 use crate::domain::TenantSlug;
 use crate::infisical::{tenant_folder, InfisicalClient};
 use crate::service::import::TenantImport;
@@ -33,22 +29,19 @@ pub struct ImportArgs {
     #[arg(long)]
     pub dry_run: bool,
     #[command(flatten)]
-    pub db: DatabaseArgs,
-    #[command(flatten)]
-    pub keys: KeyArgs,
-    #[command(flatten)]
-    pub infisical: InfisicalArgs,
+    pub vault: VaultArgs,
 }
 
 pub async fn run(cmd: ImportCmd) -> anyhow::Result<()> {
     let ImportCmd::Infisical(args) = cmd;
-    let client = app::infisical_client(&args.infisical)?.context(
+    let client = app::infisical_client(&args.vault.infisical)?.context(
         "import needs Infisical: set INFISICAL_SITE_URL and the other INFISICAL_* variables",
     )?;
-    let pool = connect(&args.db).await?;
+    let pool = connect(&args.vault.db).await?;
     app::migrate_if_pending(&pool).await?;
-    let parts = app::parts(&args.keys, &args.infisical)?;
-    let app = App::build(pool, parts.source, &args.keys.data_dir, &default_service()).await?;
+    let parts = args.vault.parts()?;
+    let data_dir = &args.vault.keys.data_dir;
+    let app = App::build(pool, parts.source, data_dir, &default_service()).await?;
     let result = import_all(&app, &client, args.tenant.as_deref(), args.dry_run).await;
     app.shutdown().await;
     let reports = result?;
@@ -80,15 +73,7 @@ pub async fn import_all(
             .map(|f| f.name)
             .collect(),
     };
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(folders.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} tenants {msg} ({eta})")
-            .expect("valid template"),
-    );
+    let bar = super::progress(folders.len(), "tenants");
     let ctx = RequestContext::cli();
     let mut reports = Vec::new();
     for name in folders {

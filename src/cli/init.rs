@@ -1,17 +1,12 @@
 //! `tenant-vault init`: creates (or adopts) master key version 1 and records it.
 
-use super::connect;
+use super::{connect, VaultArgs};
 use crate::app::{self, Initialised};
-use crate::config::{DatabaseArgs, InfisicalArgs, KeyArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct InitCmd {
     #[command(flatten)]
-    pub db: DatabaseArgs,
-    #[command(flatten)]
-    pub keys: KeyArgs,
-    #[command(flatten)]
-    pub infisical: InfisicalArgs,
+    pub vault: VaultArgs,
     /// Adopt this existing secret in the master key folder (e.g. MASTER_ENCRYPTION_KEY) as
     /// version 1 instead of creating MASTER_ENCRYPTION_KEY_V1.
     #[arg(long, value_name = "NAME")]
@@ -19,11 +14,12 @@ pub struct InitCmd {
 }
 
 pub async fn run(cmd: InitCmd) -> anyhow::Result<()> {
-    let pool = connect(&cmd.db).await?;
+    let pool = connect(&cmd.vault.db).await?;
     app::migrate_if_pending(&pool).await?;
-    let parts = app::parts(&cmd.keys, &cmd.infisical)?;
+    let parts = cmd.vault.parts()?;
+    let infisical = &cmd.vault.infisical;
     let initialised =
-        app::initialise_master_key(&pool, &parts, &cmd.infisical, cmd.adopt.as_deref()).await?;
+        app::initialise_master_key(&pool, &parts, infisical, cmd.adopt.as_deref()).await?;
     let name = match initialised {
         Initialised::Created { secret_name } => secret_name,
         Initialised::Already { version, source } => anyhow::bail!(

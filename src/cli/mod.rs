@@ -18,8 +18,8 @@ pub mod token;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::app;
-use crate::config::{DatabaseArgs, LogArgs, ServiceArgs};
+use crate::app::{self, App};
+use crate::config::{DatabaseArgs, InfisicalArgs, KeyArgs, LogArgs, ServiceArgs};
 use crate::telemetry;
 
 /// Per-tenant encrypted secrets in PostgreSQL, served over HTTP.
@@ -123,6 +123,56 @@ pub fn default_service() -> ServiceArgs {
 }
 
 /// The database of a one-shot command, connected now.
+/// What a command that opens the vault needs: the database and the master key source (the
+/// master key unwraps the audit key that chains every command's audit row, and the token
+/// key).
+#[derive(clap::Args, Debug)]
+pub struct VaultArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub infisical: InfisicalArgs,
+}
+
+impl VaultArgs {
+    /// The master key source and lookup fallback these settings ask for.
+    pub fn parts(&self) -> anyhow::Result<app::Parts> {
+        app::parts(&self.keys, &self.infisical)
+    }
+
+    /// Connects and builds the vault for a one-shot command (no background tasks).
+    pub async fn open(&self) -> anyhow::Result<App> {
+        self.open_with(&default_service()).await
+    }
+
+    /// `open` with other service settings.
+    pub async fn open_with(&self, service: &ServiceArgs) -> anyhow::Result<App> {
+        let pool = connect(&self.db).await?;
+        let parts = self.parts()?;
+        App::build(pool, parts.source, &self.keys.data_dir, service).await
+    }
+}
+
+/// A progress bar over `len` items named `what`, on stderr when it is a terminal (hidden
+/// otherwise, so logs and pipes stay clean).
+pub fn progress(len: usize, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(len as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {what} {{msg}} ({{eta}})"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
 pub async fn connect(db: &DatabaseArgs) -> anyhow::Result<sqlx::PgPool> {
     app::connect(db.database_url.expose(), db.db_max_connections)
         .await

@@ -4,9 +4,8 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{connect, default_service};
-use crate::app::{self, App};
-use crate::config::{DatabaseArgs, InfisicalArgs, KeyArgs};
+use super::VaultArgs;
+use crate::app::App;
 use crate::domain::{TenantId, TenantSlug};
 use crate::service::RequestContext;
 
@@ -17,11 +16,7 @@ pub enum RotateCmd {
     /// No secret is re-encrypted. Running servers pick the new version up at once.
     MasterKey {
         #[command(flatten)]
-        db: DatabaseArgs,
-        #[command(flatten)]
-        keys: KeyArgs,
-        #[command(flatten)]
-        infisical: InfisicalArgs,
+        vault: VaultArgs,
     },
     /// Give tenants new data keys, then move their secrets (and kept versions) to them and
     /// destroy the old keys, showing progress.
@@ -41,24 +36,14 @@ pub enum RotateCmd {
         #[arg(long)]
         no_wait: bool,
         #[command(flatten)]
-        db: DatabaseArgs,
-        #[command(flatten)]
-        keys: KeyArgs,
-        #[command(flatten)]
-        infisical: InfisicalArgs,
+        vault: VaultArgs,
     },
 }
 
 pub async fn run(cmd: RotateCmd) -> anyhow::Result<()> {
     match cmd {
-        RotateCmd::MasterKey {
-            db,
-            keys,
-            infisical,
-        } => {
-            let pool = connect(&db).await?;
-            let parts = app::parts(&keys, &infisical)?;
-            let app = App::build(pool, parts.source, &keys.data_dir, &default_service()).await?;
+        RotateCmd::MasterKey { vault } => {
+            let app = vault.open().await?;
             let result = app.vault.rotate_master_key(&RequestContext::cli()).await;
             app.shutdown().await;
             let done = result.map_err(|e| anyhow::anyhow!("master key rotation failed: {e}"))?;
@@ -73,11 +58,8 @@ pub async fn run(cmd: RotateCmd) -> anyhow::Result<()> {
             tenant,
             all,
             no_wait,
-            db,
-            keys,
-            infisical,
+            vault,
         } => {
-            let pool = connect(&db).await?;
             let only = match tenant {
                 Some(s) => {
                     Some(TenantSlug::parse(&s).map_err(|e| anyhow::anyhow!("invalid slug: {e}"))?)
@@ -87,8 +69,7 @@ pub async fn run(cmd: RotateCmd) -> anyhow::Result<()> {
                     None
                 }
             };
-            let parts = app::parts(&keys, &infisical)?;
-            let app = App::build(pool, parts.source, &keys.data_dir, &default_service()).await?;
+            let app = vault.open().await?;
             let result = rotate_data_keys(&app, only, no_wait).await;
             app.shutdown().await;
             result

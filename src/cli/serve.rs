@@ -1,20 +1,15 @@
 //! `tenant-vault serve`: the production server (see `app::serve`).
 
+use super::VaultArgs;
 use crate::app::{self, ServeSettings};
-use crate::config::{
-    ArchiveArgs, DatabaseArgs, HttpArgs, InfisicalArgs, KeyArgs, ServiceArgs, TlsArgs,
-};
+use crate::config::{ArchiveArgs, HttpArgs, ServiceArgs, TlsArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeCmd {
     #[command(flatten)]
     pub http: HttpArgs,
     #[command(flatten)]
-    pub db: DatabaseArgs,
-    #[command(flatten)]
-    pub keys: KeyArgs,
-    #[command(flatten)]
-    pub infisical: InfisicalArgs,
+    pub vault: VaultArgs,
     #[command(flatten)]
     pub service: ServiceArgs,
     #[command(flatten)]
@@ -29,9 +24,9 @@ pub struct ServeCmd {
 pub async fn run(cmd: ServeCmd) -> anyhow::Result<()> {
     app::serve(ServeSettings {
         http: cmd.http,
-        db: cmd.db,
-        keys: cmd.keys,
-        infisical: cmd.infisical,
+        db: cmd.vault.db,
+        keys: cmd.vault.keys,
+        infisical: cmd.vault.infisical,
         service: cmd.service,
         tls: cmd.tls,
         archive: cmd.archive,

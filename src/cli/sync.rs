@@ -2,15 +2,11 @@
 //! as the webhook and the periodic re-check do, with a progress bar on a terminal and a
 //! summary table (changed, deleted, unchanged, failed). Exit status 1 if any folder failed.
 
-use std::io::IsTerminal;
-
 use anyhow::Context as _;
 use clap::Subcommand;
-use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{connect, default_service};
+use super::{connect, default_service, VaultArgs};
 use crate::app::{self, App};
-use crate::config::{DatabaseArgs, InfisicalArgs, KeyArgs};
 use crate::domain::TenantSlug;
 use crate::service::sync::SyncReport;
 use crate::service::RequestContext;
@@ -28,11 +24,7 @@ pub struct SyncInfisicalArgs {
     #[arg(long, value_name = "SLUG")]
     pub tenant: Option<String>,
     #[command(flatten)]
-    pub db: DatabaseArgs,
-    #[command(flatten)]
-    pub keys: KeyArgs,
-    #[command(flatten)]
-    pub infisical: InfisicalArgs,
+    pub vault: VaultArgs,
 }
 
 /// One row of the summary.
@@ -43,7 +35,7 @@ struct Row {
 
 pub async fn run(cmd: SyncCmd) -> anyhow::Result<()> {
     let SyncCmd::Infisical(args) = cmd;
-    app::infisical_client(&args.infisical)?.context(
+    app::infisical_client(&args.vault.infisical)?.context(
         "sync needs Infisical: set INFISICAL_SITE_URL and the other INFISICAL_* variables",
     )?;
     let only = match &args.tenant {
@@ -52,15 +44,15 @@ pub async fn run(cmd: SyncCmd) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let pool = connect(&args.db).await?;
+    let pool = connect(&args.vault.db).await?;
     app::migrate(&pool).await?;
-    let mut parts = app::parts(&args.keys, &args.infisical)?;
+    let mut parts = args.vault.parts()?;
     if parts.fallback.is_none() {
         anyhow::bail!("sync needs the Infisical lookup (TENANT_VAULT_INFISICAL_FALLBACK=true)");
     }
     // A one-shot run: no background re-check.
     parts.sync.recheck = std::time::Duration::ZERO;
-    let app = App::build_with(pool, parts, &args.keys.data_dir, &default_service()).await?;
+    let app = App::build_with(pool, parts, &args.vault.keys.data_dir, &default_service()).await?;
     let rows = sync_all(&app, only).await;
     app.shutdown().await;
     let rows = rows?;
@@ -81,15 +73,7 @@ async fn sync_all(app: &App, only: Option<TenantSlug>) -> anyhow::Result<Vec<Row
             .await
             .map_err(|e| anyhow::anyhow!("listing tenants: {e}"))?,
     };
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(slugs.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} folders {msg} ({eta})")
-            .expect("valid template"),
-    );
+    let bar = super::progress(slugs.len(), "folders");
     let ctx = RequestContext::default();
     let mut rows = Vec::new();
     for slug in slugs {

@@ -2,9 +2,7 @@
 
 use clap::Subcommand;
 
-use super::{connect, default_service};
-use crate::app::{self, App};
-use crate::config::{DatabaseArgs, InfisicalArgs, KeyArgs};
+use super::VaultArgs;
 use crate::domain::TenantSlug;
 use crate::service::RequestContext;
 
@@ -18,26 +16,14 @@ pub enum TenantCmd {
         #[arg(long)]
         name: Option<String>,
         #[command(flatten)]
-        db: DatabaseArgs,
-        #[command(flatten)]
-        keys: KeyArgs,
-        #[command(flatten)]
-        infisical: InfisicalArgs,
+        vault: VaultArgs,
     },
 }
 
 pub async fn run(cmd: TenantCmd) -> anyhow::Result<()> {
-    let TenantCmd::Create {
-        slug,
-        name,
-        db,
-        keys,
-        infisical,
-    } = cmd;
+    let TenantCmd::Create { slug, name, vault } = cmd;
     let slug = TenantSlug::parse(&slug).map_err(|e| anyhow::anyhow!("invalid slug: {e}"))?;
-    let pool = connect(&db).await?;
-    let parts = app::parts(&keys, &infisical)?;
-    let app = App::build(pool, parts.source, &keys.data_dir, &default_service()).await?;
+    let app = vault.open().await?;
     let result = app
         .vault
         .create_tenant(

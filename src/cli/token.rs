@@ -2,9 +2,9 @@
 
 use clap::Subcommand;
 
-use super::{connect, default_service};
-use crate::app::{self, App};
-use crate::config::{DatabaseArgs, InfisicalArgs, KeyArgs, TokenArgs};
+use super::{default_service, VaultArgs};
+use crate::app::App;
+use crate::config::TokenArgs;
 use crate::domain::{TenantSlug, TokenId};
 use crate::service::tokens::{IssuedToken, NewTokenKind, TokenInfo, TokenOwner, TokenSpec};
 use crate::service::{RequestContext, Scopes, TenantSet};
@@ -60,25 +60,17 @@ pub enum TokenCmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-        #[command(flatten)]
-        db: DatabaseArgs,
         /// The master key unwraps the audit key that chains the trail's rows.
         #[command(flatten)]
-        keys: KeyArgs,
-        #[command(flatten)]
-        infisical: InfisicalArgs,
+        vault: VaultArgs,
     },
     /// Revoke a token by id, at once, on every running replica.
     Revoke {
         /// The token id (as `token list` shows it).
         id: String,
-        #[command(flatten)]
-        db: DatabaseArgs,
         /// The master key unwraps the audit key that chains the trail's rows.
         #[command(flatten)]
-        keys: KeyArgs,
-        #[command(flatten)]
-        infisical: InfisicalArgs,
+        vault: VaultArgs,
     },
     /// Issue a new token like this one (same kind, tenant and scopes) and print it once;
     /// the old token stays valid for the grace period only.
@@ -124,11 +116,7 @@ pub struct IssueArgs {
     #[command(flatten)]
     tokens: TokenArgs,
     #[command(flatten)]
-    db: DatabaseArgs,
-    #[command(flatten)]
-    keys: KeyArgs,
-    #[command(flatten)]
-    infisical: InfisicalArgs,
+    vault: VaultArgs,
 }
 
 fn slug(raw: &str) -> anyhow::Result<TenantSlug> {
@@ -145,26 +133,12 @@ fn scopes(args: &ScopeArgs) -> anyhow::Result<Scopes> {
     Scopes::parse(&args.scopes, args.pattern.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// The vault with the master key loaded: every command's audit row is chained under the
-/// audit key, which the master key unwraps.
-async fn audited_app(
-    db: &DatabaseArgs,
-    keys: &KeyArgs,
-    infisical: &InfisicalArgs,
-) -> anyhow::Result<App> {
-    let pool = connect(db).await?;
-    let parts = app::parts(keys, infisical)?;
-    App::build(pool, parts.source, &keys.data_dir, &default_service()).await
-}
-
 /// The vault with the master key loaded (issuing needs the token key).
 async fn keyed_app(common: &IssueArgs) -> anyhow::Result<App> {
     common.tokens.check()?;
     let mut service = default_service();
     service.tokens = common.tokens.clone();
-    let pool = connect(&common.db).await?;
-    let parts = app::parts(&common.keys, &common.infisical)?;
-    App::build(pool, parts.source, &common.keys.data_dir, &service).await
+    common.vault.open_with(&service).await
 }
 
 async fn issue(common: IssueArgs, kind: NewTokenKind, scopes: Scopes) -> anyhow::Result<()> {
@@ -229,15 +203,13 @@ pub async fn run(cmd: TokenCmd) -> anyhow::Result<()> {
         TokenCmd::List {
             tenant,
             json,
-            db,
-            keys,
-            infisical,
+            vault,
         } => {
             let owner = match tenant {
                 Some(s) => TokenOwner::Tenant(slug(&s)?),
                 None => TokenOwner::Global,
             };
-            let app = audited_app(&db, &keys, &infisical).await?;
+            let app = vault.open().await?;
             let result = app.vault.list_tokens(&RequestContext::cli(), &owner).await;
             app.shutdown().await;
             let tokens = result.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -248,14 +220,9 @@ pub async fn run(cmd: TokenCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        TokenCmd::Revoke {
-            id,
-            db,
-            keys,
-            infisical,
-        } => {
+        TokenCmd::Revoke { id, vault } => {
             let id = token_id(&id)?;
-            let app = audited_app(&db, &keys, &infisical).await?;
+            let app = vault.open().await?;
             let result = app.vault.revoke_token(&RequestContext::cli(), id).await;
             app.shutdown().await;
             result.map_err(|e| anyhow::anyhow!("{e}"))?;

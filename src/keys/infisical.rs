@@ -68,9 +68,8 @@ impl InfisicalSource {
         &self.client
     }
 
-    /// Reads an existing secret (such as a legacy `MASTER_ENCRYPTION_KEY`) to adopt it as
-    /// version 1.
-    pub async fn adopt(&self, name: &str) -> Result<CreatedMasterKey, SourceError> {
+    /// The text of secret `name` in the master key folder; `NotFound` when it is not there.
+    async fn read_key(&self, name: &str) -> Result<Zeroizing<String>, SourceError> {
         let secret = self
             .client
             .get_secret(&self.folder, name, None)
@@ -80,8 +79,14 @@ impl InfisicalSource {
                 name: name.to_owned(),
                 folder: self.folder.clone(),
             })?;
+        Ok(Zeroizing::new(secret.value.expose().to_owned()))
+    }
+
+    /// Reads an existing secret (such as a legacy `MASTER_ENCRYPTION_KEY`) to adopt it as
+    /// version 1.
+    pub async fn adopt(&self, name: &str) -> Result<CreatedMasterKey, SourceError> {
         Ok(CreatedMasterKey {
-            text: Zeroizing::new(secret.value.expose().to_owned()),
+            text: self.read_key(name).await?,
             secret_name: Some(name.to_owned()),
         })
     }
@@ -114,16 +119,7 @@ impl MasterKeySource for InfisicalSource {
         let name = secret_name
             .map(str::to_owned)
             .unwrap_or_else(|| master_key_secret_name(version));
-        let secret = self
-            .client
-            .get_secret(&self.folder, &name, None)
-            .await
-            .map_err(|e| source_error(&format!("reading {name}"), e))?
-            .ok_or_else(|| SourceError::NotFound {
-                name: name.to_owned(),
-                folder: self.folder.clone(),
-            })?;
-        Ok(Zeroizing::new(secret.value.expose().to_owned()))
+        self.read_key(&name).await
     }
 
     /// A secret in the master key folder, updated in place (created the first time).

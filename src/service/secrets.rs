@@ -61,7 +61,8 @@ pub(super) fn outcome_of(err: &ServiceError) -> AuditOutcome {
 }
 
 impl Vault {
-    fn secret_event(
+    /// The audit event of an operation on a tenant's secrets (or on the tenant, `key` None).
+    pub(super) fn secret_event(
         &self,
         ctx: &RequestContext,
         action: AuditAction,

@@ -109,17 +109,25 @@ impl Env {
         name: &str,
         query: &[(&str, &str)],
     ) -> (u16, Value) {
+        status_json(self.get_secret_raw(token, name, query).await).await
+    }
+
+    /// `get_secret`'s response itself, for its headers.
+    pub async fn get_secret_raw(
+        &self,
+        token: &str,
+        name: &str,
+        query: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut q = vec![("workspaceId", PROJECT), ("environment", "dev")];
         q.extend_from_slice(query);
-        let r = self
-            .http
+        self.http
             .get(self.url(&format!("/api/v3/secrets/raw/{name}")))
             .query(&q)
             .bearer_auth(token)
             .send()
             .await
-            .unwrap();
-        status_json(r).await
+            .unwrap()
     }
 
     pub async fn write(

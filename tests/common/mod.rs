@@ -301,10 +301,19 @@ impl TestApp {
         Self::from_app(app, pool, db_url, Arc::new(data_dir), service).await
     }
 
+    /// A request with the admin token.
+    pub async fn admin_call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> TestResponse {
+        self.call(method, path, Some(&self.admin_token), body).await
+    }
+
     /// A POST with the admin token and no body.
     pub async fn admin_post(&self, path: &str) -> TestResponse {
-        self.call(Method::POST, path, Some(&self.admin_token), None)
-            .await
+        self.admin_call(Method::POST, path, None).await
     }
 
     /// A second instance on the same database and dev key: a restart, or another replica.

@@ -38,8 +38,9 @@ use crate::breaker::{BreakerState, CircuitBreaker};
 use auth::TokenState;
 use transport::{Req, Resp};
 use wire::{
-    is_already_exists, not_found_error, parse_json, status_error, write_not_found, zeroize_json,
-    ErrorBody, FolderEnvelope, FoldersEnvelope, RawSecret, SecretEnvelope, SecretsEnvelope,
+    absent, is_already_exists, parse_json, status_error, write_not_found, zeroize_json,
+    FolderEnvelope, FoldersEnvelope, RawSecret, SecretEnvelope, SecretsEnvelope, NO_FOLDER,
+    NO_SECRET,
 };
 
 pub use config::InfisicalConfig;
@@ -189,15 +190,7 @@ impl InfisicalClient {
                 }
                 Ok(Some(secret))
             }
-            StatusCode::NOT_FOUND => {
-                let err = ErrorBody::parse(&resp.body);
-                let msg = err.message();
-                if msg.starts_with("Secret with name") || msg.starts_with("Folder with path") {
-                    Ok(None)
-                } else {
-                    Err(not_found_error(&err))
-                }
-            }
+            StatusCode::NOT_FOUND => absent(&resp.body, NO_SECRET).map(|()| None),
             status => Err(status_error(status, &resp.body)),
         }
     }
@@ -240,14 +233,7 @@ impl InfisicalClient {
                     })
                     .collect()
             }
-            StatusCode::NOT_FOUND => {
-                let err = ErrorBody::parse(&resp.body);
-                if err.message().starts_with("Folder with path") {
-                    Ok(Vec::new())
-                } else {
-                    Err(not_found_error(&err))
-                }
-            }
+            StatusCode::NOT_FOUND => absent(&resp.body, NO_FOLDER).map(|()| Vec::new()),
             status => Err(status_error(status, &resp.body)),
         }
     }
@@ -321,15 +307,7 @@ impl InfisicalClient {
         let resp = self.execute_authed(req).await?;
         match resp.status {
             StatusCode::OK => Ok(true),
-            StatusCode::NOT_FOUND => {
-                let err = ErrorBody::parse(&resp.body);
-                let msg = err.message();
-                if msg.starts_with("Secret with name") || msg.starts_with("Folder with path") {
-                    Ok(false)
-                } else {
-                    Err(not_found_error(&err))
-                }
-            }
+            StatusCode::NOT_FOUND => absent(&resp.body, NO_SECRET).map(|()| false),
             status => Err(status_error(status, &resp.body)),
         }
     }
@@ -414,14 +392,7 @@ impl InfisicalClient {
                     })
                     .collect())
             }
-            StatusCode::NOT_FOUND => {
-                let err = ErrorBody::parse(&resp.body);
-                if err.message().starts_with("Folder with path") {
-                    Ok(Vec::new())
-                } else {
-                    Err(not_found_error(&err))
-                }
-            }
+            StatusCode::NOT_FOUND => absent(&resp.body, NO_FOLDER).map(|()| Vec::new()),
             status => Err(status_error(status, &resp.body)),
         }
     }

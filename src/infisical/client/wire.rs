@@ -142,6 +142,23 @@ pub(super) fn is_already_exists(body: &[u8]) -> bool {
         .contains("already exist")
 }
 
+/// What Infisical's 404 messages start with when the thing asked for is simply not there.
+pub(super) const NO_SECRET: &[&str] = &["Secret with name", "Folder with path"];
+pub(super) const NO_FOLDER: &[&str] = &["Folder with path"];
+
+/// A 404 whose message starts with one of `absent_when` (see `NO_SECRET`, `NO_FOLDER`): `Ok`,
+/// the caller answers "absent". Any other 404 (an unknown project or environment, a missing
+/// route) is an error.
+pub(super) fn absent(body: &[u8], absent_when: &[&str]) -> Result<(), InfisicalError> {
+    let err = ErrorBody::parse(body);
+    let msg = err.message();
+    if absent_when.iter().any(|p| msg.starts_with(p)) {
+        Ok(())
+    } else {
+        Err(not_found_error(&err))
+    }
+}
+
 pub(super) fn not_found_error(err: &ErrorBody) -> InfisicalError {
     let message = err.message();
     if err.error_name() == "Not Found" && message.starts_with("Route ") {

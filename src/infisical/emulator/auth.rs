@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -232,13 +232,18 @@ pub(super) async fn login(State(s): State<Arc<Shared>>, body: Body) -> ApiResult
         },
     );
     s.counters.logins.fetch_add(1, Ordering::Relaxed);
-    Ok(Json(json!({
+    Ok(token_answer(jwt, ttl, max_ttl))
+}
+
+/// A login's or renewal's answer: the (new) JWT and its TTLs.
+fn token_answer(jwt: String, ttl: u64, max_ttl: u64) -> Response {
+    Json(json!({
         "accessToken": jwt,
         "expiresIn": ttl,
         "accessTokenMaxTTL": max_ttl,
         "tokenType": "Bearer",
     }))
-    .into_response())
+    .into_response()
 }
 
 pub(super) async fn renew(State(s): State<Arc<Shared>>, body: Body) -> ApiResult {
@@ -283,13 +288,7 @@ pub(super) async fn renew(State(s): State<Arc<Shared>>, body: Body) -> ApiResult
     // Current servers sign and return a new JWT for the same token record.
     let jwt = s.issue_jwt(identity, &token_id, max_ttl);
     s.counters.renewals.fetch_add(1, Ordering::Relaxed);
-    Ok(Json(json!({
-        "accessToken": jwt,
-        "expiresIn": ttl,
-        "accessTokenMaxTTL": max_ttl,
-        "tokenType": "Bearer",
-    }))
-    .into_response())
+    Ok(token_answer(jwt, ttl, max_ttl))
 }
 
 pub(super) async fn revoke(State(s): State<Arc<Shared>>, body: Body) -> ApiResult {

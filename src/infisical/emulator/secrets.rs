@@ -13,10 +13,12 @@ use zeroize::Zeroizing;
 
 use super::trim_value;
 
-use super::auth::authenticate;
+use super::auth::{authenticate, Caller};
 use super::body::{issue, JsonBody};
 use super::error::{ApiError, ApiResult};
-use super::state::{lock, now_iso, uuid, Data, Project, SecretRec, SecretVersion, Shared};
+use super::state::{
+    lock, now_iso, uuid, Data, FolderRec, Project, SecretRec, SecretVersion, Shared,
+};
 use super::MAX_DEPTH;
 
 /// `secretPath` as the server treats it: one trailing `/` stripped; `.`/`..` segments make the
@@ -265,6 +267,30 @@ pub(super) struct WriteScope {
     pub(super) kind: String,
 }
 
+/// The folder a secret write names, once the caller may `action` secrets in its project;
+/// `operation` names the request in the not-found error, as Infisical does.
+fn write_folder<'a>(
+    data: &'a mut Data,
+    caller: &Caller,
+    scope: &WriteScope,
+    path: &str,
+    action: &str,
+    operation: &str,
+) -> Result<(String, &'a mut FolderRec), ApiError> {
+    let (project_id, project) = resolve_project(
+        data,
+        scope.project_id.as_deref(),
+        scope.project_slug.as_deref(),
+    )?;
+    caller.check(&project_id, action, "secrets")?;
+    let folder = project
+        .envs
+        .get_mut(&scope.env)
+        .and_then(|e| e.folders.get_mut(path))
+        .ok_or_else(|| ApiError::folder_not_found(path, &scope.env, operation))?;
+    Ok((project_id, folder))
+}
+
 pub(super) fn write_scope(b: &mut JsonBody) -> WriteScope {
     let project_id = b.string("workspaceId", false);
     let project_slug = b
@@ -319,17 +345,8 @@ pub(super) async fn create_secret(
     let path = normalise_path(&scope.path)?;
 
     let mut data = lock(&s.data);
-    let (project_id, project) = resolve_project(
-        &mut data,
-        scope.project_id.as_deref(),
-        scope.project_slug.as_deref(),
-    )?;
-    caller.check(&project_id, "create", "secrets")?;
-    let folder = project
-        .envs
-        .get_mut(&scope.env)
-        .and_then(|e| e.folders.get_mut(&path))
-        .ok_or_else(|| ApiError::folder_not_found(&path, &scope.env, "CreateSecret"))?;
+    let (project_id, folder) =
+        write_folder(&mut data, &caller, &scope, &path, "create", "CreateSecret")?;
     let key = (scope.kind.clone(), name.clone());
     if folder.secrets.contains_key(&key) {
         return Err(ApiError::bad_request("Secret already exist"));
@@ -379,17 +396,8 @@ pub(super) async fn update_secret(
     let path = normalise_path(&scope.path)?;
 
     let mut data = lock(&s.data);
-    let (project_id, project) = resolve_project(
-        &mut data,
-        scope.project_id.as_deref(),
-        scope.project_slug.as_deref(),
-    )?;
-    caller.check(&project_id, "edit", "secrets")?;
-    let folder = project
-        .envs
-        .get_mut(&scope.env)
-        .and_then(|e| e.folders.get_mut(&path))
-        .ok_or_else(|| ApiError::folder_not_found(&path, &scope.env, "UpdateSecret"))?;
+    let (project_id, folder) =
+        write_folder(&mut data, &caller, &scope, &path, "edit", "UpdateSecret")?;
     let key = (scope.kind.clone(), name.clone());
     if !folder.secrets.contains_key(&key) {
         return Err(ApiError::new(
@@ -451,17 +459,8 @@ pub(super) async fn delete_secret(
     let path = normalise_path(&scope.path)?;
 
     let mut data = lock(&s.data);
-    let (project_id, project) = resolve_project(
-        &mut data,
-        scope.project_id.as_deref(),
-        scope.project_slug.as_deref(),
-    )?;
-    caller.check(&project_id, "delete", "secrets")?;
-    let folder = project
-        .envs
-        .get_mut(&scope.env)
-        .and_then(|e| e.folders.get_mut(&path))
-        .ok_or_else(|| ApiError::folder_not_found(&path, &scope.env, "DeleteSecret"))?;
+    let (project_id, folder) =
+        write_folder(&mut data, &caller, &scope, &path, "delete", "DeleteSecret")?;
     let rec = folder
         .secrets
         .remove(&(scope.kind.clone(), name.clone()))

@@ -29,6 +29,7 @@ use chrono::{DateTime, Utc};
 use super::fallback::RemoteSecret;
 use super::{RequestContext, ServiceError, TenantRef, Vault};
 use crate::audit::{AuditAction, AuditOutcome};
+use crate::config::SyncArgs;
 use crate::crypto::SecretValue;
 use crate::domain::{InfisicalMode, SecretKey, TenantId, TenantSlug};
 use crate::store;
@@ -79,6 +80,19 @@ pub struct SyncReport {
     /// Why nothing was read (tenant does not read Infisical, or another replica is on it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<&'static str>,
+}
+
+impl SyncSettings {
+    /// The settings `--infisical-*` ask for (an unknown mode: `follow`).
+    pub fn from_args(args: &SyncArgs) -> Self {
+        Self {
+            mode: InfisicalMode::parse(&args.infisical_mode).unwrap_or(InfisicalMode::Follow),
+            webhook_secret: args.infisical_webhook_secret.clone(),
+            replay_window_secs: args.infisical_webhook_window_secs,
+            recheck: Duration::from_secs(args.infisical_recheck_secs),
+            recheck_per_minute: args.infisical_recheck_per_minute,
+        }
+    }
 }
 
 /// Where a value read from Infisical came from: its folder, secret id and version.
@@ -136,11 +150,8 @@ impl Vault {
         tenant: &TenantRef,
         key: Option<&SecretKey>,
     ) {
-        let mut e = self.event(ctx, action, outcome);
-        e.tenant_id = Some(tenant.id.0);
-        e.tenant_slug = Some(tenant.slug.to_string());
-        e.secret_key = key.map(|k| k.to_string());
-        self.audit.record(e);
+        self.audit
+            .record(self.secret_event(ctx, action, outcome, tenant, key));
     }
 
     /// Re-reads every live tenant that reads Infisical (or one), for `sync infisical`.
