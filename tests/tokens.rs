@@ -426,7 +426,9 @@ async fn a_service_token_does_not_reach_a_recreated_slug() {
         assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     }
 
-    let res = admin(&a, Method::DELETE, "/v1/admin/tenants/acme", None).await;
+    let res = a
+        .admin_call(Method::DELETE, "/v1/admin/tenants/acme", None)
+        .await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text);
     let acme = a.tenant("acme").await;
     a.put_secret("acme", "K", &acme, json!({"value": "acme-new"}))
@@ -447,7 +449,7 @@ async fn a_service_token_does_not_reach_a_recreated_slug() {
         assert_eq!(res.body["value"], "globex-old");
     }
     // The listing says what it reaches now.
-    let list = admin(&a, Method::GET, "/v1/admin/tokens", None).await;
+    let list = a.admin_call(Method::GET, "/v1/admin/tokens", None).await;
     let listed: Vec<&Value> = list.body["tokens"]
         .as_array()
         .unwrap()
