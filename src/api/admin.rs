@@ -4,39 +4,45 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::{no_nul, AppJson, Caller, OptionalJson, RequestId, TenantPath};
-use super::tokens::{issued_body, list_tenant_tokens, parse_scopes};
+use super::openapi::{
+    AdminRefusals, AdminTenantRefusals, BadRequestErrors, ConflictErrors, JsonBodyErrors,
+    TenantParam, UpstreamErrors,
+};
+use super::tokens::{__path_list_tenant_tokens, issued_body, list_tenant_tokens, parse_scopes};
 use super::AppState;
-use crate::domain::{InfisicalMode, TenantSlug};
+use crate::domain::{InfisicalMode, TenantLimits, TenantSlug};
+use crate::service::quotas::TenantLimitsView;
+use crate::service::tenants::{Tenant, TenantDetail, TenantPage};
 use crate::service::tokens::{NewTokenKind, TokenSpec};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/tenants", post(create_tenant).get(search_tenants))
-        .route(
-            "/v1/admin/tenants/{tenant}",
-            get(tenant_detail).delete(delete_tenant),
-        )
-        .route(
-            "/v1/admin/tenants/{tenant}/tokens",
-            post(create_token).get(list_tenant_tokens),
-        )
-        .route(
-            "/v1/admin/tenants/{tenant}/infisical-mode",
-            put(set_infisical_mode),
-        )
-        .route(
-            "/v1/admin/tenants/{tenant}/limits",
-            get(get_limits).put(put_limits),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_tenant, search_tenants))
+        .routes(routes!(tenant_detail, delete_tenant))
+        .routes(routes!(create_token, list_tenant_tokens))
+        .routes(routes!(set_infisical_mode))
+        .routes(routes!(get_limits, put_limits))
 }
 
+/// A tenant's rate and quota overrides, and what applies.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tenants/{tenant}/limits",
+    tag = "tenants",
+    params(TenantParam),
+    responses(
+        (status = 200, description = "The overrides and the effective limits.", body = TenantLimitsView),
+        AdminTenantRefusals,
+    )
+)]
 async fn get_limits(
     State(state): State<AppState>,
     TenantPath(slug): TenantPath,
@@ -48,12 +54,23 @@ async fn get_limits(
 
 /// Replaces the tenant's overrides: absent or null fields follow the settings, 0 lifts a
 /// rate or quota for this tenant.
+#[utoipa::path(
+    put,
+    path = "/v1/admin/tenants/{tenant}/limits",
+    tag = "tenants",
+    params(TenantParam),
+    request_body = TenantLimits,
+    responses(
+        (status = 200, description = "The new overrides and the effective limits.", body = TenantLimitsView),
+        AdminTenantRefusals, JsonBodyErrors,
+    )
+)]
 async fn put_limits(
     State(state): State<AppState>,
     TenantPath(slug): TenantPath,
     Caller(who): Caller,
     RequestId(rid): RequestId,
-    AppJson(body): AppJson<crate::domain::TenantLimits>,
+    AppJson(body): AppJson<TenantLimits>,
 ) -> Result<Response, ApiError> {
     state.vault()?.authorize_admin(&who)?;
     let view = state
@@ -63,15 +80,28 @@ async fn put_limits(
     Ok(Json(view).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTenant {
+    /// 1 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit.
     slug: String,
+    /// Defaults to the slug.
     name: Option<String>,
     /// Read the tenant's Infisical folder (default: yes, unless the slug was used before).
     infisical_import: Option<bool>,
 }
 
+/// Creates a tenant (and its data key).
+#[utoipa::path(
+    post,
+    path = "/v1/admin/tenants",
+    tag = "tenants",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "Created.", body = Tenant),
+        AdminRefusals, JsonBodyErrors, ConflictErrors,
+    )
+)]
 async fn create_tenant(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -91,14 +121,31 @@ async fn create_tenant(
 }
 
 /// `?prefix=ac&limit=50&offset=0`: live tenants by slug.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct TenantQuery {
+    /// Slugs starting with this.
     prefix: Option<String>,
+    /// Page size (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    /// The previous page's `next_offset`.
+    #[param(minimum = 0)]
     offset: Option<i64>,
 }
 
+/// Lists live tenants by slug, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tenants",
+    tag = "tenants",
+    params(TenantQuery),
+    responses(
+        (status = 200, description = "A page of tenants.", body = TenantPage),
+        AdminRefusals, BadRequestErrors,
+    )
+)]
 async fn search_tenants(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -118,6 +165,17 @@ async fn search_tenants(
     Ok(Json(page).into_response())
 }
 
+/// A tenant with its counts of secrets and live tokens.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tenants/{tenant}",
+    tag = "tenants",
+    params(TenantParam),
+    responses(
+        (status = 200, description = "The tenant.", body = TenantDetail),
+        AdminTenantRefusals,
+    )
+)]
 async fn tenant_detail(
     State(state): State<AppState>,
     TenantPath(slug): TenantPath,
@@ -127,6 +185,25 @@ async fn tenant_detail(
     Ok(Json(state.vault()?.tenant_detail(&slug).await?).into_response())
 }
 
+#[derive(Serialize, ToSchema)]
+struct Deleted<'a> {
+    tenant: &'a str,
+    deleted: bool,
+    /// Data keys whose wrapped key was erased (crypto-shredding its secrets).
+    destroyed_data_keys: usize,
+}
+
+/// Deletes a tenant: its tokens stop at once, its data keys are destroyed.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/tenants/{tenant}",
+    tag = "tenants",
+    params(TenantParam),
+    responses(
+        (status = 200, description = "Deleted.", body = Deleted),
+        AdminTenantRefusals,
+    )
+)]
 async fn delete_tenant(
     State(state): State<AppState>,
     TenantPath(slug): TenantPath,
@@ -138,22 +215,38 @@ async fn delete_tenant(
         .vault()?
         .delete_tenant(&who.context(rid), &slug)
         .await?;
-    Ok(
-        Json(json!({"tenant": slug.as_str(), "deleted": true, "destroyed_data_keys": destroyed}))
-            .into_response(),
-    )
+    Ok(Json(Deleted {
+        tenant: slug.as_str(),
+        deleted: true,
+        destroyed_data_keys: destroyed,
+    })
+    .into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateToken {
     description: Option<String>,
+    /// Lifetime in seconds (default and maximum: the settings).
     ttl_secs: Option<u64>,
     /// `["secrets:read"]` for a read-only token; default both.
     scopes: Option<Vec<String>>,
+    /// Limits the token to keys matching this glob (`STRIPE_*`).
     key_pattern: Option<String>,
 }
 
+/// Issues a token for the tenant. The body is optional.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/tenants/{tenant}/tokens",
+    tag = "tokens",
+    params(TenantParam),
+    request_body(content = Option<CreateToken>, description = "Optional; an empty body takes the defaults."),
+    responses(
+        (status = 201, description = "Issued; the token is shown this once.", body = super::tokens::Issued),
+        AdminTenantRefusals, JsonBodyErrors,
+    )
+)]
 async fn create_token(
     State(state): State<AppState>,
     TenantPath(slug): TenantPath,
@@ -177,17 +270,37 @@ async fn create_token(
         )
         .await?;
     let mut body = issued_body(&issued);
-    body["tenant"] = json!(slug.as_str());
+    body.tenant = Some(slug.as_str());
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetMode {
     /// `follow`, `import-once`, or null for the global setting.
     mode: Option<String>,
 }
 
+#[derive(Serialize, ToSchema)]
+struct ModeSet<'a> {
+    tenant: &'a str,
+    /// The tenant's own setting (null: the global one applies).
+    mode: Option<&'static str>,
+    effective_mode: &'static str,
+}
+
+/// Sets how the tenant's secrets imported from Infisical behave.
+#[utoipa::path(
+    put,
+    path = "/v1/admin/tenants/{tenant}/infisical-mode",
+    tag = "tenants",
+    params(TenantParam),
+    request_body = SetMode,
+    responses(
+        (status = 200, description = "Set.", body = ModeSet),
+        AdminTenantRefusals, JsonBodyErrors, UpstreamErrors,
+    )
+)]
 async fn set_infisical_mode(
     State(state): State<AppState>,
     TenantPath(slug): TenantPath,
@@ -209,10 +322,10 @@ async fn set_infisical_mode(
         .vault()?
         .set_tenant_infisical_mode(&who.context(rid), &slug, mode)
         .await?;
-    Ok(Json(json!({
-        "tenant": slug.as_str(),
-        "mode": mode.map(InfisicalMode::as_str),
-        "effective_mode": effective.as_str(),
-    }))
+    Ok(Json(ModeSet {
+        tenant: slug.as_str(),
+        mode: mode.map(InfisicalMode::as_str),
+        effective_mode: effective.as_str(),
+    })
     .into_response())
 }

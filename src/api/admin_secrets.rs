@@ -4,31 +4,50 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::{AppJson, Caller, RequestId, SecretPath, TenantPath};
-use super::secrets::PutSecret;
-use super::versions::Rollback;
+use super::openapi::{
+    AdminTenantRefusals, ConflictErrors, JsonBodyErrors, SecretParams, TenantParam, UpstreamErrors,
+};
+use super::secrets::{PutSecret, Written};
+use super::versions::{Rollback, VersionList};
 use super::AppState;
 use crate::crypto::SecretValue;
+use crate::service::admin_secrets::{MaskedSecret, MaskedVersion, TenantDataKey};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/tenants/{tenant}/secrets", get(list_secrets))
-        .route("/v1/admin/tenants/{tenant}/secrets/{key}", put(put_secret))
-        .route(
-            "/v1/admin/tenants/{tenant}/secrets/{key}/versions",
-            get(list_versions),
-        )
-        .route(
-            "/v1/admin/tenants/{tenant}/secrets/{key}/rollback",
-            post(rollback),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_secrets))
+        .routes(routes!(put_secret))
+        .routes(routes!(list_versions))
+        .routes(routes!(rollback))
 }
 
+#[derive(Serialize, ToSchema)]
+struct MaskedList<'a> {
+    tenant: &'a str,
+    /// The tenant's active data key (null if it has none yet).
+    data_key: Option<TenantDataKey>,
+    secrets: Vec<MaskedSecret>,
+}
+
+/// Lists a tenant's secrets with masked values, and its data key.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tenants/{tenant}/secrets",
+    tag = "tenants",
+    params(TenantParam),
+    responses(
+        (status = 200, description = "The secrets, masked.", body = MaskedList),
+        AdminTenantRefusals,
+    )
+)]
 async fn list_secrets(
     State(state): State<AppState>,
     TenantPath(slug): TenantPath,
@@ -42,12 +61,26 @@ async fn list_secrets(
         .list_masked_secrets(&who.context(rid), &tenant)
         .await?;
     let data_key = vault.tenant_data_key(tenant.id).await?;
-    Ok(
-        Json(json!({"tenant": slug.as_str(), "data_key": data_key, "secrets": secrets}))
-            .into_response(),
-    )
+    Ok(Json(MaskedList {
+        tenant: slug.as_str(),
+        data_key,
+        secrets,
+    })
+    .into_response())
 }
 
+/// Writes a new version of a tenant's secret (an admin never reads one back).
+#[utoipa::path(
+    put,
+    path = "/v1/admin/tenants/{tenant}/secrets/{key}",
+    tag = "tenants",
+    params(SecretParams),
+    request_body = PutSecret,
+    responses(
+        (status = 200, description = "Written.", body = Written),
+        AdminTenantRefusals, JsonBodyErrors, ConflictErrors,
+    )
+)]
 async fn put_secret(
     State(state): State<AppState>,
     SecretPath(slug, key): SecretPath,
@@ -62,9 +95,25 @@ async fn put_secret(
     let version = vault
         .put_secret(&who.context(rid), &tenant, &key, value, body.cas)
         .await?;
-    Ok(Json(json!({"key": key.as_str(), "version": version})).into_response())
+    Ok(Json(Written {
+        key: key.as_str(),
+        version,
+        rolled_back_to: None,
+    })
+    .into_response())
 }
 
+/// Lists a secret's versions with masked values.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tenants/{tenant}/secrets/{key}/versions",
+    tag = "tenants",
+    params(SecretParams),
+    responses(
+        (status = 200, description = "The versions, newest first.", body = VersionList<MaskedVersion>),
+        AdminTenantRefusals,
+    )
+)]
 async fn list_versions(
     State(state): State<AppState>,
     SecretPath(slug, key): SecretPath,
@@ -77,14 +126,26 @@ async fn list_versions(
     let versions = vault
         .list_masked_versions(&who.context(rid), &tenant, &key)
         .await?;
-    Ok(Json(json!({
-        "key": key.as_str(),
-        "current_version": versions.first().map(|v| v.version),
-        "versions": versions,
-    }))
+    Ok(Json(VersionList {
+        key: key.as_str(),
+        current_version: versions.first().map(|v| v.version),
+        versions,
+    })
     .into_response())
 }
 
+/// Makes an earlier version's value current again, as a new version.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/tenants/{tenant}/secrets/{key}/rollback",
+    tag = "tenants",
+    params(SecretParams),
+    request_body = Rollback,
+    responses(
+        (status = 200, description = "Rolled back.", body = Written),
+        AdminTenantRefusals, JsonBodyErrors, ConflictErrors, UpstreamErrors,
+    )
+)]
 async fn rollback(
     State(state): State<AppState>,
     SecretPath(slug, key): SecretPath,
@@ -98,8 +159,10 @@ async fn rollback(
     let version = vault
         .rollback_secret(&who.context(rid), &tenant, &key, body.version)
         .await?;
-    Ok(
-        Json(json!({"key": key.as_str(), "version": version, "rolled_back_to": body.version}))
-            .into_response(),
-    )
+    Ok(Json(Written {
+        key: key.as_str(),
+        version,
+        rolled_back_to: Some(body.version),
+    })
+    .into_response())
 }

@@ -4,20 +4,53 @@ use std::collections::HashMap;
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::{Caller, RequestId};
+use super::openapi::{AdminRefusals, BadRequestErrors};
 use super::AppState;
 use crate::domain::{AuditAction, AuditOutcome, TenantSlug};
-use crate::service::audit_log::AuditQuery;
+use crate::service::audit_log::{AuditPage, AuditQuery};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/admin/audit", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
+/// The filters, as the document describes them (`parse` reads them).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct AuditParams {
+    /// A tenant's slug.
+    tenant: Option<String>,
+    action: Option<AuditAction>,
+    outcome: Option<AuditOutcome>,
+    /// RFC 3339.
+    since: Option<DateTime<Utc>>,
+    /// RFC 3339.
+    until: Option<DateTime<Utc>>,
+    /// The previous page's `next_before`.
+    before: Option<i64>,
+    /// Page size (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+/// The audit trail, newest first, filtered and paged.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit",
+    tag = "audit",
+    params(AuditParams),
+    responses(
+        (status = 200, description = "A page of events.", body = AuditPage),
+        AdminRefusals, BadRequestErrors,
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Caller(who): Caller,

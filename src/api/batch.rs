@@ -6,13 +6,16 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::{AppJson, Caller, RequestId, Source};
+use super::openapi::{ErrorDetail, JsonBodyErrors, Refusals};
 use super::AppState;
 use crate::audit::{AccessKey, AuditAction, AuditOutcome};
 use crate::domain::{SecretKey, TenantSlug};
@@ -20,21 +23,22 @@ use crate::service::{Access, InputError, Principal, SecretRead, ServiceError, Va
 
 const ROUTE: &str = "/v1/secrets/batch-get";
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(ROUTE, post(batch_get))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(batch_get))
 }
 
 /// Items looked up at once: enough to overlap database round trips, few enough that one
 /// batch cannot take the whole connection pool.
 const CONCURRENCY: usize = 8;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchGet {
+    /// At most `TENANT_VAULT_BATCH_GET_MAX_ITEMS` (default 100).
     items: Vec<Item>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Item {
     tenant: String,
@@ -48,7 +52,7 @@ enum Outcome {
 }
 
 /// Serialised straight from borrowed data, like the single read.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 enum ItemBody<'a> {
     Found {
@@ -62,21 +66,28 @@ enum ItemBody<'a> {
     Failed {
         tenant: &'a str,
         key: &'a str,
-        error: ErrorBody<'a>,
+        error: ErrorDetail<'a>,
     },
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'static str,
-    message: &'a str,
-}
-
-#[derive(Serialize)]
+/// One answer per item, in request order.
+#[derive(Serialize, ToSchema)]
 struct BatchBody<'a> {
     results: Vec<ItemBody<'a>>,
 }
 
+/// Reads many secrets at once; each item succeeds or fails on its own.
+#[utoipa::path(
+    post,
+    path = "/v1/secrets/batch-get",
+    tag = "secrets",
+    request_body = BatchGet,
+    responses(
+        (status = 200, description = "A value or an error per item, in request order.", body = BatchBody,
+         headers(("cache-control" = String, description = "Always `no-store`."))),
+        Refusals, JsonBodyErrors,
+    )
+)]
 async fn batch_get(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -118,7 +129,7 @@ async fn batch_get(
             Outcome::Failed(e) => ItemBody::Failed {
                 tenant: &item.tenant,
                 key: &item.key,
-                error: ErrorBody {
+                error: ErrorDetail {
                     code: e.code,
                     message: &e.message,
                 },

@@ -7,21 +7,35 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use futures::StreamExt;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::{Caller, RequestId};
+use super::openapi::Refusals;
 use super::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/events", get(events))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(events))
 }
 
 /// Longest `Last-Event-ID` looked at; ours are far shorter, anything longer is unknown.
 const MAX_EVENT_ID_LEN: usize = 64;
 
+/// A stream of server-sent events: changes to the secrets the token may read (`secret`
+/// events with tenant, key and version, never a value), `heartbeat` comments, and `reset`
+/// when events were missed. Stays open.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "system",
+    params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this event.")),
+    responses(
+        (status = 200, description = "The stream.", content_type = "text/event-stream", body = String),
+        Refusals,
+    )
+)]
 async fn events(
     State(state): State<AppState>,
     Caller(who): Caller,

@@ -55,7 +55,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|err| describe_json_error(&err))
 }
 
-/// A JSON body that may be absent (empty body: `T::default()`).
+/// A JSON body that may be absent (empty body or JSON `null`: `T::default()`).
 pub struct OptionalJson<T>(pub T);
 
 impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
@@ -65,9 +65,9 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
         // A body says what it is; an untyped one must be empty (no `content-length` is no
         // proof of that: chunked or in-process bodies have none).
         if req.headers().contains_key(header::CONTENT_TYPE) {
-            return AppJson::<T>::from_request(req, state)
+            return AppJson::<Option<T>>::from_request(req, state)
                 .await
-                .map(|AppJson(v)| OptionalJson(v));
+                .map(|AppJson(v)| OptionalJson(v.unwrap_or_default()));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|_| {
             ApiError::bad_request("invalid_body", "the request body could not be read")

@@ -4,20 +4,47 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+}
+
+#[derive(Serialize, ToSchema)]
+struct Status {
+    /// `ok`
+    status: &'static str,
+}
+
+/// The process is alive.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "system",
+    security(()),
+    responses((status = 200, description = "Alive.", body = Status))
+)]
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
 }
 
 /// Prometheus text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "system",
+    security(()),
+    responses((status = 200, description = "The metrics.", content_type = "text/plain", body = String))
+)]
 async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(vault) = state.vault() {
         metrics::gauge!("tenant_vault_cache_entries").set(vault.cache_entries() as f64);
@@ -40,14 +67,55 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// `/readyz`'s answer; the details only for admin tokens.
+#[derive(Serialize, ToSchema)]
+struct Readiness {
+    /// `ready` or `not_ready`.
+    status: &'static str,
+    /// Admin tokens: `ok` or `unreachable`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<&'static str>,
+    /// Admin tokens: `ok` or `failing`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit: Option<&'static str>,
+    /// Admin tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    master_key_version: Option<i32>,
+    /// Admin tokens: the Infisical breaker's state, or `not_configured`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    infisical_breaker: Option<&'static str>,
+}
+
+impl Readiness {
+    fn only(ready: bool) -> Self {
+        Self {
+            status: if ready { "ready" } else { "not_ready" },
+            database: None,
+            audit: None,
+            master_key_version: None,
+            infisical_breaker: None,
+        }
+    }
+}
+
 /// Unauthenticated callers learn only ready or not; the details (which dependency, why, the
 /// master key version) go to the log and to admin tokens, so a prober learns nothing about
 /// the deployment.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "system",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Ready (details for admin tokens).", body = Readiness),
+        (status = 503, description = "Not ready (details for admin tokens).", body = Readiness),
+    )
+)]
 async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let not_ready = || {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready"})),
+            Json(Readiness::only(false)),
         )
             .into_response()
     };
@@ -72,18 +140,22 @@ async fn readyz(State(state): State<AppState>, headers: HeaderMap) -> Response {
     };
     if !is_admin {
         return if ready {
-            Json(json!({"status": "ready"})).into_response()
+            Json(Readiness::only(true)).into_response()
         } else {
             not_ready()
         };
     }
-    let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "database": if check.database { "ok" } else { "unreachable" },
-        "audit": if check.audit { "ok" } else { "failing" },
-        "master_key_version": check.master_key_version,
-        "infisical_breaker": check.infisical_breaker.map_or("not_configured", |b| b.as_str()),
-    });
+    let body = Readiness {
+        database: Some(if check.database { "ok" } else { "unreachable" }),
+        audit: Some(if check.audit { "ok" } else { "failing" }),
+        master_key_version: Some(check.master_key_version),
+        infisical_breaker: Some(
+            check
+                .infisical_breaker
+                .map_or("not_configured", |b| b.as_str()),
+        ),
+        ..Readiness::only(ready)
+    };
     let status = if ready {
         StatusCode::OK
     } else {

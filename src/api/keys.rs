@@ -3,24 +3,37 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::{Caller, RequestId, TenantPath};
+use super::openapi::{
+    AdminRefusals, AdminTenantRefusals, ConflictErrors, TenantParam, UpstreamErrors,
+};
 use super::AppState;
+use crate::keys::rotation::MasterRotation;
+use crate::service::key_status::KeyStatus;
+use crate::service::rotation::DataKeyRotationReport;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/master-key/rotate", post(rotate_master_key))
-        .route(
-            "/v1/admin/tenants/{tenant}/data-key/rotate",
-            post(rotate_data_key),
-        )
-        .route("/v1/admin/keys", get(key_status))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(rotate_master_key))
+        .routes(routes!(rotate_data_key))
+        .routes(routes!(key_status))
 }
 
+/// Rotates the master key: a new version in the key source, every data key re-wrapped.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/master-key/rotate",
+    tag = "keys",
+    responses(
+        (status = 200, description = "Rotated.", body = MasterRotation),
+        AdminRefusals, ConflictErrors, UpstreamErrors,
+    )
+)]
 async fn rotate_master_key(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -28,15 +41,20 @@ async fn rotate_master_key(
 ) -> Result<Response, ApiError> {
     state.vault()?.authorize_admin(&who)?;
     let done = state.vault()?.rotate_master_key(&who.context(rid)).await?;
-    Ok(Json(json!({
-        "previous_version": done.previous_version,
-        "version": done.version,
-        "rewrapped_data_keys": done.rewrapped_data_keys,
-        "elapsed_ms": done.elapsed_ms,
-    }))
-    .into_response())
+    Ok(Json(done).into_response())
 }
 
+/// Gives the tenant a new data key; a background job re-encrypts its secrets.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/tenants/{tenant}/data-key/rotate",
+    tag = "keys",
+    params(TenantParam),
+    responses(
+        (status = 200, description = "Rotated.", body = DataKeyRotationReport),
+        AdminTenantRefusals, ConflictErrors,
+    )
+)]
 async fn rotate_data_key(
     State(state): State<AppState>,
     TenantPath(slug): TenantPath,
@@ -51,6 +69,16 @@ async fn rotate_data_key(
     Ok(Json(done).into_response())
 }
 
+/// The state of every key: master key versions, data key counts, re-encryption jobs.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/keys",
+    tag = "keys",
+    responses(
+        (status = 200, description = "The report.", body = KeyStatus),
+        AdminRefusals,
+    )
+)]
 async fn key_status(
     State(state): State<AppState>,
     Caller(who): Caller,

@@ -15,6 +15,7 @@ pub mod health;
 pub mod hooks;
 pub mod keys;
 pub mod limits;
+pub mod openapi;
 pub mod secrets;
 pub mod tokens;
 pub mod versions;
@@ -29,6 +30,7 @@ use axum::Router;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::service::Vault;
 
@@ -174,6 +176,40 @@ pub fn harden(router: Router) -> Router {
     ))
 }
 
+/// Routes behind the rate limits: every one authenticates its caller.
+fn limited_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(secrets::router())
+        .merge(batch::router())
+        .merge(admin::router())
+        .merge(audit::router())
+        .merge(admin_secrets::router())
+        .merge(keys::router())
+        .merge(versions::router())
+        .merge(tokens::router())
+}
+
+/// Probes, the webhook (signed, no token) and the OpenAPI document.
+fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(health::router())
+        .merge(hooks::router())
+        .routes(utoipa_axum::routes!(openapi::openapi_json))
+}
+
+/// Event streams, which stay open (no request timeout on their bodies).
+fn stream_routes() -> OpenApiRouter<AppState> {
+    events::router()
+}
+
+/// Every documented route, for the OpenAPI document (`openapi::json`). The admin console's
+/// static files are the only routes served without being here.
+pub fn routes() -> OpenApiRouter<AppState> {
+    limited_routes()
+        .merge(public_routes())
+        .merge(stream_routes())
+}
+
 /// The whole HTTP application around a ready vault.
 pub fn router(vault: Arc<Vault>, settings: &HttpSettings) -> Router {
     let max_value_bytes = vault.limits().max_value_bytes;
@@ -190,23 +226,14 @@ pub fn router_with_state(
     let body_limit = max_value_bytes * 6 + 4096;
     crate::telemetry::prometheus(); // record from the first request on
     let x_request_id = header::HeaderName::from_static("x-request-id");
-    let requests = Router::new()
-        .merge(secrets::router())
-        .merge(batch::router())
-        .merge(admin::router())
-        .merge(audit::router())
-        .merge(admin_secrets::router())
-        .merge(keys::router())
-        .merge(versions::router())
-        .merge(tokens::router())
+    let requests = Router::from(limited_routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::enforce,
         ))
         // Probes stay outside the rate limits: a stray or stale token on `/healthz` must not
         // turn a health check into a 401 or a 429.
-        .merge(health::router())
-        .merge(hooks::router())
+        .merge(Router::from(public_routes()))
         // The console's static files: the page itself asks for a token.
         .merge(console::router())
         .route_layer(axum::middleware::from_fn(access::note_route))
@@ -219,7 +246,7 @@ pub fn router_with_state(
         ));
     // Streams stay open by design. `request_timeout` bounds only the time to the response
     // head (authentication may wait on the database), never the body that streams after it.
-    let streams = events::router()
+    let streams = Router::from(stream_routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limits::enforce,

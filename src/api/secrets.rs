@@ -3,39 +3,73 @@
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::{AppJson, Caller, RequestId, SecretPath, TenantPath};
+use super::openapi::{
+    ConflictErrors, JsonBodyErrors, NotFoundErrors, SecretParams, SecretRefusals, TenantParam,
+    UpstreamErrors,
+};
 use super::AppState;
 use crate::crypto::SecretValue;
 use crate::service::tokens::permits;
 use crate::service::Access;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants/{tenant}/secrets", get(list_secrets))
-        .route(
-            "/v1/tenants/{tenant}/secrets/{key}",
-            get(get_secret).put(put_secret).delete(delete_secret),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_secrets))
+        .routes(routes!(get_secret, put_secret, delete_secret))
 }
 
 /// The GET answer, serialised straight from borrowed data (the hot path's only allocation
 /// here is the body itself).
-#[derive(serde::Serialize)]
-struct SecretBody<'a> {
-    key: &'a str,
-    value: &'a str,
-    version: i32,
-    updated_at: chrono::DateTime<chrono::Utc>,
+#[derive(Serialize, ToSchema)]
+pub(super) struct SecretBody<'a> {
+    pub(super) key: &'a str,
+    pub(super) value: &'a str,
+    pub(super) version: i32,
+    pub(super) updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The answer to a write or a rollback.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Written<'a> {
+    pub(super) key: &'a str,
+    /// The version now current.
+    pub(super) version: i32,
+    /// Rollbacks: the version whose value was restored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) rolled_back_to: Option<i32>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct SecretList<'a> {
+    tenant: &'a str,
+    secrets: Vec<crate::service::secrets::SecretSummary>,
 }
 
 static SECRET_SOURCE: HeaderName = HeaderName::from_static("x-secret-source");
 
+/// Reads a secret's value (current, or `?version=N`).
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/secrets/{key}",
+    tag = "secrets",
+    params(SecretParams, super::versions::VersionParam),
+    responses(
+        (status = 200, description = "The value.", body = SecretBody,
+         headers(
+            ("x-secret-source" = String, description = "Where it was read from: cache, database, infisical, stale, archive."),
+            ("cache-control" = String, description = "Always `no-store`."),
+         )),
+        SecretRefusals, UpstreamErrors,
+    )
+)]
 async fn get_secret(
     State(state): State<AppState>,
     SecretPath(slug, key): SecretPath,
@@ -78,14 +112,27 @@ async fn get_secret(
     Ok(response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PutSecret {
     pub(super) value: String,
+    /// Write only if the current version is this one (0: only if the key is new).
     #[serde(default)]
     pub(super) cas: Option<i32>,
 }
 
+/// Writes a new version of a secret.
+#[utoipa::path(
+    put,
+    path = "/v1/tenants/{tenant}/secrets/{key}",
+    tag = "secrets",
+    params(SecretParams),
+    request_body = PutSecret,
+    responses(
+        (status = 200, description = "Written.", body = Written),
+        SecretRefusals, JsonBodyErrors, ConflictErrors,
+    )
+)]
 async fn put_secret(
     State(state): State<AppState>,
     SecretPath(slug, key): SecretPath,
@@ -102,9 +149,25 @@ async fn put_secret(
         .vault()?
         .put_secret(&who.context(rid), &tenant, &key, value, body.cas)
         .await?;
-    Ok(Json(json!({"key": key.as_str(), "version": version})).into_response())
+    Ok(Json(Written {
+        key: key.as_str(),
+        version,
+        rolled_back_to: None,
+    })
+    .into_response())
 }
 
+/// Deletes a secret and its versions.
+#[utoipa::path(
+    delete,
+    path = "/v1/tenants/{tenant}/secrets/{key}",
+    tag = "secrets",
+    params(SecretParams),
+    responses(
+        (status = 204, description = "Deleted."),
+        SecretRefusals, NotFoundErrors,
+    )
+)]
 async fn delete_secret(
     State(state): State<AppState>,
     SecretPath(slug, key): SecretPath,
@@ -122,6 +185,17 @@ async fn delete_secret(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Lists the tenant's secrets the token may read (names and versions, no values).
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/secrets",
+    tag = "secrets",
+    params(TenantParam),
+    responses(
+        (status = 200, description = "The secrets.", body = SecretList),
+        SecretRefusals,
+    )
+)]
 async fn list_secrets(
     State(state): State<AppState>,
     TenantPath(slug): TenantPath,
@@ -141,5 +215,9 @@ async fn list_secrets(
         crate::domain::SecretKey::parse(&s.key)
             .is_ok_and(|k| permits(&who, &slug, Some(&k), Access::Read).is_ok())
     });
-    Ok(Json(json!({"tenant": slug.as_str(), "secrets": secrets})).into_response())
+    Ok(Json(SecretList {
+        tenant: slug.as_str(),
+        secrets,
+    })
+    .into_response())
 }

@@ -4,34 +4,74 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::{AppJson, Caller, OptionalJson, RequestId, TenantPath};
+use super::openapi::{
+    AdminRefusals, AdminTenantRefusals, BadRequestErrors, JsonBodyErrors, NotFoundErrors, Refusals,
+    TenantParam,
+};
 use super::AppState;
 use crate::domain::{TenantSlug, TokenId};
-use crate::service::tokens::{IssuedToken, NewTokenKind, TokenOwner, TokenSpec};
+use crate::service::tokens::{IssuedToken, NewTokenKind, TokenInfo, TokenOwner, TokenSpec};
 use crate::service::{InputError, Scopes, ServiceError, TenantSet};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/tokens", get(list_global_tokens))
-        .route("/v1/admin/tokens/{id}", delete(revoke_token))
-        .route("/v1/admin/tokens/{id}/rotate", post(rotate_token))
-        .route("/v1/admin/service-tokens", post(create_service_token))
-        .route("/v1/tokens/self", delete(revoke_self))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_global_tokens))
+        .routes(routes!(revoke_token))
+        .routes(routes!(rotate_token))
+        .routes(routes!(create_service_token))
+        .routes(routes!(revoke_self))
 }
 
 /// The answer to issuing a token: the text, shown this once.
-pub fn issued_body(issued: &IssuedToken) -> Value {
-    json!({
-        "token": issued.text.as_str(),
-        "token_id": issued.id,
-        "expires_at": issued.expires_at,
-    })
+#[derive(Serialize, ToSchema)]
+pub struct Issued<'a> {
+    /// The bearer token. Shown this once; tenant-vault keeps only a verifier.
+    pub token: &'a str,
+    pub token_id: TokenId,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Tenant tokens: the tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<&'a str>,
+    /// Rotations: the token replaced (valid for its grace period).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotated_from: Option<TokenId>,
+}
+
+pub fn issued_body(issued: &IssuedToken) -> Issued<'_> {
+    Issued {
+        token: issued.text.as_str(),
+        token_id: issued.id,
+        expires_at: issued.expires_at,
+        tenant: None,
+        rotated_from: None,
+    }
+}
+
+/// A list of tokens (never their secrets).
+#[derive(Serialize, ToSchema)]
+struct TokenList<'a> {
+    /// Tenant listings: the tenant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a str>,
+    tokens: Vec<TokenInfo>,
+}
+
+/// `{id}` in a path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct TokenIdParam {
+    /// The token's id (`token_id` when issued).
+    id: uuid::Uuid,
 }
 
 /// `scopes` (default: read and write) and `key_pattern` of a token request.
@@ -49,6 +89,17 @@ fn token_id(raw: &str) -> Result<TokenId, ApiError> {
         .map_err(|_| ApiError::bad_request("invalid_token_id", "the token id must be a UUID"))
 }
 
+/// Lists a tenant's tokens, revoked and expired ones included.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tenants/{tenant}/tokens",
+    tag = "tokens",
+    params(TenantParam),
+    responses(
+        (status = 200, description = "The tokens.", body = TokenList),
+        AdminTenantRefusals,
+    )
+)]
 pub async fn list_tenant_tokens(
     State(state): State<AppState>,
     TenantPath(slug): TenantPath,
@@ -60,9 +111,23 @@ pub async fn list_tenant_tokens(
         .vault()?
         .list_tokens(&who.context(rid), &TokenOwner::Tenant(slug.clone()))
         .await?;
-    Ok(Json(json!({"tenant": slug.as_str(), "tokens": tokens})).into_response())
+    Ok(Json(TokenList {
+        tenant: Some(slug.as_str()),
+        tokens,
+    })
+    .into_response())
 }
 
+/// Lists the admin and service tokens.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/tokens",
+    tag = "tokens",
+    responses(
+        (status = 200, description = "The tokens.", body = TokenList),
+        AdminRefusals,
+    )
+)]
 async fn list_global_tokens(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -73,9 +138,24 @@ async fn list_global_tokens(
         .vault()?
         .list_tokens(&who.context(rid), &TokenOwner::Global)
         .await?;
-    Ok(Json(json!({"tokens": tokens})).into_response())
+    Ok(Json(TokenList {
+        tenant: None,
+        tokens,
+    })
+    .into_response())
 }
 
+/// Revokes a token: the next request with it, on any replica, is a 401.
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/tokens/{id}",
+    tag = "tokens",
+    params(TokenIdParam),
+    responses(
+        (status = 204, description = "Revoked."),
+        AdminRefusals, BadRequestErrors, NotFoundErrors,
+    )
+)]
 async fn revoke_token(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -89,6 +169,15 @@ async fn revoke_token(
 }
 
 /// Any token may revoke itself (a leaked token's holder, a shutting-down instance).
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/self",
+    tag = "tokens",
+    responses(
+        (status = 204, description = "Revoked."),
+        Refusals,
+    )
+)]
 async fn revoke_self(
     State(state): State<AppState>,
     Caller(who): Caller,
@@ -101,14 +190,28 @@ async fn revoke_self(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Rotate {
     /// Seconds the old token stays valid (default 300; 0: at once).
     grace_secs: Option<u64>,
+    /// The new token's lifetime in seconds.
     ttl_secs: Option<u64>,
 }
 
+/// Issues a successor with the same kind and scopes; the old one expires after the grace
+/// period. The body is optional.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/tokens/{id}/rotate",
+    tag = "tokens",
+    params(TokenIdParam),
+    request_body(content = Option<Rotate>, description = "Optional; an empty body takes the defaults."),
+    responses(
+        (status = 201, description = "The new token, shown this once.", body = Issued),
+        AdminRefusals, JsonBodyErrors, NotFoundErrors,
+    )
+)]
 async fn rotate_token(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -123,28 +226,44 @@ async fn rotate_token(
         .rotate_token(&who.context(rid), id, body.grace_secs, body.ttl_secs)
         .await?;
     let mut out = issued_body(&issued);
-    out["rotated_from"] = json!(id);
+    out.rotated_from = Some(id);
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
 /// `"*"` for every tenant, or a list of slugs.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
 enum Tenants {
     All(String),
     Only(Vec<String>),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateService {
+    /// `"*"` for every tenant, or a non-empty list of slugs.
     tenants: Tenants,
+    /// Default: `["secrets:read", "secrets:write"]`.
     scopes: Option<Vec<String>>,
+    /// Limits the token to keys matching this glob (`STRIPE_*`).
     key_pattern: Option<String>,
     description: Option<String>,
+    /// Lifetime in seconds (default and maximum: the settings).
     ttl_secs: Option<u64>,
 }
 
+/// Issues a service token: one token reading (and, if scoped so, writing) secrets of many
+/// tenants.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/service-tokens",
+    tag = "tokens",
+    request_body = CreateService,
+    responses(
+        (status = 201, description = "Issued; the token is shown this once.", body = Issued),
+        AdminRefusals, JsonBodyErrors,
+    )
+)]
 async fn create_service_token(
     State(state): State<AppState>,
     Caller(who): Caller,

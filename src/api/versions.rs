@@ -5,26 +5,44 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::{AppJson, Caller, RequestId, SecretPath};
+use super::openapi::{
+    ConflictErrors, JsonBodyErrors, NotFoundErrors, SecretParams, SecretRefusals, UpstreamErrors,
+};
+use super::secrets::{SecretBody, Written};
 use super::AppState;
 use crate::service::Access;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/tenants/{tenant}/secrets/{key}/versions",
-            get(list_versions),
-        )
-        .route(
-            "/v1/tenants/{tenant}/secrets/{key}/rollback",
-            post(rollback),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_versions))
+        .routes(routes!(rollback))
+}
+
+/// `?version=N`, as the document describes it (`VersionQuery` reads it).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct VersionParam {
+    /// Read this version instead of the current one.
+    #[param(minimum = 1, maximum = 2147483647)]
+    version: Option<i32>,
+}
+
+/// A secret's versions, newest first.
+#[derive(Serialize, ToSchema)]
+pub(super) struct VersionList<'a, V> {
+    pub(super) key: &'a str,
+    /// Null when the secret has no versions left.
+    pub(super) current_version: Option<i32>,
+    pub(super) versions: Vec<V>,
 }
 
 /// `?version=N` on a secret read. Any other query parameter is refused, so a typo cannot
@@ -77,12 +95,12 @@ pub async fn read_version(
         .vault()?
         .get_secret_version(&who.context(rid), &tenant, key, version)
         .await?;
-    let mut response = Json(json!({
-        "key": key.as_str(),
-        "value": secret.value.expose(),
-        "version": secret.version,
-        "updated_at": secret.updated_at,
-    }))
+    let mut response = Json(SecretBody {
+        key: key.as_str(),
+        value: secret.value.expose(),
+        version: secret.version,
+        updated_at: secret.updated_at,
+    })
     .into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -93,6 +111,17 @@ pub async fn read_version(
     Ok(response)
 }
 
+/// Lists a secret's versions (no values).
+#[utoipa::path(
+    get,
+    path = "/v1/tenants/{tenant}/secrets/{key}/versions",
+    tag = "secrets",
+    params(SecretParams),
+    responses(
+        (status = 200, description = "The versions, newest first.", body = VersionList<crate::service::versions::VersionInfo>),
+        SecretRefusals, NotFoundErrors,
+    )
+)]
 async fn list_versions(
     State(state): State<AppState>,
     SecretPath(slug, key): SecretPath,
@@ -107,20 +136,33 @@ async fn list_versions(
         .vault()?
         .list_versions(&who.context(rid), &tenant, &key)
         .await?;
-    Ok(Json(json!({
-        "key": key.as_str(),
-        "current_version": versions.first().map(|v| v.version),
-        "versions": versions,
-    }))
+    Ok(Json(VersionList {
+        key: key.as_str(),
+        current_version: versions.first().map(|v| v.version),
+        versions,
+    })
     .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Rollback {
+    /// The version whose value becomes current again (as a new version).
     pub(super) version: i32,
 }
 
+/// Makes an earlier version's value current again, as a new version.
+#[utoipa::path(
+    post,
+    path = "/v1/tenants/{tenant}/secrets/{key}/rollback",
+    tag = "secrets",
+    params(SecretParams),
+    request_body = Rollback,
+    responses(
+        (status = 200, description = "Rolled back.", body = Written),
+        SecretRefusals, JsonBodyErrors, ConflictErrors, UpstreamErrors,
+    )
+)]
 async fn rollback(
     State(state): State<AppState>,
     SecretPath(slug, key): SecretPath,
@@ -136,10 +178,10 @@ async fn rollback(
         .vault()?
         .rollback_secret(&who.context(rid), &tenant, &key, body.version)
         .await?;
-    Ok(Json(json!({
-        "key": key.as_str(),
-        "version": version,
-        "rolled_back_to": body.version,
-    }))
+    Ok(Json(Written {
+        key: key.as_str(),
+        version,
+        rolled_back_to: Some(body.version),
+    })
     .into_response())
 }

@@ -96,7 +96,7 @@ display_as_str!(TenantSlug, SecretKey, KeyPattern);
 macro_rules! uuid_newtype {
     ($($(#[$doc:meta])* $t:ident),*) => {$(
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema)]
         #[serde(transparent)]
         pub struct $t(pub Uuid);
         impl fmt::Display for $t {
@@ -162,7 +162,9 @@ impl KeyPattern {
 }
 /// A tenant's overrides as stored: `None` keeps the setting; a rate or quota of 0 is "no
 /// limit" for this tenant.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct TenantLimits {
     pub tenant_rps: Option<u32>,

@@ -112,7 +112,7 @@ impl From<sqlx::Error> for RotationError {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct MasterRotation {
     pub previous_version: i32,
     pub version: i32,

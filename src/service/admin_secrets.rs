@@ -30,7 +30,7 @@ pub fn mask(value: &str) -> String {
     format!("{head}…{tail}")
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MaskedSecret {
     pub key: String,
     pub version: i32,
@@ -40,7 +40,7 @@ pub struct MaskedSecret {
     pub masked: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MaskedVersion {
     pub version: i32,
     pub created_at: DateTime<Utc>,
@@ -49,7 +49,7 @@ pub struct MaskedVersion {
 }
 
 /// The tenant's active data key, as the console shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TenantDataKey {
     pub version: i32,
     pub state: DataKeyState,

@@ -17,7 +17,7 @@ pub const MAX_AUDIT_PAGE: u32 = 1000;
 pub const DEFAULT_AUDIT_PAGE: u32 = 100;
 
 /// One audit row as operators read it (API and export). Names and outcomes, never values.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub id: i64,
     pub occurred_at: DateTime<Utc>,
@@ -66,7 +66,7 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     pub events: Vec<AuditRecord>,
     /// Pass as `before` for the next (older) page; null on the last page.

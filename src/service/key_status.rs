@@ -8,7 +8,7 @@ use super::{ServiceError, Vault};
 use crate::domain::{DataKeyState, MasterKeyState};
 use crate::store;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyStatus {
     pub master_key: MasterKeyStatus,
     pub data_keys: DataKeyCounts,
@@ -17,7 +17,7 @@ pub struct KeyStatus {
     pub last_rotation: LastRotations,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MasterKeyStatus {
     /// The version new data keys are wrapped under, per the database.
     pub active_version: i32,
@@ -26,7 +26,7 @@ pub struct MasterKeyStatus {
     pub versions: Vec<MasterVersion>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MasterVersion {
     pub version: i32,
     pub state: MasterKeyState,
@@ -38,14 +38,14 @@ pub struct MasterVersion {
     pub wrapped_data_keys: i64,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct DataKeyCounts {
     pub active: i64,
     pub decrypt_only: i64,
     pub destroyed: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UnderOldKeys {
     /// Current values.
     pub current: i64,
@@ -53,7 +53,7 @@ pub struct UnderOldKeys {
     pub kept_versions: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReencryptionJob {
     pub tenant: String,
     pub state: &'static str,
@@ -65,13 +65,13 @@ pub struct ReencryptionJob {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct LastRotations {
     pub master_key: Option<Rotation>,
     pub data_key: Option<Rotation>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Rotation {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,

@@ -38,7 +38,7 @@ const MAX_TRACKED: u64 = 100_000;
 type Bucket = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
 /// A rate: `rps` requests per second with bursts of `burst`; `rps == 0` means no limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Rate {
     pub rps: u32,
     pub burst: u32,
@@ -58,7 +58,7 @@ impl Rate {
 }
 
 /// What applies to a tenant: its overrides over the settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct EffectiveLimits {
     pub tenant: Rate,
     pub token: Rate,

@@ -15,7 +15,7 @@ use crate::store;
 const MAX_RATE: u32 = 1_000_000;
 
 /// A tenant's overrides and what applies to it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TenantLimitsView {
     pub tenant: String,
     pub overrides: TenantLimits,

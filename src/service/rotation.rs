@@ -62,7 +62,7 @@ impl From<RotationError> for ServiceError {
 struct RotationSkipped;
 
 /// A data key rotation as reported to callers.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DataKeyRotationReport {
     pub tenant: String,
     pub previous_version: i32,

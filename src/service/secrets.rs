@@ -28,7 +28,7 @@ pub struct SecretRead {
     pub age: Option<std::time::Duration>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct SecretSummary {
     pub key: String,
     pub version: i32,

@@ -9,7 +9,7 @@ use crate::audit::{AuditAction, AuditOutcome};
 use crate::domain::{TenantId, TenantSlug};
 use crate::store::{self, StoreError};
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Tenant {
     pub id: TenantId,
     pub slug: String,
@@ -141,7 +141,7 @@ pub const MAX_PAGE: i64 = 1000;
 const DEFAULT_PAGE: i64 = 100;
 
 /// One page of a tenant search.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TenantPage {
     pub tenants: Vec<Tenant>,
     /// The `offset` of the next page; none on the last.
@@ -149,7 +149,7 @@ pub struct TenantPage {
 }
 
 /// A tenant with what an admin console shows beside it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TenantDetail {
     #[serde(flatten)]
     pub tenant: Tenant,

@@ -13,7 +13,7 @@ use crate::domain::{DataKeyId, SecretKey, TenantId};
 use crate::keys::StoredSecret;
 use crate::store;
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct VersionInfo {
     pub version: i32,
     /// When this version was written.

@@ -14,7 +14,7 @@ use crate::store::{self, StoreError};
 pub const DEFAULT_ROTATION_GRACE_SECS: u64 = 300;
 
 /// A token as listings show it: never its secret, hash or verifier.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: TokenId,
     pub kind: TokenKind,
