@@ -131,7 +131,7 @@ struct TenantQuery {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// The previous page's `next_offset`.
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 1000000000)]
     offset: Option<i64>,
 }
 
@@ -155,7 +155,8 @@ async fn search_tenants(
     let Query(q) = query.map_err(|_| {
         ApiError::bad_request(
             "invalid_query",
-            "query parameters are `prefix` (slug characters), `limit` (1 to 1000) and `offset`",
+            "query parameters are `prefix` (slug characters), `limit` (1 to 1000) and `offset` \
+             (0 to 1000000000)",
         )
     })?;
     let page = state

@@ -83,8 +83,8 @@ pub enum InputError {
     KeyPattern,
     #[error("field `tenants`: a list of tenant slugs, or \"*\" for every tenant")]
     TenantSet,
-    #[error("`limit` must be 1 to {max}, and `offset` 0 or more")]
-    Paging { max: i64 },
+    #[error("`limit` must be 1 to {max}, and `offset` 0 to {max_offset}")]
+    Paging { max: i64, max_offset: i64 },
     #[error("field `items`: at most {max} items per batch-get, got {got}")]
     TooManyItems { max: usize, got: usize },
     #[error("field `{field}`: must be between {min} and {max}")]

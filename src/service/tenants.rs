@@ -138,6 +138,9 @@ impl Vault {
 
 /// Most tenants in one page of `GET /v1/admin/tenants`.
 pub const MAX_PAGE: i64 = 1000;
+/// Largest `offset`: far past any real listing, and small enough that the arithmetic on it
+/// (here and in PostgreSQL) cannot overflow.
+pub const MAX_OFFSET: i64 = 1_000_000_000;
 const DEFAULT_PAGE: i64 = 100;
 
 /// One page of a tenant search.
@@ -171,8 +174,12 @@ impl Vault {
             && prefix
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !(1..=MAX_PAGE).contains(&limit) || offset < 0 || !prefix_ok {
-            return Err(InputError::Paging { max: MAX_PAGE }.into());
+        if !(1..=MAX_PAGE).contains(&limit) || !(0..=MAX_OFFSET).contains(&offset) || !prefix_ok {
+            return Err(InputError::Paging {
+                max: MAX_PAGE,
+                max_offset: MAX_OFFSET,
+            }
+            .into());
         }
         // One more than asked says whether there is a next page.
         let mut rows = store::tenants::search(&self.pool, prefix, limit + 1, offset).await?;
