@@ -1270,16 +1270,22 @@ async fn point_phases(
     }
     // `write` in turns with its ceiling, as `hot` and `database` are with theirs.
     let mut group = Vec::new();
+    let mut write_ceiling_pool = None;
     if wants("db-write-ceiling") {
-        group.push((
-            "db-write-ceiling",
-            start_db_write_ceiling(ctx, database_url, &data).await,
-        ));
+        let driver = start_db_write_ceiling(ctx, database_url, &data).await;
+        if let Ok(Driver::DbWrite { pool, .. }) = &driver {
+            write_ceiling_pool = Some(pool.clone());
+        }
+        group.push(("db-write-ceiling", driver));
     }
     if wants("write") {
         group.push(("write", Ok(Driver::Http(service.addr, mixed(&data, 1000)))));
     }
-    for r in run_group(ctx, group).await {
+    let results = run_group(ctx, group).await;
+    if let Some(pool) = write_ceiling_pool {
+        drop_write_ceiling_rows(&pool).await?;
+    }
+    for r in results {
         announce(&r.name);
         done(&r);
         point.phases.push(r);
@@ -1551,11 +1557,16 @@ async fn start_db_ceiling(
     Ok(Driver::Db { pool, ids, keys })
 }
 
+/// Prefix of the copies `db-write-ceiling` writes: its random ciphertext must never land in a
+/// row tenant-vault reads.
+const WRITE_CEILING_PREFIX: &str = "ZZ_WRITE_CEILING_";
+
 /// `db-write-ceiling`: the statements of a PUT's transaction (an existing key, rate limits and
 /// quotas off, no archive, as the bench's servers run) in PostgreSQL through a sqlx pool of
 /// `concurrency` connections: no HTTP, no crypto (the new ciphertext is random bytes of the
 /// stored one's size), no audit row (tenant-vault writes that later, in batches, outside the
-/// transaction).
+/// transaction). It writes copies of the seeded rows under prefixed key names (same tenants,
+/// sizes and data keys), dropped after the phase: the real secrets stay readable.
 async fn start_db_write_ceiling(
     ctx: &Ctx,
     database_url: &str,
@@ -1586,7 +1597,24 @@ async fn start_db_write_ceiling(
         return Err("tenant ids or active data keys missing from the database".into());
     }
     let (ids, data_keys) = (Arc::new(ids), Arc::new(data_keys));
-    let keys = Arc::new(data.keys.clone());
+    sqlx::query(
+        "insert into company_secrets
+           (id, company_id, secret_key, secret_value_encrypted, data_key_id, version)
+         select gen_random_uuid(), company_id, $1 || secret_key, secret_value_encrypted,
+                data_key_id, version
+         from company_secrets where not starts_with(secret_key, $1)
+         on conflict (company_id, secret_key) do nothing",
+    )
+    .bind(WRITE_CEILING_PREFIX)
+    .execute(&pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    let keys = Arc::new(
+        data.keys
+            .iter()
+            .map(|k| format!("{WRITE_CEILING_PREFIX}{k}"))
+            .collect(),
+    );
     // Warm every connection (and its prepared statements).
     let _ = db_write_load(
         &pool,
@@ -1603,6 +1631,17 @@ async fn start_db_write_ceiling(
         data_keys,
         keys,
     })
+}
+
+/// Removes `db-write-ceiling`'s copies (their kept versions go with them).
+async fn drop_write_ceiling_rows(pool: &PgPool) -> Result<(), String> {
+    sqlx::query("delete from company_secrets where starts_with(secret_key, $1)")
+        .bind(WRITE_CEILING_PREFIX)
+        .execute(pool)
+        .await
+        .map_err(|e| format!("removing db-write-ceiling's rows: {e}"))?;
+    pool.close().await;
+    Ok(())
 }
 
 /// One PUT's transaction; the statements and their order are those of
