@@ -36,6 +36,8 @@ pub const ALL_PHASES: &[&str] = &[
     "db-ceiling",
     "database",
     "infisical",
+    // The statements of a PUT's transaction straight through sqlx, in turns with `write`.
+    "db-write-ceiling",
     "write",
     "mixed",
     "rotate",
@@ -82,7 +84,7 @@ USAGE: cargo bench --bench load -- [FLAGS]
                            tenant counts, e.g. 100,1000,10000; rotation is also measured at the
                            smallest count with 10x the secrets per tenant
   --phases P,Q             only these phases (default all but the OpenBao ones):
-                           http-ceiling,hot,db-ceiling,database,infisical,write,mixed,
+                           http-ceiling,hot,db-ceiling,database,infisical,db-write-ceiling,write,mixed,
                            rotate,rotate+mixed,openbao-inmem,openbao-pg,openbao-pg-nocache,
                            hot-limits
   --compare openbao|none   also load the same tenants and secrets into OpenBao KV v2 (the

@@ -1,6 +1,9 @@
 //! Logging set-up. Logs carry routes, tenants, key names and outcomes; never values, tokens or
 //! key material (the types that hold those print as `[redacted]`).
 
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogArgs, LogFormat};
@@ -19,8 +22,7 @@ pub fn init(args: &LogArgs) {
 /// The Prometheus recorder behind `GET /metrics`, installed on first use. Metrics carry
 /// route templates, sources and outcomes: never a tenant's value, token or key.
 pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
-    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
-        std::sync::OnceLock::new();
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
             .set_buckets(&[
@@ -34,4 +36,56 @@ pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
+}
+
+/// The HTTP request metrics, their handles registered once per route template (and method
+/// and status) and kept: a request neither allocates label strings nor searches the
+/// recorder's registry. Routes are the router's templates, so the maps stay small.
+pub fn http_request(route: &str, method: &http::Method, status: u16, seconds: f64) {
+    static ROUTES: OnceLock<RwLock<HashMap<Box<str>, RouteMetrics>>> = OnceLock::new();
+    let routes = ROUTES.get_or_init(Default::default);
+    {
+        let known = routes.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = known.get(route) {
+            return r.record(route, method, status, seconds);
+        }
+    }
+    let mut all = routes.write().unwrap_or_else(|e| e.into_inner());
+    all.entry(route.into())
+        .or_insert_with(|| RouteMetrics {
+            duration: metrics::histogram!(
+                "tenant_vault_http_request_duration_seconds", "route" => route.to_owned()
+            ),
+            counts: RwLock::default(),
+        })
+        .record(route, method, status, seconds);
+}
+
+struct RouteMetrics {
+    duration: metrics::Histogram,
+    counts: RwLock<HashMap<(http::Method, u16), metrics::Counter>>,
+}
+
+impl RouteMetrics {
+    fn record(&self, route: &str, method: &http::Method, status: u16, seconds: f64) {
+        self.duration.record(seconds);
+        let key = (method.clone(), status);
+        {
+            let known = self.counts.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = known.get(&key) {
+                return c.increment(1);
+            }
+        }
+        let mut all = self.counts.write().unwrap_or_else(|e| e.into_inner());
+        all.entry(key)
+            .or_insert_with(|| {
+                metrics::counter!(
+                    "tenant_vault_http_requests_total",
+                    "method" => method.to_string(),
+                    "route" => route.to_owned(),
+                    "status" => status.to_string()
+                )
+            })
+            .increment(1);
+    }
 }

@@ -212,6 +212,9 @@ pub fn print_point(p: &PointResult) {
     if let Some(r) = ratio(p, "database", "db-ceiling") {
         println!("  database / db-ceiling   = {:.0}%", r * 100.0);
     }
+    if let Some(r) = ratio(p, "write", "db-write-ceiling") {
+        println!("  write / db-write-ceiling = {:.0}%", r * 100.0);
+    }
     if let Some(r) = ratio(p, "hot-limits", "hot") {
         println!("  hot-limits / hot        = {:.0}%", r * 100.0);
     }
@@ -297,6 +300,13 @@ impl Report<'_> {
             measured: pct(db_ratio),
             met: db_ratio.map(|r| r >= 0.50),
         });
+        let write_ratio = main.and_then(|p| ratio(p, "write", "db-write-ceiling"));
+        out.push(Target {
+            name: "write / db-write-ceiling",
+            goal: ">= 25%",
+            measured: pct(write_ratio),
+            met: write_ratio.map(|r| r >= 0.25),
+        });
         let errors: u64 = self
             .points
             .iter()
@@ -355,6 +365,7 @@ impl Report<'_> {
                     "hot_limits_over_hot": ratio(p, "hot-limits", "hot"),
                     "hot_strict_over_hot": ratio(p, "hot-strict", "hot"),
                     "database_over_db_ceiling": ratio(p, "database", "db-ceiling"),
+                    "write_over_db_write_ceiling": ratio(p, "write", "db-write-ceiling"),
                     "hot_over_openbao_inmem": ratio(p, "hot", "openbao-inmem"),
                     "hot_over_openbao_pg": ratio(p, "hot", "openbao-pg"),
                     "database_over_openbao_pg_nocache": ratio(p, "database", "openbao-pg-nocache"),
@@ -612,6 +623,9 @@ impl Report<'_> {
             }
             if let Some(r) = ratio(p, "database", "db-ceiling") {
                 ratios.push(format!("database / db-ceiling = **{:.0}%**", r * 100.0));
+            }
+            if let Some(r) = ratio(p, "write", "db-write-ceiling") {
+                ratios.push(format!("write / db-write-ceiling = **{:.0}%**", r * 100.0));
             }
             for v in versus(p) {
                 ratios.push(format!(

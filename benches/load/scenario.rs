@@ -887,6 +887,14 @@ enum Driver {
         ids: Arc<Vec<uuid::Uuid>>,
         keys: Arc<Vec<String>>,
     },
+    /// `db-write-ceiling`: a PUT's transaction, statement for statement, through sqlx.
+    DbWrite {
+        pool: PgPool,
+        ids: Arc<Vec<uuid::Uuid>>,
+        /// Each tenant's active data key (same order as `ids`).
+        data_keys: Arc<Vec<uuid::Uuid>>,
+        keys: Arc<Vec<String>>,
+    },
 }
 
 impl Driver {
@@ -904,6 +912,12 @@ impl Driver {
                 .await
             }
             Driver::Db { pool, ids, keys } => db_load(pool, ids, keys, concurrency, duration).await,
+            Driver::DbWrite {
+                pool,
+                ids,
+                data_keys,
+                keys,
+            } => db_write_load(pool, ids, data_keys, keys, concurrency, duration).await,
         };
         raw.cpu_secs = procs::CpuSnapshot::take().cpu_secs_since(&before);
         raw
@@ -1254,10 +1268,25 @@ async fn point_phases(
         done(&r);
         point.phases.push(r);
     }
+    // `write` in turns with its ceiling, as `hot` and `database` are with theirs.
+    let mut group = Vec::new();
+    let mut write_ceiling_pool = None;
+    if wants("db-write-ceiling") {
+        let driver = start_db_write_ceiling(ctx, database_url, &data).await;
+        if let Ok(Driver::DbWrite { pool, .. }) = &driver {
+            write_ceiling_pool = Some(pool.clone());
+        }
+        group.push(("db-write-ceiling", driver));
+    }
     if wants("write") {
-        announce("write");
-        let s = load(ctx, service.addr, duration, mixed(&data, 1000)).await;
-        let r = PhaseResult::ok("write", s);
+        group.push(("write", Ok(Driver::Http(service.addr, mixed(&data, 1000)))));
+    }
+    let results = run_group(ctx, group).await;
+    if let Some(pool) = write_ceiling_pool {
+        drop_write_ceiling_rows(&pool).await?;
+    }
+    for r in results {
+        announce(&r.name);
         done(&r);
         point.phases.push(r);
     }
@@ -1526,6 +1555,254 @@ async fn start_db_ceiling(
     // Warm every connection (and its prepared statement).
     let _ = db_load(&pool, &ids, &keys, conc, Duration::from_millis(300)).await;
     Ok(Driver::Db { pool, ids, keys })
+}
+
+/// Prefix of the copies `db-write-ceiling` writes: its random ciphertext must never land in a
+/// row tenant-vault reads.
+const WRITE_CEILING_PREFIX: &str = "ZZ_WRITE_CEILING_";
+
+/// `db-write-ceiling`: the statements of a PUT's transaction (an existing key, rate limits and
+/// quotas off, no archive, as the bench's servers run) in PostgreSQL through a sqlx pool of
+/// `concurrency` connections: no HTTP, no crypto (the new ciphertext is random bytes of the
+/// stored one's size), no audit row (tenant-vault writes that later, in batches, outside the
+/// transaction). It writes copies of the seeded rows under prefixed key names (same tenants,
+/// sizes and data keys), dropped after the phase: the real secrets stay readable.
+async fn start_db_write_ceiling(
+    ctx: &Ctx,
+    database_url: &str,
+    data: &Arc<Dataset>,
+) -> Result<Driver, String> {
+    let conc = ctx.args.concurrency;
+    let pool = PgPoolOptions::new()
+        .max_connections(conc as u32)
+        .min_connections(conc as u32)
+        .connect(database_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows: Vec<(uuid::Uuid, String, uuid::Uuid)> = sqlx::query_as(
+        "select t.id, t.slug, k.id from tenants t
+         join data_keys k on k.tenant_id = t.id and k.state = 'active'",
+    )
+    .fetch_all(&pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    let by_slug: std::collections::HashMap<String, (uuid::Uuid, uuid::Uuid)> =
+        rows.into_iter().map(|(id, s, k)| (s, (id, k))).collect();
+    let (ids, data_keys): (Vec<_>, Vec<_>) = data
+        .tenants
+        .iter()
+        .filter_map(|t| by_slug.get(&t.slug).copied())
+        .unzip();
+    if ids.len() != data.tenants.len() {
+        return Err("tenant ids or active data keys missing from the database".into());
+    }
+    let (ids, data_keys) = (Arc::new(ids), Arc::new(data_keys));
+    sqlx::query(
+        "insert into company_secrets
+           (id, company_id, secret_key, secret_value_encrypted, data_key_id, version)
+         select gen_random_uuid(), company_id, $1 || secret_key, secret_value_encrypted,
+                data_key_id, version
+         from company_secrets where not starts_with(secret_key, $1)
+         on conflict (company_id, secret_key) do nothing",
+    )
+    .bind(WRITE_CEILING_PREFIX)
+    .execute(&pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    let keys = Arc::new(
+        data.keys
+            .iter()
+            .map(|k| format!("{WRITE_CEILING_PREFIX}{k}"))
+            .collect(),
+    );
+    // Warm every connection (and its prepared statements).
+    let _ = db_write_load(
+        &pool,
+        &ids,
+        &data_keys,
+        &keys,
+        conc,
+        Duration::from_millis(300),
+    )
+    .await;
+    Ok(Driver::DbWrite {
+        pool,
+        ids,
+        data_keys,
+        keys,
+    })
+}
+
+/// Removes `db-write-ceiling`'s copies (their kept versions go with them).
+async fn drop_write_ceiling_rows(pool: &PgPool) -> Result<(), String> {
+    sqlx::query("delete from company_secrets where starts_with(secret_key, $1)")
+        .bind(WRITE_CEILING_PREFIX)
+        .execute(pool)
+        .await
+        .map_err(|e| format!("removing db-write-ceiling's rows: {e}"))?;
+    pool.close().await;
+    Ok(())
+}
+
+/// One PUT's transaction; the statements and their order are those of
+/// `Vault::write_secret_from` for an existing key.
+async fn db_write_once(
+    pool: &PgPool,
+    tenant: uuid::Uuid,
+    data_key: uuid::Uuid,
+    key: &str,
+    origin: uuid::Uuid,
+    rng: &mut StdRng,
+) -> Result<(), String> {
+    let err = |e: sqlx::Error| e.to_string();
+    let mut tx = pool.begin().await.map_err(err)?;
+    let current: Option<SecretRow> = sqlx::query_as(
+        "select id, secret_value_encrypted, data_key_id, version, updated_at
+         from company_secrets where company_id = $1 and secret_key = $2 for update",
+    )
+    .bind(tenant)
+    .bind(key)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(err)?;
+    let (id, old, _, version, _) = current.ok_or_else(|| format!("no row for {tenant}/{key}"))?;
+    let count: Option<i64> = sqlx::query_scalar(
+        "update data_keys set encryption_count = encryption_count + $2
+         where id = $1 and state = 'active' returning encryption_count",
+    )
+    .bind(data_key)
+    .bind(1i64)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(err)?;
+    if count.is_none() {
+        return Err(format!("data key {data_key} is no longer active"));
+    }
+    let mut envelope = vec![0u8; old.len()];
+    rng.fill(&mut envelope[..]);
+    sqlx::query(
+        "insert into company_secret_versions
+           (secret_id, company_id, secret_key, version, secret_value_encrypted, data_key_id, created_at)
+         select id, company_id, secret_key, version, secret_value_encrypted, data_key_id, updated_at
+         from company_secrets where id = $1",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .map_err(err)?;
+    let version = version + 1;
+    let _: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "update company_secrets
+         set secret_value_encrypted = $2, data_key_id = $3, version = $4, updated_at = now()
+         where id = $1 and version = $4 - 1
+         returning updated_at",
+    )
+    .bind(id)
+    .bind(&envelope)
+    .bind(data_key)
+    .bind(version)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(err)?;
+    // Retention: tenant-vault's default keeps 10 versions.
+    sqlx::query("delete from company_secret_versions where secret_id = $1 and version <= $2")
+        .bind(id)
+        .bind(version - 10)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+    sqlx::query(
+        "update company_secrets
+         set origin = $3, infisical_folder = $4, infisical_secret_id = $5, infisical_version = $6
+         where company_id = $1 and secret_key = $2",
+    )
+    .bind(tenant)
+    .bind(key)
+    .bind("api")
+    .bind(None::<&str>)
+    .bind(None::<&str>)
+    .bind(None::<i64>)
+    .execute(&mut *tx)
+    .await
+    .map_err(err)?;
+    sqlx::query("delete from secret_tombstones where company_id = $1 and secret_key = $2")
+        .bind(tenant)
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+    // The same payload as tenant-vault's, on a channel nobody listens to: PostgreSQL's work is
+    // the same, and the bench's servers do not drop cache entries for it.
+    let payload = json!({
+        "origin": origin, "kind": "secret", "tenant": tenant, "key": key,
+        "change": "written", "version": version,
+    })
+    .to_string();
+    sqlx::query("select pg_notify('tenant_vault_bench', $1)")
+        .bind(payload)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+    tx.commit().await.map_err(err)
+}
+
+async fn db_write_load(
+    pool: &PgPool,
+    ids: &Arc<Vec<uuid::Uuid>>,
+    data_keys: &Arc<Vec<uuid::Uuid>>,
+    keys: &Arc<Vec<String>>,
+    conc: usize,
+    duration: Duration,
+) -> client::Raw {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let origin = uuid::Uuid::new_v4();
+    let tasks: Vec<_> = (0..conc)
+        .map(|w| {
+            let (pool, ids, data_keys, keys) =
+                (pool.clone(), ids.clone(), data_keys.clone(), keys.clone());
+            tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(0xdb_1e + w as u64);
+                let mut hist = client::new_histogram();
+                let (mut requests, mut errors) = (0u64, 0u64);
+                let mut samples = Vec::new();
+                for _ in 0..5_000_000u64 {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    let t = rng.gen_range(0..ids.len());
+                    let key = &keys[rng.gen_range(0..keys.len())];
+                    let t0 = Instant::now();
+                    let r = db_write_once(&pool, ids[t], data_keys[t], key, origin, &mut rng).await;
+                    let _ = hist.record((t0.elapsed().as_nanos() as u64).max(1));
+                    requests += 1;
+                    if let Err(e) = r {
+                        errors += 1;
+                        if samples.len() < 3 {
+                            samples.push(e);
+                        }
+                    }
+                }
+                (hist, requests, errors, samples)
+            })
+        })
+        .collect();
+    let mut raw = client::Raw::new();
+    for t in tasks {
+        if let Ok((h, r, e, s)) = t.await {
+            raw.merge(client::Raw {
+                hist: h,
+                requests: r,
+                errors: e,
+                error_samples: s,
+                ..client::Raw::new()
+            });
+        } else {
+            raw.errors += 1;
+        }
+    }
+    raw.elapsed = started.elapsed();
+    raw
 }
 
 /// The columns tenant-vault reads for one secret.

@@ -145,18 +145,17 @@ async fn track_request(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
-    let method = req.method().to_string();
+    // Reference-counted and cheap to clone: no label strings are built per request.
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let started = std::time::Instant::now();
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("tenant_vault_http_requests_total", "method" => method, "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("tenant_vault_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    crate::telemetry::http_request(
+        route.as_ref().map_or("", MatchedPath::as_str),
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 

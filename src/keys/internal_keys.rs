@@ -38,6 +38,21 @@ impl InternalKeyPurpose {
 pub struct InternalKey {
     purpose: InternalKeyPurpose,
     bytes: Zeroizing<[u8; 32]>,
+    /// HMAC-SHA256 with the key already absorbed (the inner and outer pads hashed once, not
+    /// on every tag: the audit chain tags every event). As secret as the key: overwritten on
+    /// drop, see `Drop`.
+    keyed: Hmac<Sha256>,
+}
+
+impl Drop for InternalKey {
+    fn drop(&mut self) {
+        // Hmac's state has no `Zeroize`: overwrite it in place with the state of an all-zero
+        // key (a volatile write, so it is not optimised away as a dead store).
+        let blank = <Hmac<Sha256> as Mac>::new_from_slice(&[0u8; 32]).expect("any key length");
+        // SAFETY: `self.keyed` is a valid, aligned, initialised place; the old value is
+        // plain data (no heap, no Drop), so overwriting it without dropping it leaks nothing.
+        unsafe { std::ptr::write_volatile(&mut self.keyed, blank) };
+    }
 }
 
 impl std::fmt::Debug for InternalKey {
@@ -50,21 +65,28 @@ impl InternalKey {
     fn generate(purpose: InternalKeyPurpose) -> Self {
         let mut bytes = Zeroizing::new([0u8; 32]);
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, bytes.as_mut());
-        Self { purpose, bytes }
+        Self::from_bytes(purpose, bytes)
+    }
+
+    fn from_bytes(purpose: InternalKeyPurpose, bytes: Zeroizing<[u8; 32]>) -> Self {
+        let keyed = <Hmac<Sha256> as Mac>::new_from_slice(bytes.as_ref()).expect("any key length");
+        Self {
+            purpose,
+            bytes,
+            keyed,
+        }
     }
 
     /// HMAC-SHA256 of `data` under this key.
     pub fn mac(&self, data: &[u8]) -> [u8; 32] {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(self.bytes.as_ref()).expect("any key length");
+        let mut mac = self.keyed.clone();
         mac.update(data);
         mac.finalize().into_bytes().into()
     }
 
     /// Checks a tag made by `mac`, in constant time.
     pub fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(self.bytes.as_ref()).expect("any key length");
+        let mut mac = self.keyed.clone();
         mac.update(data);
         mac.verify_slice(tag).is_ok()
     }
@@ -154,7 +176,7 @@ impl InternalKeys {
             .await?;
         let bytes = envelope::unwrap_internal_key(&master, purpose.as_str(), &row.wrapped)
             .map_err(|_| KeyError::InternalKeyIntegrity(purpose.as_str()))?;
-        let key = Arc::new(InternalKey { purpose, bytes });
+        let key = Arc::new(InternalKey::from_bytes(purpose, bytes));
         self.loaded
             .write()
             .unwrap()
@@ -180,4 +202,24 @@ pub(crate) async fn rewrap_all(
         store::internal_keys::rewrap(&mut *tx, &row.purpose, new.version, &wrapped).await?;
     }
     Ok(rows.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prepared_mac_is_hmac_sha256_under_the_key() {
+        let key = InternalKey::generate(InternalKeyPurpose::Audit);
+        for data in [&b""[..], b"one event", &[7u8; 300][..]] {
+            let mut fresh = <Hmac<Sha256> as Mac>::new_from_slice(key.bytes.as_ref()).unwrap();
+            fresh.update(data);
+            let expected: [u8; 32] = fresh.finalize().into_bytes().into();
+            // Twice: the prepared state must not be consumed by a tag.
+            assert_eq!(key.mac(data), expected);
+            assert_eq!(key.mac(data), expected);
+            assert!(key.verify(data, &expected));
+            assert!(!key.verify(data, &[0u8; 32]));
+        }
+    }
 }

@@ -291,7 +291,7 @@ impl Vault {
                 message: "too many failed authentications from this address",
             }));
         }
-        let result = self.authenticate(text).await;
+        let result = self.authenticate_hashed(text, hash).await;
         if matches!(result, Err(ServiceError::Unauthenticated)) {
             limits.unknown_tokens.insert(hash, ());
             if let Some(ip) = client {

@@ -159,12 +159,36 @@ impl Vault {
 
     /// Checks a bearer token. Cached for a minute; unknown tokens are never cached.
     pub async fn authenticate(&self, text: &str) -> Result<Arc<Principal>, ServiceError> {
+        self.authenticate_hashed(text, hash_token(text)).await
+    }
+
+    /// `authenticate` with the token's SHA-256 already computed (the rate-limit layer needs
+    /// it first, for its memory of unknown tokens): one hash per request, not two.
+    pub(crate) async fn authenticate_hashed(
+        &self,
+        text: &str,
+        hash: [u8; 32],
+    ) -> Result<Arc<Principal>, ServiceError> {
         if !well_formed(text) {
             return Err(ServiceError::Unauthenticated);
         }
-        let hash = hash_token(text);
-        let principal = self
-            .tokens
+        // The hot path: a plain lookup, cheaper than building the loader for `try_get_with`.
+        let cached = self.tokens.by_hash.get(&hash).await;
+        let principal = match cached {
+            Some(p) => p,
+            None => self.load_principal(hash).await?,
+        };
+        if principal.expires_at.is_some_and(|at| at <= Utc::now()) {
+            self.tokens.by_hash.invalidate(&hash).await;
+            return Err(ServiceError::Unauthenticated);
+        }
+        self.note_use(principal.token_id).await;
+        Ok(principal)
+    }
+
+    /// A token check on a cache miss; concurrent misses of one token share one load.
+    async fn load_principal(&self, hash: [u8; 32]) -> Result<Arc<Principal>, ServiceError> {
+        self.tokens
             .by_hash
             .try_get_with(hash, async move {
                 let key = self.token_key().await?;
@@ -184,13 +208,7 @@ impl Vault {
             })
             .await
             // moka shares the loader's error among waiters; ServiceError is Clone.
-            .map_err(|e| (*e).clone())?;
-        if principal.expires_at.is_some_and(|at| at <= Utc::now()) {
-            self.tokens.by_hash.invalidate(&hash).await;
-            return Err(ServiceError::Unauthenticated);
-        }
-        self.note_use(principal.token_id).await;
-        Ok(principal)
+            .map_err(|e| (*e).clone())
     }
 
     /// Writes `last_used_at` in the background, at most once a minute per token.
