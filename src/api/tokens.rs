@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ApiError;
-use super::extract::{AppJson, Caller, OptionalJson, RequestId, TenantPath};
+use super::extract::{no_nul, AppJson, Caller, OptionalJson, RequestId, TenantPath};
 use super::openapi::{
     AdminRefusals, AdminTenantRefusals, BadRequestErrors, JsonBodyErrors, NotFoundErrors, Refusals,
     TenantParam,
@@ -271,6 +271,7 @@ async fn create_service_token(
     AppJson(body): AppJson<CreateService>,
 ) -> Result<Response, ApiError> {
     state.vault()?.authorize_admin(&who)?;
+    no_nul("description", body.description.as_deref())?;
     let tenants = match body.tenants {
         Tenants::All(s) if s == "*" => TenantSet::All,
         Tenants::Only(slugs) if !slugs.is_empty() => TenantSet::Only(
