@@ -231,7 +231,7 @@ async fn rotate_token(
 }
 
 /// `"*"` for every tenant, or a list of slugs.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
 #[serde(untagged)]
 enum Tenants {
     All(String),
@@ -242,10 +242,13 @@ enum Tenants {
 #[serde(deny_unknown_fields)]
 struct CreateService {
     /// `"*"` for every tenant, or a non-empty list of slugs.
+    #[schema(schema_with = super::openapi::tenants_schema)]
     tenants: Tenants,
     /// Default: `["secrets:read", "secrets:write"]`.
+    #[schema(schema_with = super::openapi::scopes_schema)]
     scopes: Option<Vec<String>>,
     /// Limits the token to keys matching this glob (`STRIPE_*`).
+    #[schema(schema_with = super::openapi::key_pattern_schema)]
     key_pattern: Option<String>,
     description: Option<String>,
     /// Lifetime in seconds (default and maximum: the settings).
