@@ -187,6 +187,13 @@ async fn nul_bytes_and_absurd_numbers_are_400() {
             admin,
             Some(json!({"description": "x\u{0}y"})),
         ),
+        // A service token's description with a NUL was a 500.
+        (
+            Method::POST,
+            "/v1/admin/service-tokens".into(),
+            admin,
+            Some(json!({"tenants": "*", "description": "x\u{0}y"})),
+        ),
         (
             Method::POST,
             "/v1/admin/tenants/acme/tokens".into(),

@@ -231,8 +231,10 @@ struct CreateToken {
     /// Lifetime in seconds (default and maximum: the settings).
     ttl_secs: Option<u64>,
     /// `["secrets:read"]` for a read-only token; default both.
+    #[schema(schema_with = super::openapi::scopes_schema)]
     scopes: Option<Vec<String>>,
     /// Limits the token to keys matching this glob (`STRIPE_*`).
+    #[schema(schema_with = super::openapi::key_pattern_schema)]
     key_pattern: Option<String>,
 }
 

@@ -53,6 +53,50 @@ pub struct SecretParams {
     key: String,
 }
 
+/// `scopes` of a token request: one or both scopes (null or absent: both).
+pub fn scopes_schema() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["secrets:read", "secrets:write"])),
+        )
+        .min_items(Some(1))
+        .unique_items(true)
+        .build()
+}
+
+/// `tenants` of a service token: `"*"` or a non-empty list of slugs.
+pub fn tenants_schema() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["*"])),
+        )
+        .item(
+            utoipa::openapi::schema::ArrayBuilder::new()
+                .items(
+                    utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(SLUG_PATTERN)),
+                )
+                .min_items(Some(1)),
+        )
+        .build()
+        .into()
+}
+
+/// `key_pattern` of a token request.
+pub fn key_pattern_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(r"^\*?[A-Za-z0-9_.-]{1,255}\*?$|^\*$"))
+        .build()
+}
+
+const SLUG_PATTERN: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+
 /// The shared error responses: (component name, status, description).
 const ERRORS: &[(&str, &str, &str)] = &[
     (

@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ApiError;
-use super::extract::{AppJson, Caller, OptionalJson, RequestId, TenantPath};
+use super::extract::{no_nul, AppJson, Caller, OptionalJson, RequestId, TenantPath};
 use super::openapi::{
     AdminRefusals, AdminTenantRefusals, BadRequestErrors, JsonBodyErrors, NotFoundErrors, Refusals,
     TenantParam,
@@ -231,7 +231,7 @@ async fn rotate_token(
 }
 
 /// `"*"` for every tenant, or a list of slugs.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
 #[serde(untagged)]
 enum Tenants {
     All(String),
@@ -242,10 +242,13 @@ enum Tenants {
 #[serde(deny_unknown_fields)]
 struct CreateService {
     /// `"*"` for every tenant, or a non-empty list of slugs.
+    #[schema(schema_with = super::openapi::tenants_schema)]
     tenants: Tenants,
     /// Default: `["secrets:read", "secrets:write"]`.
+    #[schema(schema_with = super::openapi::scopes_schema)]
     scopes: Option<Vec<String>>,
     /// Limits the token to keys matching this glob (`STRIPE_*`).
+    #[schema(schema_with = super::openapi::key_pattern_schema)]
     key_pattern: Option<String>,
     description: Option<String>,
     /// Lifetime in seconds (default and maximum: the settings).
@@ -271,6 +274,7 @@ async fn create_service_token(
     AppJson(body): AppJson<CreateService>,
 ) -> Result<Response, ApiError> {
     state.vault()?.authorize_admin(&who)?;
+    no_nul("description", body.description.as_deref())?;
     let tenants = match body.tenants {
         Tenants::All(s) if s == "*" => TenantSet::All,
         Tenants::Only(slugs) if !slugs.is_empty() => TenantSet::Only(
