@@ -1,7 +1,7 @@
 //! `/v1/admin/...`: tenants (create, delete, search, detail) and tenant tokens, admin tokens
 //! only.
 
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ApiError;
-use super::extract::{no_nul, AppJson, Caller, OptionalJson, RequestId, TenantPath};
+use super::extract::{no_nul, Admin, AppJson, OptionalJson, TenantPath};
 use super::openapi::{
     AdminRefusals, AdminTenantRefusals, BadRequestErrors, ConflictErrors, JsonBodyErrors,
     TenantParam, UpstreamErrors,
@@ -43,13 +43,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         AdminTenantRefusals,
     )
 )]
-async fn get_limits(
-    State(state): State<AppState>,
-    TenantPath(slug): TenantPath,
-    Caller(who): Caller,
-) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who)?;
-    Ok(Json(state.vault()?.tenant_limits(&slug).await?).into_response())
+async fn get_limits(TenantPath(slug): TenantPath, admin: Admin) -> Result<Response, ApiError> {
+    Ok(Json(admin.vault.tenant_limits(&slug).await?).into_response())
 }
 
 /// Replaces the tenant's overrides: absent or null fields follow the settings, 0 lifts a
@@ -66,16 +61,13 @@ async fn get_limits(
     )
 )]
 async fn put_limits(
-    State(state): State<AppState>,
     TenantPath(slug): TenantPath,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
+    admin: Admin,
     AppJson(body): AppJson<TenantLimits>,
 ) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who)?;
-    let view = state
-        .vault()?
-        .set_tenant_limits(&who.context(rid), &slug, body)
+    let view = admin
+        .vault
+        .set_tenant_limits(&admin.ctx, &slug, body)
         .await?;
     Ok(Json(view).into_response())
 }
@@ -103,19 +95,16 @@ struct CreateTenant {
     )
 )]
 async fn create_tenant(
-    State(state): State<AppState>,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
+    admin: Admin,
     AppJson(body): AppJson<CreateTenant>,
 ) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who)?;
     no_nul("name", body.name.as_deref())?;
     let slug = TenantSlug::parse(&body.slug)
         .map_err(|e| ApiError::bad_request("invalid_tenant", format!("field `slug`: {}", e.0)))?;
     let name = body.name.unwrap_or_else(|| slug.to_string());
-    let tenant = state
-        .vault()?
-        .create_tenant_with(&who.context(rid), &slug, &name, body.infisical_import)
+    let tenant = admin
+        .vault
+        .create_tenant_with(&admin.ctx, &slug, &name, body.infisical_import)
         .await?;
     Ok((StatusCode::CREATED, Json(tenant)).into_response())
 }
@@ -147,11 +136,9 @@ struct TenantQuery {
     )
 )]
 async fn search_tenants(
-    State(state): State<AppState>,
-    Caller(who): Caller,
+    admin: Admin,
     query: Result<Query<TenantQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who)?;
     let Query(q) = query.map_err(|_| {
         ApiError::bad_request(
             "invalid_query",
@@ -159,8 +146,8 @@ async fn search_tenants(
              (0 to 1000000000)",
         )
     })?;
-    let page = state
-        .vault()?
+    let page = admin
+        .vault
         .search_tenants(q.prefix.as_deref().unwrap_or(""), q.limit, q.offset)
         .await?;
     Ok(Json(page).into_response())
@@ -177,13 +164,8 @@ async fn search_tenants(
         AdminTenantRefusals,
     )
 )]
-async fn tenant_detail(
-    State(state): State<AppState>,
-    TenantPath(slug): TenantPath,
-    Caller(who): Caller,
-) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who)?;
-    Ok(Json(state.vault()?.tenant_detail(&slug).await?).into_response())
+async fn tenant_detail(TenantPath(slug): TenantPath, admin: Admin) -> Result<Response, ApiError> {
+    Ok(Json(admin.vault.tenant_detail(&slug).await?).into_response())
 }
 
 #[derive(Serialize, ToSchema)]
@@ -205,17 +187,8 @@ struct Deleted<'a> {
         AdminTenantRefusals,
     )
 )]
-async fn delete_tenant(
-    State(state): State<AppState>,
-    TenantPath(slug): TenantPath,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
-) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who)?;
-    let destroyed = state
-        .vault()?
-        .delete_tenant(&who.context(rid), &slug)
-        .await?;
+async fn delete_tenant(TenantPath(slug): TenantPath, admin: Admin) -> Result<Response, ApiError> {
+    let destroyed = admin.vault.delete_tenant(&admin.ctx, &slug).await?;
     Ok(Json(Deleted {
         tenant: slug.as_str(),
         deleted: true,
@@ -251,19 +224,16 @@ struct CreateToken {
     )
 )]
 async fn create_token(
-    State(state): State<AppState>,
     TenantPath(slug): TenantPath,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
+    admin: Admin,
     OptionalJson(body): OptionalJson<CreateToken>,
 ) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who)?;
     no_nul("description", body.description.as_deref())?;
     let scopes = parse_scopes(body.scopes, body.key_pattern.as_deref())?;
-    let issued = state
-        .vault()?
+    let issued = admin
+        .vault
         .issue_token(
-            &who.context(rid),
+            &admin.ctx,
             TokenSpec {
                 kind: NewTokenKind::Tenant(slug.clone()),
                 scopes,
@@ -305,13 +275,10 @@ struct ModeSet<'a> {
     )
 )]
 async fn set_infisical_mode(
-    State(state): State<AppState>,
     TenantPath(slug): TenantPath,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
+    admin: Admin,
     AppJson(body): AppJson<SetMode>,
 ) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who)?;
     let mode = match body.mode.as_deref() {
         None => None,
         Some(raw) => Some(InfisicalMode::parse(raw).ok_or_else(|| {
@@ -321,9 +288,9 @@ async fn set_infisical_mode(
             )
         })?),
     };
-    let effective = state
-        .vault()?
-        .set_tenant_infisical_mode(&who.context(rid), &slug, mode)
+    let effective = admin
+        .vault
+        .set_tenant_infisical_mode(&admin.ctx, &slug, mode)
         .await?;
     Ok(Json(ModeSet {
         tenant: slug.as_str(),

@@ -2,7 +2,6 @@
 //! secrets. An admin lists them with a masked value, writes, lists versions and rolls back,
 //! but never reads a plaintext value (that stays with tenant tokens).
 
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -11,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ApiError;
-use super::extract::{AppJson, Caller, RequestId, SecretPath, TenantPath};
+use super::extract::{Admin, AppJson, SecretPath, TenantPath};
 use super::openapi::{
     AdminTenantRefusals, ConflictErrors, JsonBodyErrors, SecretParams, TenantParam, UpstreamErrors,
 };
@@ -48,18 +47,10 @@ struct MaskedList<'a> {
         AdminTenantRefusals,
     )
 )]
-async fn list_secrets(
-    State(state): State<AppState>,
-    TenantPath(slug): TenantPath,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
-) -> Result<Response, ApiError> {
-    let vault = state.vault()?;
-    vault.authorize_admin(&who)?;
+async fn list_secrets(TenantPath(slug): TenantPath, admin: Admin) -> Result<Response, ApiError> {
+    let vault = &admin.vault;
     let tenant = vault.admin_tenant(&slug).await?;
-    let secrets = vault
-        .list_masked_secrets(&who.context(rid), &tenant)
-        .await?;
+    let secrets = vault.list_masked_secrets(&admin.ctx, &tenant).await?;
     let data_key = vault.tenant_data_key(tenant.id).await?;
     Ok(Json(MaskedList {
         tenant: slug.as_str(),
@@ -82,18 +73,15 @@ async fn list_secrets(
     )
 )]
 async fn put_secret(
-    State(state): State<AppState>,
     SecretPath(slug, key): SecretPath,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
+    admin: Admin,
     AppJson(body): AppJson<PutSecret>,
 ) -> Result<Response, ApiError> {
-    let vault = state.vault()?;
-    vault.authorize_admin(&who)?;
+    let vault = &admin.vault;
     let tenant = vault.admin_tenant(&slug).await?;
     let value = SecretValue::new(body.value);
     let version = vault
-        .put_secret(&who.context(rid), &tenant, &key, value, body.cas)
+        .put_secret(&admin.ctx, &tenant, &key, value, body.cas)
         .await?;
     Ok(Json(Written {
         key: key.as_str(),
@@ -115,16 +103,13 @@ async fn put_secret(
     )
 )]
 async fn list_versions(
-    State(state): State<AppState>,
     SecretPath(slug, key): SecretPath,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
+    admin: Admin,
 ) -> Result<Response, ApiError> {
-    let vault = state.vault()?;
-    vault.authorize_admin(&who)?;
+    let vault = &admin.vault;
     let tenant = vault.admin_tenant(&slug).await?;
     let versions = vault
-        .list_masked_versions(&who.context(rid), &tenant, &key)
+        .list_masked_versions(&admin.ctx, &tenant, &key)
         .await?;
     Ok(Json(VersionList {
         key: key.as_str(),
@@ -147,17 +132,14 @@ async fn list_versions(
     )
 )]
 async fn rollback(
-    State(state): State<AppState>,
     SecretPath(slug, key): SecretPath,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
+    admin: Admin,
     AppJson(body): AppJson<Rollback>,
 ) -> Result<Response, ApiError> {
-    let vault = state.vault()?;
-    vault.authorize_admin(&who)?;
+    let vault = &admin.vault;
     let tenant = vault.admin_tenant(&slug).await?;
     let version = vault
-        .rollback_secret(&who.context(rid), &tenant, &key, body.version)
+        .rollback_secret(&admin.ctx, &tenant, &key, body.version)
         .await?;
     Ok(Json(Written {
         key: key.as_str(),

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ApiError;
-use super::extract::{Caller, RequestId};
+use super::extract::Admin;
 use super::openapi::{AdminRefusals, BadRequestErrors};
 use super::AppState;
 use crate::domain::{AuditAction, AuditOutcome, TenantSlug};
@@ -52,17 +52,14 @@ struct AuditParams {
     )
 )]
 async fn list(
-    State(state): State<AppState>,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
+    admin: Admin,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let vault = state.vault()?;
-    vault.authorize_admin(&who)?;
+    let vault = &admin.vault;
     let Query(params) =
         query.map_err(|_| ApiError::bad_request("invalid_query", "malformed query string"))?;
     let q = parse(&params)?;
-    let page = vault.list_audit(&who.context(rid), &q).await?;
+    let page = vault.list_audit(&admin.ctx, &q).await?;
     Ok(Json(page).into_response())
 }
 

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::AppState;
 use crate::domain::{SecretKey, TenantSlug};
-use crate::service::Principal;
+use crate::service::{Principal, RequestContext, Vault};
 
 /// A JSON body. Too large: 413. Not JSON, or the wrong shape: 400 naming the field.
 pub struct AppJson<T>(pub T);
@@ -186,6 +186,32 @@ impl FromRequestParts<AppState> for Caller {
             slot.set(who.token_id);
         }
         Ok(Caller(who))
+    }
+}
+
+/// An admin route's caller: authenticated as by [`Caller`], refused with 403 unless its token
+/// is an admin token, and carrying what every admin handler needs: the vault and the audit
+/// context (token id, request id).
+pub struct Admin {
+    pub vault: Arc<Vault>,
+    pub ctx: RequestContext,
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Caller(who) = Caller::from_request_parts(parts, state).await?;
+        let vault = state.vault()?.clone();
+        vault.authorize_admin(&who)?;
+        let Ok(RequestId(rid)) = RequestId::from_request_parts(parts, state).await;
+        Ok(Admin {
+            ctx: who.context(rid),
+            vault,
+        })
     }
 }
 

@@ -1,14 +1,13 @@
 //! `/v1/admin/...` key management: master key rotation, data key rotation, and the key
 //! report. Admin tokens only.
 
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ApiError;
-use super::extract::{Caller, RequestId, TenantPath};
+use super::extract::{Admin, TenantPath};
 use super::openapi::{
     AdminRefusals, AdminTenantRefusals, ConflictErrors, TenantParam, UpstreamErrors,
 };
@@ -34,13 +33,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         AdminRefusals, ConflictErrors, UpstreamErrors,
     )
 )]
-async fn rotate_master_key(
-    State(state): State<AppState>,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
-) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who)?;
-    let done = state.vault()?.rotate_master_key(&who.context(rid)).await?;
+async fn rotate_master_key(admin: Admin) -> Result<Response, ApiError> {
+    let done = admin.vault.rotate_master_key(&admin.ctx).await?;
     Ok(Json(done).into_response())
 }
 
@@ -55,17 +49,8 @@ async fn rotate_master_key(
         AdminTenantRefusals, ConflictErrors,
     )
 )]
-async fn rotate_data_key(
-    State(state): State<AppState>,
-    TenantPath(slug): TenantPath,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
-) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who)?;
-    let done = state
-        .vault()?
-        .rotate_data_key(&who.context(rid), &slug)
-        .await?;
+async fn rotate_data_key(TenantPath(slug): TenantPath, admin: Admin) -> Result<Response, ApiError> {
+    let done = admin.vault.rotate_data_key(&admin.ctx, &slug).await?;
     Ok(Json(done).into_response())
 }
 
@@ -79,11 +64,6 @@ async fn rotate_data_key(
         AdminRefusals,
     )
 )]
-async fn key_status(
-    State(state): State<AppState>,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
-) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who)?;
-    Ok(Json(state.vault()?.read_key_status(&who.context(rid)).await?).into_response())
+async fn key_status(admin: Admin) -> Result<Response, ApiError> {
+    Ok(Json(admin.vault.read_key_status(&admin.ctx).await?).into_response())
 }

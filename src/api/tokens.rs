@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ApiError;
-use super::extract::{no_nul, AppJson, Caller, OptionalJson, RequestId, TenantPath};
+use super::extract::{no_nul, Admin, AppJson, Caller, OptionalJson, RequestId, TenantPath};
 use super::openapi::{
     AdminRefusals, AdminTenantRefusals, BadRequestErrors, JsonBodyErrors, NotFoundErrors, Refusals,
     TenantParam,
@@ -101,15 +101,12 @@ fn token_id(raw: &str) -> Result<TokenId, ApiError> {
     )
 )]
 pub async fn list_tenant_tokens(
-    State(state): State<AppState>,
     TenantPath(slug): TenantPath,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
+    admin: Admin,
 ) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who)?;
-    let tokens = state
-        .vault()?
-        .list_tokens(&who.context(rid), &TokenOwner::Tenant(slug.clone()))
+    let tokens = admin
+        .vault
+        .list_tokens(&admin.ctx, &TokenOwner::Tenant(slug.clone()))
         .await?;
     Ok(Json(TokenList {
         tenant: Some(slug.as_str()),
@@ -128,15 +125,10 @@ pub async fn list_tenant_tokens(
         AdminRefusals,
     )
 )]
-async fn list_global_tokens(
-    State(state): State<AppState>,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
-) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who)?;
-    let tokens = state
-        .vault()?
-        .list_tokens(&who.context(rid), &TokenOwner::Global)
+async fn list_global_tokens(admin: Admin) -> Result<Response, ApiError> {
+    let tokens = admin
+        .vault
+        .list_tokens(&admin.ctx, &TokenOwner::Global)
         .await?;
     Ok(Json(TokenList {
         tenant: None,
@@ -156,15 +148,9 @@ async fn list_global_tokens(
         AdminRefusals, BadRequestErrors, NotFoundErrors,
     )
 )]
-async fn revoke_token(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
-) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who)?;
+async fn revoke_token(Path(id): Path<String>, admin: Admin) -> Result<Response, ApiError> {
     let id = token_id(&id)?;
-    state.vault()?.revoke_token(&who.context(rid), id).await?;
+    admin.vault.revoke_token(&admin.ctx, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -213,17 +199,14 @@ struct Rotate {
     )
 )]
 async fn rotate_token(
-    State(state): State<AppState>,
     Path(id): Path<String>,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
+    admin: Admin,
     OptionalJson(body): OptionalJson<Rotate>,
 ) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who)?;
     let id = token_id(&id)?;
-    let issued = state
-        .vault()?
-        .rotate_token(&who.context(rid), id, body.grace_secs, body.ttl_secs)
+    let issued = admin
+        .vault
+        .rotate_token(&admin.ctx, id, body.grace_secs, body.ttl_secs)
         .await?;
     let mut out = issued_body(&issued);
     out.rotated_from = Some(id);
@@ -268,12 +251,9 @@ struct CreateService {
     )
 )]
 async fn create_service_token(
-    State(state): State<AppState>,
-    Caller(who): Caller,
-    RequestId(rid): RequestId,
+    admin: Admin,
     AppJson(body): AppJson<CreateService>,
 ) -> Result<Response, ApiError> {
-    state.vault()?.authorize_admin(&who)?;
     no_nul("description", body.description.as_deref())?;
     let tenants = match body.tenants {
         Tenants::All(s) if s == "*" => TenantSet::All,
@@ -287,10 +267,10 @@ async fn create_service_token(
         _ => return Err(ServiceError::from(InputError::TenantSet).into()),
     };
     let scopes = parse_scopes(body.scopes, body.key_pattern.as_deref())?;
-    let issued = state
-        .vault()?
+    let issued = admin
+        .vault
         .issue_token(
-            &who.context(rid),
+            &admin.ctx,
             TokenSpec {
                 kind: NewTokenKind::Service(tenants),
                 scopes,
