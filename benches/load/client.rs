@@ -286,6 +286,35 @@ impl Raw {
         }
     }
 
+    /// Counts one request that started at `t0`; an error keeps its message among the
+    /// first few (for the load that is not HTTP: the database ceilings).
+    pub fn record(&mut self, t0: Instant, outcome: Result<(), String>) {
+        let _ = self.hist.record((t0.elapsed().as_nanos() as u64).max(1));
+        self.requests += 1;
+        if let Err(e) = outcome {
+            self.errors += 1;
+            if self.error_samples.len() < 3 {
+                self.error_samples.push(e);
+            }
+        }
+    }
+
+    /// Waits for `workers` and merges their tallies; a worker that died counts as an error.
+    pub async fn join(workers: Vec<tokio::task::JoinHandle<Raw>>, started: Instant) -> Raw {
+        let mut raw = Raw::new();
+        for w in workers {
+            match w.await {
+                Ok(r) => raw.merge(r),
+                Err(e) => {
+                    raw.errors += 1;
+                    raw.error_samples.push(format!("worker failed: {e}"));
+                }
+            }
+        }
+        raw.elapsed = started.elapsed();
+        raw
+    }
+
     pub fn merge(&mut self, other: Raw) {
         self.hist.add(&other.hist).expect("same histogram bounds");
         self.requests += other.requests;

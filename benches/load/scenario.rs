@@ -1763,9 +1763,7 @@ async fn db_write_load(
                 (pool.clone(), ids.clone(), data_keys.clone(), keys.clone());
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(0xdb_1e + w as u64);
-                let mut hist = client::new_histogram();
-                let (mut requests, mut errors) = (0u64, 0u64);
-                let mut samples = Vec::new();
+                let mut raw = client::Raw::new();
                 for _ in 0..5_000_000u64 {
                     if Instant::now() >= deadline {
                         break;
@@ -1774,35 +1772,13 @@ async fn db_write_load(
                     let key = &keys[rng.gen_range(0..keys.len())];
                     let t0 = Instant::now();
                     let r = db_write_once(&pool, ids[t], data_keys[t], key, origin, &mut rng).await;
-                    let _ = hist.record((t0.elapsed().as_nanos() as u64).max(1));
-                    requests += 1;
-                    if let Err(e) = r {
-                        errors += 1;
-                        if samples.len() < 3 {
-                            samples.push(e);
-                        }
-                    }
+                    raw.record(t0, r);
                 }
-                (hist, requests, errors, samples)
+                raw
             })
         })
         .collect();
-    let mut raw = client::Raw::new();
-    for t in tasks {
-        if let Ok((h, r, e, s)) = t.await {
-            raw.merge(client::Raw {
-                hist: h,
-                requests: r,
-                errors: e,
-                error_samples: s,
-                ..client::Raw::new()
-            });
-        } else {
-            raw.errors += 1;
-        }
-    }
-    raw.elapsed = started.elapsed();
-    raw
+    client::Raw::join(tasks, started).await
 }
 
 /// The columns tenant-vault reads for one secret.
@@ -1828,9 +1804,7 @@ async fn db_load(
             let (pool, ids, keys) = (pool.clone(), ids.clone(), keys.clone());
             tokio::spawn(async move {
                 let mut rng = StdRng::seed_from_u64(0xdb + w as u64);
-                let mut hist = client::new_histogram();
-                let (mut requests, mut errors) = (0u64, 0u64);
-                let mut samples = Vec::new();
+                let mut raw = client::Raw::new();
                 for _ in 0..5_000_000u64 {
                     if Instant::now() >= deadline {
                         break;
@@ -1846,44 +1820,18 @@ async fn db_load(
                     .bind(key)
                     .fetch_optional(&pool)
                     .await;
-                    let _ = hist.record((t0.elapsed().as_nanos() as u64).max(1));
-                    requests += 1;
-                    match row {
-                        Ok(Some(_)) => {}
-                        Ok(None) => {
-                            errors += 1;
-                            if samples.len() < 3 {
-                                samples.push(format!("no row for {id}/{key}"));
-                            }
-                        }
-                        Err(e) => {
-                            errors += 1;
-                            if samples.len() < 3 {
-                                samples.push(e.to_string());
-                            }
-                        }
-                    }
+                    let outcome = match row {
+                        Ok(Some(_)) => Ok(()),
+                        Ok(None) => Err(format!("no row for {id}/{key}")),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    raw.record(t0, outcome);
                 }
-                (hist, requests, errors, samples)
+                raw
             })
         })
         .collect();
-    let mut raw = client::Raw::new();
-    for t in tasks {
-        if let Ok((h, r, e, s)) = t.await {
-            raw.merge(client::Raw {
-                hist: h,
-                requests: r,
-                errors: e,
-                error_samples: s,
-                ..client::Raw::new()
-            });
-        } else {
-            raw.errors += 1;
-        }
-    }
-    raw.elapsed = started.elapsed();
-    raw
+    client::Raw::join(tasks, started).await
 }
 
 /// `database`: a second tenant-vault process on the same database with the cache off
