@@ -83,12 +83,7 @@ async fn put_secret(
     let version = vault
         .put_secret(&admin.ctx, &tenant, &key, value, body.cas)
         .await?;
-    Ok(Json(Written {
-        key: key.as_str(),
-        version,
-        rolled_back_to: None,
-    })
-    .into_response())
+    Ok(Written::answer(&key, version, None))
 }
 
 /// Lists a secret's versions with masked values.
@@ -141,10 +136,5 @@ async fn rollback(
     let version = vault
         .rollback_secret(&admin.ctx, &tenant, &key, body.version)
         .await?;
-    Ok(Json(Written {
-        key: key.as_str(),
-        version,
-        rolled_back_to: Some(body.version),
-    })
-    .into_response())
+    Ok(Written::answer(&key, version, Some(body.version)))
 }

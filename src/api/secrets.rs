@@ -17,6 +17,7 @@ use super::openapi::{
 };
 use super::AppState;
 use crate::crypto::SecretValue;
+use crate::domain::SecretKey;
 use crate::service::tokens::permits;
 use crate::service::Access;
 
@@ -45,6 +46,18 @@ pub(super) struct Written<'a> {
     /// Rollbacks: the version whose value was restored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) rolled_back_to: Option<i32>,
+}
+
+impl Written<'_> {
+    /// The JSON answer of a write (`rolled_back_to: None`) or a rollback, by tenant or admin.
+    pub(super) fn answer(key: &SecretKey, version: i32, rolled_back_to: Option<i32>) -> Response {
+        Json(Written {
+            key: key.as_str(),
+            version,
+            rolled_back_to,
+        })
+        .into_response()
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -149,12 +162,7 @@ async fn put_secret(
         .vault()?
         .put_secret(&who.context(rid), &tenant, &key, value, body.cas)
         .await?;
-    Ok(Json(Written {
-        key: key.as_str(),
-        version,
-        rolled_back_to: None,
-    })
-    .into_response())
+    Ok(Written::answer(&key, version, None))
 }
 
 /// Deletes a secret and its versions.
@@ -212,8 +220,7 @@ async fn list_secrets(
         .await?;
     // A token limited to a key pattern sees only the names it may read.
     secrets.retain(|s| {
-        crate::domain::SecretKey::parse(&s.key)
-            .is_ok_and(|k| permits(&who, &slug, Some(&k), Access::Read).is_ok())
+        SecretKey::parse(&s.key).is_ok_and(|k| permits(&who, &slug, Some(&k), Access::Read).is_ok())
     });
     Ok(Json(SecretList {
         tenant: slug.as_str(),

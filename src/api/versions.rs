@@ -178,10 +178,5 @@ async fn rollback(
         .vault()?
         .rollback_secret(&who.context(rid), &tenant, &key, body.version)
         .await?;
-    Ok(Json(Written {
-        key: key.as_str(),
-        version,
-        rolled_back_to: Some(body.version),
-    })
-    .into_response())
+    Ok(Written::answer(&key, version, Some(body.version)))
 }
