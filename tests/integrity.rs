@@ -116,7 +116,8 @@ async fn ciphertext_with_another_version_number_fails() {
 async fn flipped_bits_and_truncation_fail() {
     let (app, acme, _) = setup().await;
     for sql in [
-        "update company_secrets set secret_value_encrypted = overlay(secret_value_encrypted placing '\\xff'::bytea from 40 for 1) where secret_key = 'A'",
+        // XOR, not overwrite: a byte that already held the new value would change nothing.
+        "update company_secrets set secret_value_encrypted = set_byte(secret_value_encrypted, 39, get_byte(secret_value_encrypted, 39) # 1) where secret_key = 'A'",
         "update company_secrets set secret_value_encrypted = substring(secret_value_encrypted from 1 for 20) where secret_key = 'B'",
     ] {
         sqlx::query(sql).execute(&app.pool).await.unwrap();

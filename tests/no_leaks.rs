@@ -140,7 +140,7 @@ async fn a_full_round_trip_logs_no_secret() {
     let report = app.get("/v1/admin/keys", &app.admin_token).await;
     assert!(!report.text.contains(VALUE) && !report.text.contains(VALUE2));
     // A tampered ciphertext is logged as an integrity error, without bytes or value.
-    sqlx::query("update company_secrets set secret_value_encrypted = overlay(secret_value_encrypted placing '\\x00'::bytea from 35 for 1)")
+    sqlx::query("update company_secrets set secret_value_encrypted = set_byte(secret_value_encrypted, 34, get_byte(secret_value_encrypted, 34) # 1)")
         .execute(&app.pool)
         .await
         .unwrap();
