@@ -75,13 +75,15 @@ fn cache_hit(c: &mut Criterion) {
         for t in &tenants {
             for k in &keys {
                 cache
-                    .get_or_load::<(), _>(*t, k, async {
-                        Ok(Arc::new(CachedSecret {
-                            value: value_of(120),
-                            version: 1,
-                            updated_at: chrono::Utc::now(),
-                            loaded_from: tenant_vault::domain::SecretSource::Database,
-                        }))
+                    .get_or_load::<()>(*t, k, || {
+                        Box::pin(async {
+                            Ok(Arc::new(CachedSecret {
+                                value: value_of(120),
+                                version: 1,
+                                updated_at: chrono::Utc::now(),
+                                loaded_from: tenant_vault::domain::SecretSource::Database,
+                            }))
+                        })
                     })
                     .await
                     .unwrap();
@@ -97,7 +99,7 @@ fn cache_hit(c: &mut Criterion) {
             let cache = &cache;
             async move {
                 let (v, hit) = cache
-                    .get_or_load::<(), _>(t, k, async { unreachable!("every key is cached") })
+                    .get_or_load::<()>(t, k, || unreachable!("every key is cached"))
                     .await
                     .unwrap();
                 debug_assert!(hit);

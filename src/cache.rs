@@ -12,6 +12,10 @@ use moka::future::Cache;
 use crate::crypto::SecretValue;
 use crate::domain::{SecretKey, TenantId};
 
+/// A secret's load on a cache miss (database, then Infisical), boxed by its caller.
+pub type Load<'a, E> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Arc<CachedSecret>, E>> + Send + 'a>>;
+
 /// One cached secret.
 #[derive(Debug)]
 pub struct CachedSecret {
@@ -157,43 +161,56 @@ impl SecretCache {
 
     /// Returns the cached secret, or runs `load` (once, however many callers miss at the same
     /// time) and caches what it returns. The flag is true when this call's value came from
-    /// the cache rather than a load.
-    pub async fn get_or_load<E, F>(
-        &self,
+    /// the cache rather than a load. `load` is called only on a miss, and the miss path is
+    /// boxed: a hit's future stays a few hundred bytes.
+    pub async fn get_or_load<'a, E>(
+        &'a self,
         tenant: TenantId,
-        key: &SecretKey,
-        load: F,
+        key: &'a SecretKey,
+        load: impl FnOnce() -> Load<'a, E>,
     ) -> Result<(Arc<CachedSecret>, bool), Arc<E>>
     where
         E: Send + Sync + 'static,
-        F: std::future::Future<Output = Result<Arc<CachedSecret>, E>>,
     {
         match &self.inner {
-            None => load.await.map(|v| (v, false)).map_err(Arc::new),
+            None => load().await.map(|v| (v, false)).map_err(Arc::new),
             Some(cache) => {
                 let cache_key = (tenant, key.clone());
                 // The hot path: a plain lookup, cheaper than the entry API below.
                 if let Some(hit) = cache.get(&cache_key).await {
                     return Ok((hit, true));
                 }
-                let before = self.generation(tenant, key);
-                let entry = cache.entry(cache_key).or_try_insert_with(load).await?;
-                let from_cache = !entry.is_fresh();
-                if !from_cache && self.generation(tenant, key) != before {
-                    // Invalidated while loading: the row read may predate the change.
-                    cache.invalidate(&(tenant, key.clone())).await;
-                } else if !from_cache {
-                    if let Some(stale) = &self.stale {
-                        let kept = StaleEntry {
-                            secret: entry.value().clone(),
-                            loaded_at: std::time::Instant::now(),
-                        };
-                        stale.insert((tenant, key.clone()), kept).await;
-                    }
-                }
-                Ok((entry.into_value(), from_cache))
+                Box::pin(self.load_into(cache, cache_key, load())).await
             }
         }
+    }
+
+    async fn load_into<E>(
+        &self,
+        cache: &Cache<Key, Arc<CachedSecret>>,
+        cache_key: Key,
+        load: Load<'_, E>,
+    ) -> Result<(Arc<CachedSecret>, bool), Arc<E>>
+    where
+        E: Send + Sync + 'static,
+    {
+        let (tenant, key) = (cache_key.0, cache_key.1.clone());
+        let before = self.generation(tenant, &key);
+        let entry = cache.entry(cache_key).or_try_insert_with(load).await?;
+        let from_cache = !entry.is_fresh();
+        if !from_cache && self.generation(tenant, &key) != before {
+            // Invalidated while loading: the row read may predate the change.
+            cache.invalidate(&(tenant, key)).await;
+        } else if !from_cache {
+            if let Some(stale) = &self.stale {
+                let kept = StaleEntry {
+                    secret: entry.value().clone(),
+                    loaded_at: std::time::Instant::now(),
+                };
+                stale.insert((tenant, key), kept).await;
+            }
+        }
+        Ok((entry.into_value(), from_cache))
     }
 
     pub async fn invalidate(&self, tenant: TenantId, key: &SecretKey) {
@@ -308,10 +325,12 @@ mod tests {
                 let (cache, loads, key) = (cache.clone(), loads.clone(), key.clone());
                 tokio::spawn(async move {
                     cache
-                        .get_or_load::<(), _>(tenant, &key, async {
-                            loads.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            Ok(secret("v"))
+                        .get_or_load::<()>(tenant, &key, || {
+                            Box::pin(async {
+                                loads.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                Ok(secret("v"))
+                            })
                         })
                         .await
                         .unwrap()
@@ -334,19 +353,19 @@ mod tests {
         let key = SecretKey::parse("K").unwrap();
         let cache = SecretCache::new(60, 100);
         let (_, hit) = cache
-            .get_or_load::<(), _>(tenant, &key, async { Ok(secret("a")) })
+            .get_or_load::<()>(tenant, &key, || Box::pin(async { Ok(secret("a")) }))
             .await
             .unwrap();
         assert!(!hit);
         let (v, hit) = cache
-            .get_or_load::<(), _>(tenant, &key, async { Ok(secret("b")) })
+            .get_or_load::<()>(tenant, &key, || Box::pin(async { Ok(secret("b")) }))
             .await
             .unwrap();
         assert!(hit);
         assert_eq!(v.value.expose(), "a");
         cache.invalidate(tenant, &key).await;
         let (v, hit) = cache
-            .get_or_load::<(), _>(tenant, &key, async { Ok(secret("c")) })
+            .get_or_load::<()>(tenant, &key, || Box::pin(async { Ok(secret("c")) }))
             .await
             .unwrap();
         assert!(!hit);
@@ -355,12 +374,12 @@ mod tests {
         let off = SecretCache::new(0, 100);
         assert!(!off.is_enabled());
         let (_, hit) = off
-            .get_or_load::<(), _>(tenant, &key, async { Ok(secret("a")) })
+            .get_or_load::<()>(tenant, &key, || Box::pin(async { Ok(secret("a")) }))
             .await
             .unwrap();
         assert!(!hit);
         let (v, hit) = off
-            .get_or_load::<(), _>(tenant, &key, async { Ok(secret("b")) })
+            .get_or_load::<()>(tenant, &key, || Box::pin(async { Ok(secret("b")) }))
             .await
             .unwrap();
         assert!(!hit);

@@ -91,7 +91,12 @@ async fn get_secret(
     super::versions::VersionQuery(version): super::versions::VersionQuery,
 ) -> Result<Response, ApiError> {
     if let Some(version) = version {
-        return super::versions::read_version(&state, &slug, &key, &who, rid, version).await;
+        // Boxed: an old version's read (possibly from the archive) is KBs of future that
+        // the common read would otherwise carry.
+        return Box::pin(super::versions::read_version(
+            &state, &slug, &key, &who, rid, version,
+        ))
+        .await;
     }
     let tenant = state
         .vault()?

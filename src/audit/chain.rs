@@ -14,37 +14,51 @@ use super::AuditEvent;
 use crate::store::audit::{AuditRow, ChainHead, StoredAuditRow};
 use crate::store::{self, StoreError};
 
-/// The length-prefixed encoding of a row's fields that both chain formulas hash.
+/// The length-prefixed encoding of a row's fields that both chain formulas hash. Written
+/// straight from the event (numbers and ids formatted on the stack): this runs once per
+/// audited request.
 fn chain_input(prev: &[u8], e: &AuditEvent, mut update: impl FnMut(&[u8])) {
+    fn text(o: &Option<String>) -> &[u8] {
+        o.as_deref().unwrap_or("").as_bytes()
+    }
     update(prev);
-    let opt = |o: &Option<Uuid>| o.map(|u| u.to_string()).unwrap_or_default();
-    let fields = [
-        e.occurred_at.timestamp_micros().to_string(),
-        opt(&e.token_id),
-        opt(&e.tenant_id),
-        e.tenant_slug.clone().unwrap_or_default(),
-        e.action.as_str().to_owned(),
-        e.secret_key.clone().unwrap_or_default(),
-        e.outcome.as_str().to_owned(),
-        e.request_id.clone().unwrap_or_default(),
-    ];
+    let mut field = |bytes: &[u8]| {
+        update(&(bytes.len() as u32).to_be_bytes());
+        update(bytes);
+    };
+    let mut number = itoa::Buffer::new();
+    let uuid = |field: &mut dyn FnMut(&[u8]), id: &Option<Uuid>| match id {
+        Some(id) => field(
+            id.hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer())
+                .as_bytes(),
+        ),
+        None => field(b""),
+    };
+    field(number.format(e.occurred_at.timestamp_micros()).as_bytes());
+    uuid(&mut field, &e.token_id);
+    uuid(&mut field, &e.tenant_id);
+    field(text(&e.tenant_slug));
+    field(e.action.as_str().as_bytes());
+    field(text(&e.secret_key));
+    field(e.outcome.as_str().as_bytes());
+    field(text(&e.request_id));
     // Fields added later (migration 0003) join the hash only when set, so rows written
     // before them still verify.
-    let later = [
-        e.source.clone(),
-        e.route.clone(),
-        e.count.map(|c| c.to_string()),
-        e.actor.clone(),
-        e.subject.clone(),
-    ];
-    let later: &[String] = if later.iter().any(Option::is_some) {
-        &later.map(Option::unwrap_or_default)
-    } else {
-        &[]
-    };
-    for f in fields.iter().chain(later) {
-        update(&(f.len() as u32).to_be_bytes());
-        update(f.as_bytes());
+    let later_set = e.source.is_some()
+        || e.route.is_some()
+        || e.count.is_some()
+        || e.actor.is_some()
+        || e.subject.is_some();
+    if later_set {
+        field(text(&e.source));
+        field(text(&e.route));
+        match e.count {
+            Some(c) => field(number.format(c).as_bytes()),
+            None => field(b""),
+        }
+        field(text(&e.actor));
+        field(text(&e.subject));
     }
 }
 
@@ -65,9 +79,13 @@ pub trait ChainKey: Send + Sync {
 /// Chain version 2: HMAC-SHA256 under the audit key, so a database writer cannot recompute
 /// it.
 pub fn keyed_chain_hash(key: &dyn ChainKey, prev: &[u8], e: &AuditEvent) -> Vec<u8> {
+    keyed_chain_mac(key, prev, e).to_vec()
+}
+
+fn keyed_chain_mac(key: &dyn ChainKey, prev: &[u8], e: &AuditEvent) -> [u8; 32] {
     let mut input = Vec::with_capacity(256);
     chain_input(prev, e, |b| input.extend_from_slice(b));
-    key.mac(&input).to_vec()
+    key.mac(&input)
 }
 
 /// The chain version written from now on.
@@ -101,32 +119,32 @@ pub(super) async fn insert_chained(
     let mut tx = pool.begin().await?;
     let mut prev = store::audit::lock_chain_head(&mut tx)
         .await?
-        .unwrap_or_else(|| vec![0u8; 32]);
-    let rows: Vec<AuditRow> = batch
+        .unwrap_or([0u8; 32]);
+    let rows: Vec<AuditRow<'_>> = batch
         .iter()
         .map(|e| {
-            let hash = keyed_chain_hash(key, &prev, e);
+            let hash = keyed_chain_mac(key, &prev, e);
             AuditRow {
                 occurred_at: e.occurred_at,
                 token_id: e.token_id,
                 tenant_id: e.tenant_id,
-                tenant_slug: e.tenant_slug.clone(),
+                tenant_slug: e.tenant_slug.as_deref(),
                 action: e.action,
-                secret_key: e.secret_key.clone(),
+                secret_key: e.secret_key.as_deref(),
                 outcome: e.outcome,
-                request_id: e.request_id.clone(),
-                source: e.source.clone(),
-                route: e.route.clone(),
+                request_id: e.request_id.as_deref(),
+                source: e.source.as_deref(),
+                route: e.route.as_deref(),
                 count: e.count,
-                actor: e.actor.clone(),
-                subject: e.subject.clone(),
-                prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                actor: e.actor.as_deref(),
+                subject: e.subject.as_deref(),
+                prev_hash: std::mem::replace(&mut prev, hash),
                 hash,
                 chain_version: CHAIN_KEYED,
             }
         })
         .collect();
-    store::audit::insert_batch(&mut *tx, &rows).await?;
+    store::audit::insert_batch(&mut tx, &rows).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -232,4 +250,72 @@ impl CheckpointStore for FileCheckpoints {
 pub struct FoundCheckpoint {
     pub source: String,
     pub checkpoint: Checkpoint,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditAction, AuditOutcome};
+
+    /// The formula as first written (a string per field): rows already in tables were
+    /// hashed this way, so the allocation-free `chain_input` must give the same bytes.
+    fn reference_input(prev: &[u8], e: &AuditEvent) -> Vec<u8> {
+        let opt = |o: &Option<Uuid>| o.map(|u| u.to_string()).unwrap_or_default();
+        let mut fields = vec![
+            e.occurred_at.timestamp_micros().to_string(),
+            opt(&e.token_id),
+            opt(&e.tenant_id),
+            e.tenant_slug.clone().unwrap_or_default(),
+            e.action.as_str().to_owned(),
+            e.secret_key.clone().unwrap_or_default(),
+            e.outcome.as_str().to_owned(),
+            e.request_id.clone().unwrap_or_default(),
+        ];
+        let later = [
+            e.source.clone(),
+            e.route.clone(),
+            e.count.map(|c| c.to_string()),
+            e.actor.clone(),
+            e.subject.clone(),
+        ];
+        if later.iter().any(Option::is_some) {
+            fields.extend(later.map(Option::unwrap_or_default));
+        }
+        let mut out = prev.to_vec();
+        for f in fields {
+            out.extend_from_slice(&(f.len() as u32).to_be_bytes());
+            out.extend_from_slice(f.as_bytes());
+        }
+        out
+    }
+
+    fn input(prev: &[u8], e: &AuditEvent) -> Vec<u8> {
+        let mut out = Vec::new();
+        chain_input(prev, e, |b| out.extend_from_slice(b));
+        out
+    }
+
+    #[test]
+    fn chain_input_matches_the_original_formula() {
+        let prev = [7u8; 32];
+        let bare = AuditEvent::new(AuditAction::SecretRead, AuditOutcome::Success);
+        let mut read = bare.clone();
+        read.token_id = Some(Uuid::new_v4());
+        read.tenant_id = Some(Uuid::new_v4());
+        read.tenant_slug = Some("acme".into());
+        read.secret_key = Some("STRIPE_KEY".into());
+        read.request_id = Some("req-1".into());
+        let mut access = AuditEvent::new(AuditAction::AccessRateLimit, AuditOutcome::Rejected);
+        access.source = Some("127.0.0.1".into());
+        access.route = Some("/v1/tenants/{tenant}/secrets/{key}".into());
+        access.count = Some(-12_345);
+        let mut cli = bare.clone();
+        cli.actor = Some("cli:alice".into());
+        cli.subject = Some("token 1".into());
+        for e in [&bare, &read, &access, &cli] {
+            assert_eq!(input(&prev, e), reference_input(&prev, e), "{e:?}");
+        }
+        // Later fields are absent from rows that set none of them.
+        assert!(input(&prev, &bare).len() < input(&prev, &cli).len());
+    }
 }

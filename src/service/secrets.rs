@@ -109,15 +109,19 @@ impl Vault {
         self.ensure_auditable()?;
         // Runs only on a cache miss: a key remembered as missing answers 404 at once, and a
         // key found nowhere is remembered (briefly) so it cannot hammer Infisical.
-        let load = async {
-            if self.not_found.contains(tenant.id, key) {
-                return Err(ServiceError::SecretNotFound);
-            }
-            let loaded = self.load_secret(ctx, tenant, key).await;
-            if let Err(ServiceError::SecretNotFound) = &loaded {
-                self.not_found.remember(tenant.id, key).await;
-            }
-            loaded
+        // Built (and boxed) only on a miss: the database and Infisical futures are KBs that a
+        // cached read would otherwise carry and copy.
+        let load = || {
+            Box::pin(async {
+                if self.not_found.contains(tenant.id, key) {
+                    return Err(ServiceError::SecretNotFound);
+                }
+                let loaded = self.load_secret(ctx, tenant, key).await;
+                if let Err(ServiceError::SecretNotFound) = &loaded {
+                    self.not_found.remember(tenant.id, key).await;
+                }
+                loaded
+            }) as crate::cache::Load<'_, ServiceError>
         };
         let result = self
             .cache
@@ -134,7 +138,9 @@ impl Vault {
             })
             .map_err(|shared| (*shared).clone());
         let result = match result {
-            Err(ServiceError::Unavailable(what)) => self.serve_stale(tenant, key, what).await,
+            Err(ServiceError::Unavailable(what)) => {
+                Box::pin(self.serve_stale(tenant, key, what)).await
+            }
             other => other,
         };
         match &result {

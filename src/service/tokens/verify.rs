@@ -176,10 +176,12 @@ impl Vault {
         let cached = self.tokens.by_hash.get(&hash).await;
         let principal = match cached {
             Some(p) => p,
-            None => self.load_principal(hash).await?,
+            // Boxed: the database load is several KB of future that every request would
+            // otherwise carry (and copy) for a path only a cache miss takes.
+            None => Box::pin(self.load_principal(hash)).await?,
         };
         if principal.expires_at.is_some_and(|at| at <= Utc::now()) {
-            self.tokens.by_hash.invalidate(&hash).await;
+            Box::pin(self.tokens.by_hash.invalidate(&hash)).await;
             return Err(ServiceError::Unauthenticated);
         }
         self.note_use(principal.token_id).await;
@@ -237,7 +239,11 @@ impl Vault {
         permits(who, slug, key, access)?;
         match &who.kind {
             PrincipalKind::Tenant(t) => Ok(t.clone()),
-            _ => self.tenant_ref(slug).await,
+            _ => match self.tokens.tenants.get(slug).await {
+                Some(tenant) => Ok(tenant),
+                // Boxed for the same reason as the token's load: only a miss pays for it.
+                None => Box::pin(self.tenant_ref(slug)).await,
+            },
         }
     }
 
