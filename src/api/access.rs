@@ -1,13 +1,13 @@
 //! The access audit: every response with status 401, 403 or 429 is counted, per client
 //! address, route template, outcome and token (when known), and written aggregated once a
-//! minute (see `audit::AccessKey`). A flood of refused requests costs a few rows.
+//! minute (see `audit::AccessKey`). A flood of refused requests costs a few rows. The route
+//! layer (`api::edge`) makes the slot and counts the answer.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath};
 use axum::http::{Extensions, StatusCode, Uri};
-use axum::middleware::Next;
 use axum::response::Response;
 
 use super::error::ErrorCode;
@@ -17,7 +17,7 @@ use crate::domain::{TenantSlug, TokenId};
 
 /// What the inner layers learn about a request for the access audit: the caller's token
 /// (set by the bearer-token extractor), the route template and the tenant in the path (set
-/// by `note_route`, once routing has matched).
+/// by `api::edge` once routing has matched).
 #[derive(Clone, Default)]
 pub struct TokenSlot(Arc<Slot>);
 
@@ -52,15 +52,15 @@ impl TokenSlot {
     }
 }
 
-/// Innermost (a route layer): notes the matched route and the path for `audit_access`.
-pub async fn note_route(req: Request, next: Next) -> Response {
-    if let (Some(slot), Some(route)) = (
-        req.extensions().get::<TokenSlot>(),
-        req.extensions().get::<MatchedPath>(),
-    ) {
-        let _ = slot.0.route.set((route.clone(), req.uri().clone()));
+impl TokenSlot {
+    /// A slot for a request routed to `route` (the path is kept for the tenant segment).
+    pub(super) fn routed(route: Option<&MatchedPath>, uri: &Uri) -> Self {
+        let slot = Self::default();
+        if let Some(route) = route {
+            let _ = slot.0.route.set((route.clone(), uri.clone()));
+        }
+        slot
     }
-    next.run(req).await
 }
 
 /// The client address (from `ConnectInfo`, when the server provides it), else `-`.
@@ -71,21 +71,19 @@ pub fn source_of(extensions: &Extensions) -> String {
         .unwrap_or_else(|| "-".to_owned())
 }
 
-/// Outermost: sees every response, including refusals made by layers in front of the
-/// handlers (rate limits), and counts the 401s, 403s and 429s.
-pub async fn audit_access(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let slot = TokenSlot::default();
-    req.extensions_mut().insert(slot.clone());
-    let response = next.run(req).await;
+/// Counts the answer if it is a 401, 403 or 429. Called by the route layer (`api::edge`)
+/// with the answer of everything inside it, the rate limits' refusals included.
+pub(super) fn count_refusal(
+    state: &AppState,
+    client: Option<SocketAddr>,
+    slot: &TokenSlot,
+    response: &Response,
+) {
     if !matches!(
         response.status(),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
     ) {
-        return response; // the common case: nothing to count, nothing formatted
+        return; // the common case: nothing to count, nothing formatted
     }
     let route = slot.route();
     let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
@@ -99,7 +97,7 @@ pub async fn audit_access(State(state): State<AppState>, mut req: Request, next:
         }
         StatusCode::FORBIDDEN => (AuditAction::AccessTenant, AuditOutcome::Denied),
         StatusCode::TOO_MANY_REQUESTS => (AuditAction::AccessRateLimit, AuditOutcome::Rejected),
-        _ => return response,
+        _ => return,
     };
     if let Ok(vault) = state.vault() {
         vault.audit().record_access(AccessKey {
@@ -111,5 +109,4 @@ pub async fn audit_access(State(state): State<AppState>, mut req: Request, next:
             tenant_slug: slot.tenant(),
         });
     }
-    response
 }

@@ -1,6 +1,6 @@
 //! The HTTP API: routes, and the layers every request passes through (request id, redacted
-//! auth header, tracing by matched route, body limit, timeout; event streams have no
-//! timeout). Handlers are thin: they validate, call the service, and map its answer.
+//! auth header, tracing by matched route, panic to 500; then, once routed, `edge`: access
+//! audit, time limit to the response head, metrics; the body limit and the rate limits). Handlers are thin: they validate, call the service, and map its answer.
 
 pub mod access;
 pub mod admin;
@@ -119,44 +119,53 @@ impl HttpSettings {
     }
 }
 
-/// Bounds a request's time to its response head (not its body: streams go on): 503
-/// `request_timeout` in the API's JSON error shape (a bare timeout layer answers with an
-/// empty body clients cannot parse).
-async fn request_timeout(
-    axum::extract::State(limit): axum::extract::State<Duration>,
-    req: axum::extract::Request,
+/// What the route layer needs: the state (for the access audit) and the time limit.
+#[derive(Clone)]
+struct Edge {
+    state: AppState,
+    request_timeout: Duration,
+}
+
+/// Every routed request, once routing has matched, in one middleware (each `from_fn` layer
+/// costs a boxed future and a cloned service per request, so these are not four):
+/// - the access audit's slot, and counting the answer if it is a 401, 403 or 429;
+/// - the time limit to the response head (not its body: streams go on), answered 503
+///   `request_timeout` in the API's JSON error shape;
+/// - the request metrics, by route template, method and status.
+async fn edge(
+    axum::extract::State(edge): axum::extract::State<Edge>,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
+    // Reference-counted and cheap to clone: no label strings are built per request.
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let client = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let slot = access::TokenSlot::routed(route.as_ref(), req.uri());
+    req.extensions_mut().insert(slot.clone());
+    let method = req.method().clone();
+    let started = std::time::Instant::now();
+    let response = match tokio::time::timeout(edge.request_timeout, next.run(req)).await {
         Ok(res) => res,
         Err(_) => error::ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "request_timeout",
             format!(
                 "the request did not finish within {} s; it may or may not have taken effect",
-                limit.as_secs_f64()
+                edge.request_timeout.as_secs_f64()
             ),
         )
         .into_response(),
-    }
-}
-
-/// Counts and times every routed request by route template and status.
-async fn track_request(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    // Reference-counted and cheap to clone: no label strings are built per request.
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = req.method().clone();
-    let started = std::time::Instant::now();
-    let response = next.run(req).await;
+    };
     crate::telemetry::http_request(
         route.as_ref().map_or("", MatchedPath::as_str),
         &method,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
+    access::count_refusal(&edge.state, client, &slot, &response);
     response
 }
 
@@ -231,60 +240,46 @@ pub fn router_with_state(
     crate::telemetry::prometheus(); // record from the first request on
     let x_request_id = header::HeaderName::from_static("x-request-id");
     // Each `layer`/`route_layer` call on a router boxes every route's service and future
-    // once more (axum's `Route`), so the layers are stacked with one `ServiceBuilder` per
-    // place: a request pays four boxes instead of twelve. In a `ServiceBuilder` the first
-    // layer is the outermost.
-    let per_route = || {
-        ServiceBuilder::new()
-            .layer(axum::middleware::from_fn(track_request))
-            .layer(axum::middleware::from_fn(access::note_route))
-    };
+    // once more (axum's `Route`), and each `from_fn` boxes again per request: so one
+    // `ServiceBuilder` per place and one middleware (`edge`) for our per-request work. In a
+    // `ServiceBuilder` the first layer is the outermost.
+    let edge = axum::middleware::from_fn_with_state(
+        Edge {
+            state: state.clone(),
+            request_timeout: settings.request_timeout,
+        },
+        edge,
+    );
+    let rate_limits = axum::middleware::from_fn_with_state(state.clone(), limits::enforce);
     let requests = Router::from(limited_routes())
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limits::enforce,
-        ))
+        .route_layer(rate_limits.clone())
         // Probes stay outside the rate limits: a stray or stale token on `/healthz` must not
         // turn a health check into a 401 or a 429.
         .merge(Router::from(public_routes()))
         // The console's static files: the page itself asks for a token.
         .merge(console::router())
-        .route_layer(per_route())
-        .fallback(|| async { error::ApiError::not_found() })
-        .layer(
+        .route_layer(
             ServiceBuilder::new()
-                .layer(axum::middleware::from_fn_with_state(
-                    settings.request_timeout,
-                    request_timeout,
-                ))
+                .layer(edge.clone())
                 .layer(DefaultBodyLimit::max(body_limit)),
-        );
-    // Streams stay open by design. `request_timeout` bounds only the time to the response
-    // head (authentication may wait on the database), never the body that streams after it.
-    let streams = Router::from(stream_routes()).route_layer(
+        )
+        .fallback(|| async { error::ApiError::not_found() });
+    // Streams stay open by design: the edge's time limit bounds only the time to the
+    // response head (authentication may wait on the database), never the body after it.
+    let streams = Router::from(stream_routes())
+        .route_layer(ServiceBuilder::new().layer(edge).layer(rate_limits));
+    requests.merge(streams).with_state(state).layer(
         ServiceBuilder::new()
-            .layer(axum::middleware::from_fn_with_state(
-                settings.request_timeout,
-                request_timeout,
+            .layer(SetRequestIdLayer::new(
+                x_request_id.clone(),
+                MakeRequestUuid,
             ))
-            .layer(per_route())
-            .layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                limits::enforce,
-            )),
-    );
-    requests.merge(streams).with_state(state.clone()).layer(
-        ServiceBuilder::new()
-            .layer(SetRequestIdLayer::new(x_request_id.clone(), MakeRequestUuid))
             .layer(PropagateRequestIdLayer::new(x_request_id))
-            .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+            .layer(SetSensitiveRequestHeadersLayer::new([
+                header::AUTHORIZATION,
+            ]))
             .layer(TraceLayer::new_for_http().make_span_with(request_span))
-            .layer(catch_panic())
-            // Outside everything that may refuse a request (rate limits included).
-            .layer(axum::middleware::from_fn_with_state(
-                state,
-                access::audit_access,
-            )),
+            .layer(catch_panic()),
     )
 }
 
