@@ -539,7 +539,16 @@ async fn health_and_unknown_routes() {
     let res = app.call(Method::GET, "/v2/nothing", None, None).await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
     assert_eq!(res.code(), "not_found");
-    assert!(res.headers.contains_key("x-request-id"));
+    // A request without an id gets a fresh random UUID, and two requests get two.
+    let id = |res: &common::TestResponse| {
+        let text = res.headers["x-request-id"].to_str().unwrap().to_owned();
+        let parsed = uuid::Uuid::parse_str(&text).unwrap();
+        assert_eq!(parsed.get_version_num(), 4, "{text}");
+        assert_eq!(parsed.hyphenated().to_string(), text);
+        text
+    };
+    let again = app.call(Method::GET, "/v2/nothing", None, None).await;
+    assert_ne!(id(&res), id(&again));
 }
 
 #[tokio::test]
