@@ -1,5 +1,5 @@
 //! The audit trail. Requests hand events to a channel and move on; one background writer per
-//! process batches them into `audit_events` (one multi-row insert at least every 100 ms),
+//! process batches them into `audit_events` (one binary `COPY` at least every 100 ms),
 //! chaining each row to the previous one with HMAC-SHA256 under the audit key (chain version
 //! 2; rows from before the key used plain SHA-256, version 1). While the database is
 //! unreachable, batches go to an append-only journal file and are replayed, in order, when it
