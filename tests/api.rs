@@ -413,7 +413,11 @@ async fn malformed_json_names_the_field_and_never_echoes_values() {
         (r#"{"value": "ok", "colour": "sk_live_ECHO"}"#, "colour"),
         (r#"{"value": "sk_live_ECHO""#, "JSON"),
         (r#"not json sk_live_ECHO"#, "JSON"),
-        (r#"[]"#, ""),
+        (r#"[]"#, "object"),
+        // serde would read a struct from an array of its fields in order: not a body any
+        // client means, and it would have stored this value.
+        (r#"["sk_live_ECHO"]"#, "object"),
+        (" \n [\"sk_live_ECHO\", 1]", "object"),
     ];
     for (body, field) in cases {
         let req = Request::put("/v1/tenants/acme/secrets/K")

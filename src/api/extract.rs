@@ -51,6 +51,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
 
 /// Deserializes a JSON body, with errors that name the field but never echo input.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body of this API is an object. serde also builds a struct from an array of its
+    // fields in order (`["v"]` as `{"value": "v"}`), which no client means to send.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body must be a JSON object, not an array",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| describe_json_error(&err))
 }
