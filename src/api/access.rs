@@ -30,6 +30,15 @@ struct Slot {
 }
 
 impl TokenSlot {
+    /// A slot for a request routed to `route` (the path is kept for the tenant segment).
+    pub(super) fn routed(route: Option<&MatchedPath>, uri: &Uri) -> Self {
+        let slot = Self::default();
+        if let Some(route) = route {
+            let _ = slot.0.route.set((route.clone(), uri.clone()));
+        }
+        slot
+    }
+
     pub fn set(&self, id: TokenId) {
         let _ = self.0.token.set(id);
     }
@@ -49,17 +58,6 @@ impl TokenSlot {
         let at = route.as_str().split('/').position(|s| s == "{tenant}")?;
         let raw = uri.path().split('/').nth(at)?;
         TenantSlug::parse(raw).ok().map(|t| t.to_string())
-    }
-}
-
-impl TokenSlot {
-    /// A slot for a request routed to `route` (the path is kept for the tenant segment).
-    pub(super) fn routed(route: Option<&MatchedPath>, uri: &Uri) -> Self {
-        let slot = Self::default();
-        if let Some(route) = route {
-            let _ = slot.0.route.set((route.clone(), uri.clone()));
-        }
-        slot
     }
 }
 

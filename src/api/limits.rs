@@ -89,21 +89,10 @@ fn set_headers(headers: &mut HeaderMap, policies: &[PolicyState]) {
             policy.extend_from_slice(b", ");
             state.extend_from_slice(b", ");
         }
-        for (out, (a, x), (b, y)) in [
-            (&mut policy, ("q", p.quota as u64), ("w", p.window_secs)),
-            (&mut state, ("r", p.remaining as u64), ("t", p.reset_secs)),
-        ] {
-            out.push(b'"');
-            out.extend_from_slice(p.name.as_bytes());
-            out.extend_from_slice(b"\";");
-            out.extend_from_slice(a.as_bytes());
-            out.push(b'=');
-            out.extend_from_slice(number.format(x).as_bytes());
-            out.push(b';');
-            out.extend_from_slice(b.as_bytes());
-            out.push(b'=');
-            out.extend_from_slice(number.format(y).as_bytes());
-        }
+        let quota = (b'q', u64::from(p.quota), b'w', p.window_secs);
+        header_item(&mut policy, &mut number, p.name, quota);
+        let remaining = (b'r', u64::from(p.remaining), b't', p.reset_secs);
+        header_item(&mut state, &mut number, p.name, remaining);
     }
     if let (Ok(policy), Ok(state)) = (
         HeaderValue::from_maybe_shared(bytes::Bytes::from(policy)),
@@ -111,6 +100,26 @@ fn set_headers(headers: &mut HeaderMap, policies: &[PolicyState]) {
     ) {
         headers.insert("ratelimit-policy", policy);
         headers.insert("ratelimit", state);
+    }
+}
+
+/// One policy's item: `"name";a=1;b=2`.
+fn header_item(
+    out: &mut Vec<u8>,
+    number: &mut itoa::Buffer,
+    name: &str,
+    (a, x, b, y): (u8, u64, u8, u64),
+) {
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\";");
+    for (i, (param, value)) in [(a, x), (b, y)].into_iter().enumerate() {
+        if i > 0 {
+            out.push(b';');
+        }
+        out.push(param);
+        out.push(b'=');
+        out.extend_from_slice(number.format(value).as_bytes());
     }
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, and the layers every request passes through (request id, redacted
 //! auth header, tracing by matched route, panic to 500; then, once routed, `edge`: access
-//! audit, time limit to the response head, metrics; the body limit and the rate limits). Handlers are thin: they validate, call the service, and map its answer.
+//! audit, time limit to the response head, metrics; the body limit and the rate limits).
+//! Handlers are thin: they validate, call the service, and map its answer.
 
 pub mod access;
 pub mod admin;

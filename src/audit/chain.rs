@@ -78,11 +78,7 @@ pub trait ChainKey: Send + Sync {
 
 /// Chain version 2: HMAC-SHA256 under the audit key, so a database writer cannot recompute
 /// it.
-pub fn keyed_chain_hash(key: &dyn ChainKey, prev: &[u8], e: &AuditEvent) -> Vec<u8> {
-    keyed_chain_mac(key, prev, e).to_vec()
-}
-
-fn keyed_chain_mac(key: &dyn ChainKey, prev: &[u8], e: &AuditEvent) -> [u8; 32] {
+pub fn keyed_chain_hash(key: &dyn ChainKey, prev: &[u8], e: &AuditEvent) -> [u8; 32] {
     let mut input = Vec::with_capacity(256);
     chain_input(prev, e, |b| input.extend_from_slice(b));
     key.mac(&input)
@@ -123,7 +119,7 @@ pub(super) async fn insert_chained(
     let rows: Vec<AuditRow<'_>> = batch
         .iter()
         .map(|e| {
-            let hash = keyed_chain_mac(key, &prev, e);
+            let hash = keyed_chain_hash(key, &prev, e);
             AuditRow {
                 occurred_at: e.occurred_at,
                 token_id: e.token_id,

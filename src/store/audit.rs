@@ -93,10 +93,10 @@ pub async fn insert_batch(conn: &mut PgConnection, rows: &[AuditRow<'_>]) -> Sto
         copy.field(Some(&r.hash));
         copy.text(r.source);
         copy.text(r.route);
-        copy.field(r.count.map(i32::to_be_bytes).as_ref().map(|b| &b[..]));
+        copy.int4(r.count);
         copy.text(r.actor);
         copy.text(r.subject);
-        copy.field(Some(&r.chain_version.to_be_bytes()));
+        copy.int2(r.chain_version);
     }
     let mut into = conn
         .copy_in_raw(
@@ -154,6 +154,14 @@ impl BinaryCopy {
 
     fn uuid(&mut self, id: Option<Uuid>) {
         self.field(id.as_ref().map(|u| &u.as_bytes()[..]));
+    }
+
+    fn int4(&mut self, n: Option<i32>) {
+        self.field(n.map(i32::to_be_bytes).as_ref().map(|b| &b[..]));
+    }
+
+    fn int2(&mut self, n: i16) {
+        self.field(Some(&n.to_be_bytes()));
     }
 
     fn timestamptz(&mut self, at: DateTime<Utc>) {
