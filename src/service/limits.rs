@@ -13,11 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cache::ExpiringCache;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use moka::sync::Cache;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -104,14 +104,14 @@ struct TokenEntry {
 /// The replica's buckets and memories.
 pub struct RateLimits {
     settings: LimitArgs,
-    tenants: Cache<TenantSlug, Arc<TenantEntry>>,
-    tokens: Cache<TokenId, Arc<TokenEntry>>,
-    unknown_tokens: Cache<[u8; 32], ()>,
+    tenants: ExpiringCache<TenantSlug, Arc<TenantEntry>>,
+    tokens: ExpiringCache<TokenId, Arc<TokenEntry>>,
+    unknown_tokens: ExpiringCache<[u8; 32], ()>,
     /// Addresses over their failed-authentication budget, and until when.
-    blocked: Cache<IpAddr, Instant>,
+    blocked: ExpiringCache<IpAddr, Instant>,
     failures: Option<governor::DefaultKeyedRateLimiter<IpAddr>>,
     /// Per tenant, the Infisical lookups it may run at once.
-    infisical_slots: Cache<TenantSlug, Arc<Semaphore>>,
+    infisical_slots: ExpiringCache<TenantSlug, Arc<Semaphore>>,
 }
 
 fn seconds_ceil(d: Duration) -> u64 {
@@ -126,33 +126,20 @@ impl RateLimits {
             .map(|per_min| RateLimiter::keyed(Quota::per_minute(per_min).allow_burst(burst)));
         Self {
             settings: settings.clone(),
-            tenants: Cache::builder()
-                .max_capacity(MAX_TRACKED)
-                .time_to_idle(Duration::from_secs(600))
-                .build(),
-            tokens: Cache::builder()
-                .max_capacity(MAX_TRACKED)
-                .time_to_idle(Duration::from_secs(600))
-                .build(),
-            unknown_tokens: Cache::builder()
-                .max_capacity(MAX_TRACKED)
-                .time_to_live(UNKNOWN_TOKEN_TTL)
-                .build(),
-            blocked: Cache::builder()
-                .max_capacity(MAX_TRACKED)
-                .time_to_live(Duration::from_secs(3600))
-                .build(),
+            // Buckets and slots are kept until capacity pushes the least used out (a tenant's
+            // entry refreshes its overrides itself, see `OVERRIDES_TTL`).
+            tenants: ExpiringCache::bounded(MAX_TRACKED),
+            tokens: ExpiringCache::bounded(MAX_TRACKED),
+            unknown_tokens: ExpiringCache::new(MAX_TRACKED, UNKNOWN_TOKEN_TTL),
+            blocked: ExpiringCache::new(MAX_TRACKED, Duration::from_secs(3600)),
             failures,
-            infisical_slots: Cache::builder()
-                .max_capacity(MAX_TRACKED)
-                .time_to_idle(Duration::from_secs(600))
-                .build(),
+            infisical_slots: ExpiringCache::bounded(MAX_TRACKED),
         }
     }
 
     /// Waits for one of the tenant's Infisical lookup slots (held until dropped).
     pub async fn infisical_slot(&self, slug: &TenantSlug) -> OwnedSemaphorePermit {
-        let slots = self.infisical_slots.get_with_by_ref(slug, || {
+        let slots = self.infisical_slots.get_or_insert_with(slug, || {
             Arc::new(Semaphore::new(
                 self.settings.infisical_tenant_concurrency.max(1) as usize,
             ))

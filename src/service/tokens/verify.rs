@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::ExpiringCache;
 use chrono::Utc;
-use moka::future::Cache;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -24,29 +24,19 @@ const TOKEN_CACHE_TTL: Duration = Duration::from_secs(60);
 const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 
 pub(crate) struct TokenCache {
-    by_hash: Cache<[u8; 32], Arc<Principal>>,
+    by_hash: ExpiringCache<[u8; 32], Arc<Principal>>,
     /// Tokens whose use was written recently (see `LAST_USED_EVERY`).
-    recently_used: Cache<TokenId, ()>,
+    recently_used: ExpiringCache<TokenId, ()>,
     /// Live tenants by slug, for service tokens (tenant tokens carry their own).
-    tenants: Cache<TenantSlug, TenantRef>,
+    tenants: ExpiringCache<TenantSlug, TenantRef>,
 }
 
 impl TokenCache {
     pub fn new(max_entries: u64) -> Self {
         Self {
-            by_hash: Cache::builder()
-                .max_capacity(max_entries)
-                .time_to_live(TOKEN_CACHE_TTL)
-                .support_invalidation_closures()
-                .build(),
-            recently_used: Cache::builder()
-                .max_capacity(max_entries)
-                .time_to_live(LAST_USED_EVERY)
-                .build(),
-            tenants: Cache::builder()
-                .max_capacity(max_entries)
-                .time_to_live(TOKEN_CACHE_TTL)
-                .build(),
+            by_hash: ExpiringCache::new(max_entries, TOKEN_CACHE_TTL),
+            recently_used: ExpiringCache::new(max_entries, LAST_USED_EVERY),
+            tenants: ExpiringCache::new(max_entries, TOKEN_CACHE_TTL),
         }
     }
 
@@ -59,13 +49,11 @@ impl TokenCache {
     /// A tenant was deleted: its tokens, and service tokens that named tenants (the deleted
     /// one left their sets), are checked again on their next use.
     pub fn forget_tenant(&self, tenant: TenantId) {
-        let _ = self
-            .by_hash
-            .invalidate_entries_if(move |_, p| match &p.kind {
-                PrincipalKind::Tenant(t) => t.id == tenant,
-                PrincipalKind::Service { tenants } => matches!(tenants, TenantSet::Only(_)),
-                PrincipalKind::Admin => false,
-            });
+        self.by_hash.invalidate_if(move |_, p| match &p.kind {
+            PrincipalKind::Tenant(t) => t.id == tenant,
+            PrincipalKind::Service { tenants } => matches!(tenants, TenantSet::Only(_)),
+            PrincipalKind::Admin => false,
+        });
         self.tenants.invalidate_all();
     }
 }
@@ -173,7 +161,7 @@ impl Vault {
             return Err(ServiceError::Unauthenticated);
         }
         // The hot path: a plain lookup, cheaper than building the loader for `try_get_with`.
-        let cached = self.tokens.by_hash.get(&hash).await;
+        let cached = self.tokens.by_hash.get(&hash);
         let principal = match cached {
             Some(p) => p,
             // Boxed: the database load is several KB of future that every request would
@@ -181,10 +169,10 @@ impl Vault {
             None => Box::pin(self.load_principal(hash)).await?,
         };
         if principal.expires_at.is_some_and(|at| at <= Utc::now()) {
-            Box::pin(self.tokens.by_hash.invalidate(&hash)).await;
+            self.tokens.by_hash.invalidate(&hash);
             return Err(ServiceError::Unauthenticated);
         }
-        self.note_use(principal.token_id).await;
+        self.note_use(principal.token_id);
         Ok(principal)
     }
 
@@ -192,7 +180,7 @@ impl Vault {
     async fn load_principal(&self, hash: [u8; 32]) -> Result<Arc<Principal>, ServiceError> {
         self.tokens
             .by_hash
-            .try_get_with(hash, async move {
+            .try_get_with(&hash, async {
                 let key = self.token_key().await?;
                 let row = store::tokens::by_hash(&self.pool, &hash)
                     .await?
@@ -209,16 +197,14 @@ impl Vault {
                 principal(row).map(Arc::new)
             })
             .await
-            // moka shares the loader's error among waiters; ServiceError is Clone.
-            .map_err(|e| (*e).clone())
     }
 
     /// Writes `last_used_at` in the background, at most once a minute per token.
-    async fn note_use(&self, id: TokenId) {
+    fn note_use(&self, id: TokenId) {
         if self.tokens.recently_used.contains_key(&id) {
             return;
         }
-        self.tokens.recently_used.insert(id, ()).await;
+        self.tokens.recently_used.insert(id, ());
         let pool = self.pool.clone();
         tokio::spawn(async move {
             if let Err(e) = store::tokens::touch(&pool, id.0).await {
@@ -239,7 +225,7 @@ impl Vault {
         permits(who, slug, key, access)?;
         match &who.kind {
             PrincipalKind::Tenant(t) => Ok(t.clone()),
-            _ => match self.tokens.tenants.get(slug).await {
+            _ => match self.tokens.tenants.get(slug) {
                 Some(tenant) => Ok(tenant),
                 // Boxed for the same reason as the token's load: only a miss pays for it.
                 None => Box::pin(self.tenant_ref(slug)).await,
@@ -252,7 +238,7 @@ impl Vault {
         let pool = &self.pool;
         self.tokens
             .tenants
-            .try_get_with(slug.clone(), async move {
+            .try_get_with(slug, async move {
                 let row = store::tenants::by_slug(pool, slug)
                     .await?
                     .ok_or(ServiceError::TenantNotFound)?;
@@ -262,7 +248,6 @@ impl Vault {
                 })
             })
             .await
-            .map_err(|e| (*e).clone())
     }
 
     /// Admin routes: admin tokens only. Refusals are audited by the API's access layer.

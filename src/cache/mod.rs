@@ -3,6 +3,8 @@
 //! Concurrent misses of one key share a single load. Beside it, the not-found cache: keys
 //! found nowhere, remembered briefly.
 
+pub mod expiring;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +13,8 @@ use moka::future::Cache;
 
 use crate::crypto::SecretValue;
 use crate::domain::{SecretKey, TenantId};
+
+pub use expiring::ExpiringCache;
 
 /// A secret's load on a cache miss (database, then Infisical), boxed by its caller.
 pub type Load<'a, E> =
