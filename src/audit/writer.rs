@@ -19,7 +19,10 @@ use crate::store::{self, StoreError};
 
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const MAX_BATCH: usize = 1000;
-const CHANNEL_CAPACITY: usize = 65_536;
+/// Events waiting for the writer, at most; beyond this it is far behind and requests fail.
+const MAX_PENDING: usize = 65_536;
+/// Commands (strict-mode events, flushes, checkpoints) waiting for the writer.
+const CHANNEL_CAPACITY: usize = 1024;
 /// Refused and throttled requests are counted in memory and written this often, one row per
 /// (minute, source, route, outcome, token): a flood adds a few rows, not one per request.
 const ACCESS_FLUSH_EVERY: Duration = Duration::from_secs(60);
@@ -65,8 +68,27 @@ fn drain_access(counts: &AccessCounts) -> Vec<AuditEvent> {
 #[error("the audit event could not be committed to the database")]
 pub struct NotDurable;
 
+/// Batched-mode events, appended by requests and taken whole by the writer. A shared buffer
+/// rather than a channel message per event: the writer is woken once per batch (when it
+/// fills, or by its timer), not once per request, which cost a task wake-up, often across
+/// threads, on every cached read.
+#[derive(Default)]
+struct Pending {
+    events: std::sync::Mutex<Vec<AuditEvent>>,
+    /// Signalled when `events` reaches `MAX_BATCH`.
+    full: tokio::sync::Notify,
+}
+
+impl Pending {
+    fn take(&self) -> Vec<AuditEvent> {
+        std::mem::replace(
+            &mut *self.events.lock().unwrap(),
+            Vec::with_capacity(MAX_BATCH),
+        )
+    }
+}
+
 enum Command {
-    Event(Box<AuditEvent>),
     /// Strict mode: answer whether the event reached the database.
     Durable(Box<AuditEvent>, oneshot::Sender<bool>),
     Flush(oneshot::Sender<()>),
@@ -78,6 +100,7 @@ enum Command {
 #[derive(Clone)]
 pub struct AuditSink {
     tx: mpsc::Sender<Command>,
+    pending: Arc<Pending>,
     failing: Arc<AtomicBool>,
     access: AccessCounts,
     mode: AuditMode,
@@ -86,10 +109,19 @@ pub struct AuditSink {
 
 impl AuditSink {
     pub fn record(&self, event: AuditEvent) {
-        if let Err(err) = self.tx.try_send(Command::Event(Box::new(event))) {
-            // Full channel means the writer is far behind; drop nothing silently.
-            tracing::error!(error = %err, "audit channel full or closed: event not recorded");
+        let mut events = self.pending.events.lock().unwrap();
+        if events.len() >= MAX_PENDING || self.tx.is_closed() {
+            drop(events);
+            // The writer is far behind or gone; drop nothing silently.
+            tracing::error!("audit writer far behind or stopped: event not recorded");
             self.failing.store(true, Ordering::Relaxed);
+            return;
+        }
+        events.push(event);
+        let full = events.len() == MAX_BATCH;
+        drop(events);
+        if full {
+            self.pending.full.notify_one();
         }
     }
 
@@ -188,8 +220,10 @@ pub fn spawn_writer(
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let failing = Arc::new(AtomicBool::new(false));
     let access = AccessCounts::default();
+    let pending = Arc::new(Pending::default());
     let sink = AuditSink {
         tx,
+        pending: pending.clone(),
         failing: failing.clone(),
         access: access.clone(),
         mode: settings.mode,
@@ -197,6 +231,7 @@ pub fn spawn_writer(
     };
     let writer = Writer {
         pool,
+        pending,
         journal: settings.journal,
         key: settings.key,
         failing,
@@ -213,6 +248,7 @@ pub fn spawn_writer(
 
 struct Writer {
     pool: PgPool,
+    pending: Arc<Pending>,
     journal: PathBuf,
     key: Arc<dyn ChainKey>,
     failing: Arc<AtomicBool>,
@@ -237,17 +273,12 @@ impl Writer {
             let mut checkpoint_due = false;
             tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    Some(Command::Event(e)) => {
-                        batch.push(*e);
-                        if batch.len() < MAX_BATCH { continue; }
-                    }
                     Some(Command::Durable(e, done)) => {
                         // Group commit: everything already queued goes in the same insert.
                         batch.push(*e);
                         durable.push(done);
                         while batch.len() < MAX_BATCH {
                             match rx.try_recv() {
-                                Ok(Command::Event(e)) => batch.push(*e),
                                 Ok(Command::Durable(e, done)) => {
                                     batch.push(*e);
                                     durable.push(done);
@@ -261,6 +292,7 @@ impl Writer {
                     Some(Command::Flush(done)) => waiters.push(done),
                     Some(Command::Checkpoint(done)) => checkpoint_waiters.push(done),
                     None => {
+                        batch.extend(self.pending.take());
                         batch.extend(drain_access(&self.access));
                         self.write(std::mem::take(&mut batch)).await;
                         if self.written_since_checkpoint {
@@ -269,9 +301,12 @@ impl Writer {
                         return;
                     }
                 },
+                () = self.pending.full.notified() => {}
                 _ = tick.tick() => {}
                 _ = checkpoint_tick.tick() => checkpoint_due = true,
             }
+            // Whatever requests recorded so far goes in this insert (a flush waits for it).
+            batch.extend(self.pending.take());
             // A flush (tests, shutdown) writes the access counts so far too.
             if !waiters.is_empty() || self.access_drained.elapsed() >= ACCESS_FLUSH_EVERY {
                 self.access_drained = tokio::time::Instant::now();
