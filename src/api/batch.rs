@@ -60,6 +60,7 @@ enum ItemBody<'a> {
         key: &'a str,
         value: &'a str,
         version: i32,
+        #[serde(serialize_with = "super::secrets::rfc3339")]
         updated_at: chrono::DateTime<chrono::Utc>,
         source: &'static str,
     },

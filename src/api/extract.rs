@@ -258,7 +258,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
                 .headers
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(128).collect()),
+                // `to_str` admits visible ASCII only, so any byte is a char boundary.
+                .map(|s| s[..s.len().min(128)].to_owned()),
         ))
     }
 }
