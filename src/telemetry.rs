@@ -108,30 +108,17 @@ impl RouteMetrics {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use std::io::{Read, Seek};
+    use std::sync::Arc;
 
     /// Plain fields read as the default's do without colours: the span's fields in braces,
     /// the message bare, then the event's fields.
     #[test]
     fn plain_fields_keep_the_default_shape() {
-        let out = Captured::default();
-        let writer = out.clone();
+        // `&File` writes, so an `Arc<File>` is a writer every log line can share.
+        let out = Arc::new(tempfile::tempfile().unwrap());
         let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
+            .with_writer(out.clone())
             .with_ansi(false)
             .without_time()
             .fmt_fields(super::plain_fields())
@@ -142,7 +129,10 @@ mod tests {
             let _inside = span.enter();
             tracing::warn!(tenant = "acme", attempts = 3, "cannot reach it");
         });
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let mut file = &*out;
+        file.rewind().unwrap();
+        let mut text = String::new();
+        file.read_to_string(&mut text).unwrap();
         assert_eq!(
             text.trim_end(),
             " WARN request{method=GET route=/v1/tenants/{tenant}/secrets/{key}}: \

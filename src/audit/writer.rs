@@ -80,11 +80,20 @@ struct Pending {
 }
 
 impl Pending {
-    fn take(&self) -> Vec<AuditEvent> {
-        std::mem::replace(
-            &mut *self.events.lock().unwrap(),
-            Vec::with_capacity(MAX_BATCH),
-        )
+    /// Moves what is waiting into `batch`. An idle wake-up (the timer, a flush) neither
+    /// allocates nor swaps; otherwise the requests get a fresh buffer sized for a batch.
+    fn take_into(&self, batch: &mut Vec<AuditEvent>) {
+        let mut events = self.events.lock().unwrap();
+        if events.is_empty() {
+            return;
+        }
+        let taken = std::mem::replace(&mut *events, Vec::with_capacity(MAX_BATCH));
+        drop(events);
+        if batch.is_empty() {
+            *batch = taken;
+        } else {
+            batch.extend(taken);
+        }
     }
 }
 
@@ -292,7 +301,7 @@ impl Writer {
                     Some(Command::Flush(done)) => waiters.push(done),
                     Some(Command::Checkpoint(done)) => checkpoint_waiters.push(done),
                     None => {
-                        batch.extend(self.pending.take());
+                        self.pending.take_into(&mut batch);
                         batch.extend(drain_access(&self.access));
                         self.write(std::mem::take(&mut batch)).await;
                         if self.written_since_checkpoint {
@@ -306,7 +315,7 @@ impl Writer {
                 _ = checkpoint_tick.tick() => checkpoint_due = true,
             }
             // Whatever requests recorded so far goes in this insert (a flush waits for it).
-            batch.extend(self.pending.take());
+            self.pending.take_into(&mut batch);
             // A flush (tests, shutdown) writes the access counts so far too.
             if !waiters.is_empty() || self.access_drained.elapsed() >= ACCESS_FLUSH_EVERY {
                 self.access_drained = tokio::time::Instant::now();

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cache::ExpiringCache;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -23,6 +22,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Principal, PrincipalKind, ServiceError, Vault};
+use crate::cache::ExpiringCache;
 use crate::config::LimitArgs;
 pub use crate::domain::TenantLimits;
 use crate::domain::{TenantSlug, TokenId};

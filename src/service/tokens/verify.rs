@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::ExpiringCache;
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -12,6 +11,7 @@ use uuid::Uuid;
 use super::scopes::{permits, Access, Principal, PrincipalKind, Scopes, TenantSet};
 use super::scopes::{SCOPE_READ, SCOPE_WRITE};
 use super::TOKEN_PREFIX;
+use crate::cache::ExpiringCache;
 use crate::domain::{KeyPattern, SecretKey, TenantId, TenantSlug, TokenId, TokenKind};
 use crate::keys::{InternalKey, InternalKeyPurpose, KeyError};
 use crate::service::{ServiceError, TenantRef, Vault};
