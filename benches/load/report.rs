@@ -456,7 +456,15 @@ impl Report<'_> {
     }
 
     pub fn summary_text(&self) -> String {
-        let mut s = self.openbao_text();
+        let mut s = String::new();
+        if cfg!(debug_assertions) {
+            // CI's smoke run (`--profile dev`): every phase ran, but nothing was measured.
+            s.push_str(
+                "NOTE: built without optimisation (`--profile dev`): a smoke run of every phase, \
+                 not a measurement; the numbers below say nothing about speed\n",
+            );
+        }
+        s.push_str(&self.openbao_text());
         s.push_str("targets (issue 5):\n");
         for t in self.targets() {
             let verdict = match t.met {
