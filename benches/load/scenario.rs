@@ -1530,8 +1530,8 @@ async fn start_db_ceiling(
     data: &Arc<Dataset>,
 ) -> Result<Driver, String> {
     let conc = ctx.args.concurrency;
-    let pool = PgPoolOptions::new()
-        .max_connections(conc as u32)
+    // tenant-vault's own pool settings, so the ceiling pays what the service's pool pays.
+    let pool = tenant_vault::store::pool_options(conc as u32)
         .min_connections(conc as u32)
         .connect(database_url)
         .await
@@ -1573,8 +1573,8 @@ async fn start_db_write_ceiling(
     data: &Arc<Dataset>,
 ) -> Result<Driver, String> {
     let conc = ctx.args.concurrency;
-    let pool = PgPoolOptions::new()
-        .max_connections(conc as u32)
+    // tenant-vault's own pool settings, so the ceiling pays what the service's pool pays.
+    let pool = tenant_vault::store::pool_options(conc as u32)
         .min_connections(conc as u32)
         .connect(database_url)
         .await
