@@ -178,3 +178,31 @@ async fn another_replica_sees_writes_after_its_ttl() {
     assert_eq!(res.body["value"], "two");
     assert_eq!(res.body["version"], 2);
 }
+
+/// The pool pings a connection only after it sat idle (not before every query, which cost a
+/// round trip per read): one whose server process went away meanwhile is replaced, never
+/// handed out broken.
+#[tokio::test]
+async fn a_pooled_connection_killed_while_idle_is_replaced_not_used() {
+    let app = TestApp::new().await;
+    let pool = tenant_vault::store::connect(&app.db_url, 1).await.unwrap();
+    let first: i32 = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // The superuser ends the pool's only connection while it sits idle in the pool.
+    let ended: bool = sqlx::query_scalar("select pg_terminate_backend($1)")
+        .bind(first)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(ended);
+    // Past the idle threshold, the next query goes through: the ping found the dead
+    // connection and the pool opened a new one.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let second: i32 = sqlx::query_scalar("select pg_backend_pid()")
+        .fetch_one(&pool)
+        .await
+        .expect("a dead idle connection must be replaced, not used");
+    assert_ne!(first, second);
+}
