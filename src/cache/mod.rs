@@ -351,41 +351,39 @@ mod tests {
         assert_eq!(fresh, 1);
     }
 
+    /// One lookup whose load (if it runs) answers `value`.
+    async fn read(
+        cache: &SecretCache,
+        tenant: TenantId,
+        key: &SecretKey,
+        value: &'static str,
+    ) -> (Arc<CachedSecret>, bool) {
+        cache
+            .get_or_load::<()>(tenant, key, || Box::pin(async move { Ok(secret(value)) }))
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn invalidation_and_disabled_cache_reload() {
         let tenant = TenantId(uuid::Uuid::new_v4());
         let key = SecretKey::parse("K").unwrap();
         let cache = SecretCache::new(60, 100);
-        let (_, hit) = cache
-            .get_or_load::<()>(tenant, &key, || Box::pin(async { Ok(secret("a")) }))
-            .await
-            .unwrap();
+        let (_, hit) = read(&cache, tenant, &key, "a").await;
         assert!(!hit);
-        let (v, hit) = cache
-            .get_or_load::<()>(tenant, &key, || Box::pin(async { Ok(secret("b")) }))
-            .await
-            .unwrap();
+        let (v, hit) = read(&cache, tenant, &key, "b").await;
         assert!(hit);
         assert_eq!(v.value.expose(), "a");
         cache.invalidate(tenant, &key).await;
-        let (v, hit) = cache
-            .get_or_load::<()>(tenant, &key, || Box::pin(async { Ok(secret("c")) }))
-            .await
-            .unwrap();
+        let (v, hit) = read(&cache, tenant, &key, "c").await;
         assert!(!hit);
         assert_eq!(v.value.expose(), "c");
 
         let off = SecretCache::new(0, 100);
         assert!(!off.is_enabled());
-        let (_, hit) = off
-            .get_or_load::<()>(tenant, &key, || Box::pin(async { Ok(secret("a")) }))
-            .await
-            .unwrap();
+        let (_, hit) = read(&off, tenant, &key, "a").await;
         assert!(!hit);
-        let (v, hit) = off
-            .get_or_load::<()>(tenant, &key, || Box::pin(async { Ok(secret("b")) }))
-            .await
-            .unwrap();
+        let (v, hit) = read(&off, tenant, &key, "b").await;
         assert!(!hit);
         assert_eq!(v.value.expose(), "b");
     }
