@@ -206,3 +206,65 @@ async fn a_pooled_connection_killed_while_idle_is_replaced_not_used() {
         .expect("a dead idle connection must be replaced, not used");
     assert_ne!(first, second);
 }
+
+#[tokio::test]
+async fn the_audit_writers_connection_ended_by_the_database_is_replaced_and_nothing_is_lost() {
+    let app = TestApp::new().await;
+    let acme = app.tenant("acme").await;
+    app.put_secret("acme", "K", &acme, json!({"value": "v"}))
+        .await;
+    app.get_secret("acme", "K", &acme).await;
+    app.flush_audit().await;
+    let writer_backends = || async {
+        sqlx::query_scalar::<_, i32>("select pid from pg_stat_activity where application_name = $1")
+            .bind(tenant_vault::audit::AUDIT_WRITER_APPLICATION_NAME)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap()
+    };
+    // Every batch so far went through one connection of the writer's own.
+    let first = writer_backends().await;
+    assert_eq!(first.len(), 1, "one audit writer connection: {first:?}");
+    let reads = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from audit_events where action = 'secret.read' and tenant_slug = 'acme'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(reads().await, 1);
+
+    // The database ends it (a restart, an administrator, a proxy) between two batches.
+    let ended: bool = sqlx::query_scalar("select pg_terminate_backend($1)")
+        .bind(first[0])
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(ended);
+    for _ in 0..3 {
+        let res = app.get_secret("acme", "K", &acme).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    }
+    // The batch that met the dead connection is journalled; the next one opens a new
+    // connection and replays it first.
+    app.flush_audit().await;
+    app.flush_audit().await;
+    assert!(
+        !app.data_dir.path().join("audit-journal.jsonl").exists(),
+        "journal replayed"
+    );
+    assert_eq!(reads().await, 4, "no read went unrecorded");
+    let second = writer_backends().await;
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(second[0], first[0], "a new connection, not the ended one");
+    let key = app.vault.audit().chain_key().clone();
+    let report = tenant_vault::audit::verify(&app.pool, key.as_ref(), &[])
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar("select count(*) from audit_events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(report.rows, rows as u64);
+}

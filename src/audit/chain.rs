@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
@@ -108,11 +108,11 @@ pub(super) fn event_of(r: &StoredAuditRow) -> AuditEvent {
 
 /// Appends a batch to the chain, keyed (chain version 2), under the chain lock.
 pub(super) async fn insert_chained(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     key: &dyn ChainKey,
     batch: &[AuditEvent],
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     let mut prev = store::audit::lock_chain_head(&mut tx)
         .await?
         .unwrap_or([0u8; 32]);

@@ -32,7 +32,9 @@ pub use chain::{
     FileCheckpoints, FoundCheckpoint, CHAIN_KEYED, CHAIN_UNKEYED,
 };
 pub use verify::{verify, VerifyError, VerifyReport};
-pub use writer::{spawn_writer, AccessKey, AuditSink, NotDurable, WriterSettings};
+pub use writer::{
+    spawn_writer, AccessKey, AuditSink, NotDurable, WriterSettings, AUDIT_WRITER_APPLICATION_NAME,
+};
 
 /// One audited action. Built by the service; carries names and outcomes, never values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

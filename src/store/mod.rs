@@ -105,6 +105,37 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool,
     Ok(pool)
 }
 
+/// A connection of its own for a long-lived task (the audit writer), outside the pool but
+/// with its settings and under `application_name`, so `pg_stat_activity` names it. Refused
+/// once the pool is closed: the service is then done with the database.
+pub async fn dedicated_connection(
+    pool: &PgPool,
+    application_name: &str,
+) -> StoreResult<sqlx::PgConnection> {
+    if pool.is_closed() {
+        return Err(sqlx::Error::PoolClosed.into());
+    }
+    let options = (*pool.connect_options())
+        .clone()
+        .application_name(application_name);
+    // The pool's acquire timeout, so a database that does not answer fails like the pool.
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        sqlx::ConnectOptions::connect(&options),
+    )
+    .await
+    {
+        Ok(connected) => Ok(connected?),
+        Err(_) => Err(sqlx::Error::PoolTimedOut.into()),
+    }
+}
+
+/// Pings `conn` if it sat idle for `PING_IDLE_AFTER` (the pool's rule, for a dedicated
+/// connection): true if it may be used.
+pub async fn alive_after_idle(conn: &mut sqlx::PgConnection, idle_for: Duration) -> bool {
+    idle_for < PING_IDLE_AFTER || sqlx::Connection::ping(conn).await.is_ok()
+}
+
 /// Applies pending migrations.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
