@@ -29,7 +29,8 @@ pub struct DatabaseArgs {
     )]
     pub migrate_database_url: Option<SecretValue>,
 
-    /// Most connections the pool opens.
+    /// Most connections the pool opens (the change listener and the audit writer open one
+    /// more each, outside the pool).
     #[arg(
         long,
         env = "TENANT_VAULT_DB_MAX_CONNECTIONS",
