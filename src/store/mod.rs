@@ -120,7 +120,7 @@ pub async fn dedicated_connection(
         .application_name(application_name);
     // The pool's acquire timeout, so a database that does not answer fails like the pool.
     match tokio::time::timeout(
-        Duration::from_secs(3),
+        pool.options().get_acquire_timeout(),
         sqlx::ConnectOptions::connect(&options),
     )
     .await
