@@ -15,6 +15,7 @@ pub mod quotas;
 pub mod readiness;
 pub mod reencrypt;
 pub mod rotation;
+pub mod secret_reads;
 pub mod secrets;
 pub mod sync;
 pub mod tenants;
@@ -234,6 +235,8 @@ pub struct TenantRef {
 /// The composed vault. Cheap to share behind an `Arc`.
 pub struct Vault {
     pub(crate) pool: PgPool,
+    /// Cache misses, coalesced into one statement while others are in the database.
+    pub(crate) secret_reads: secret_reads::SecretReads,
     pub(crate) data_keys: DataKeyring,
     pub(crate) cache: SecretCache,
     pub(crate) tokens: tokens::TokenCache,
@@ -277,6 +280,7 @@ impl Vault {
             rotation: rotation::RotationState::default(),
             internal_keys: InternalKeys::new(pool.clone(), masters.clone()),
             data_keys: DataKeyring::new(pool.clone(), masters, max_entries),
+            secret_reads: secret_reads::SecretReads::new(pool.clone()),
             pool,
             cache,
             tokens: tokens::TokenCache::new(max_entries),

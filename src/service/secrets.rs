@@ -194,7 +194,7 @@ impl Vault {
         key: &SecretKey,
     ) -> Result<Option<Arc<CachedSecret>>, ServiceError> {
         let read = || async move {
-            let row = store::secrets::get(&self.pool, tenant, key).await?;
+            let row = self.secret_reads.get(tenant, key).await?;
             Ok::<_, ServiceError>(row.map(|row| {
                 let stored = StoredSecret {
                     version: row.version,

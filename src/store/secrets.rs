@@ -33,6 +33,39 @@ pub async fn get(
     .await?)
 }
 
+/// `get` for many keys in one statement (`tenants[i]`, `keys[i]` pairs): the rows found,
+/// each with the tenant and key it answers. Used by `SecretReads` to coalesce cache misses.
+pub async fn get_many(
+    db: impl PgExecutor<'_>,
+    tenants: &[Uuid],
+    keys: &[&str],
+) -> StoreResult<Vec<(Uuid, String, SecretRow)>> {
+    let rows = sqlx::query!(
+        r#"select s.company_id, s.secret_key, s.id, s.secret_value_encrypted, s.data_key_id,
+                  s.version, s.updated_at
+           from company_secrets s
+           join unnest($1::uuid[], $2::text[]) as k (company_id, secret_key)
+             on s.company_id = k.company_id and s.secret_key = k.secret_key"#,
+        tenants,
+        keys as &[&str]
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let row = SecretRow {
+                id: r.id,
+                secret_value_encrypted: r.secret_value_encrypted,
+                data_key_id: r.data_key_id,
+                version: r.version,
+                updated_at: r.updated_at,
+            };
+            (r.company_id, r.secret_key, row)
+        })
+        .collect())
+}
+
 /// The current row, locked until the transaction ends, so writers of one key take turns.
 pub async fn lock(
     db: impl PgExecutor<'_>,
