@@ -124,7 +124,7 @@ impl SecretReads {
         &self,
         conn: &mut Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
         batch: &[Waiting],
-    ) -> Result<HashMap<(Uuid, String), SecretRow>, StoreError> {
+    ) -> Result<Vec<(Uuid, String, SecretRow)>, StoreError> {
         if conn.is_none() {
             *conn = Some(self.pool.acquire().await?);
         }
@@ -138,10 +138,7 @@ impl SecretReads {
             // Whatever went wrong, the next statement gets a connection the pool vouches for.
             *conn = None;
         }
-        Ok(rows?
-            .into_iter()
-            .map(|(tenant, key, row)| ((tenant, key), row))
-            .collect())
+        rows
     }
 }
 
@@ -153,12 +150,19 @@ fn take_batch(queue: &mut Queue) -> Vec<Waiting> {
     }
 }
 
-fn answer_all(batch: Vec<Waiting>, rows: Result<HashMap<(Uuid, String), SecretRow>, StoreError>) {
+fn answer_all(batch: Vec<Waiting>, rows: Result<Vec<(Uuid, String, SecretRow)>, StoreError>) {
+    // Indexed by borrowed keys: no allocation per read to look its row up.
     let rows = rows.map_err(ServiceError::from);
+    let index: Result<HashMap<(Uuid, &str), &SecretRow>, &ServiceError> = match &rows {
+        Ok(rows) => Ok(rows.iter().map(|(t, k, r)| ((*t, k.as_str()), r)).collect()),
+        Err(e) => Err(e),
+    };
     for w in batch {
-        let answer = match &rows {
-            Ok(rows) => Ok(rows.get(&(w.tenant.0, w.key.as_str().to_owned())).cloned()),
-            Err(e) => Err(e.clone()),
+        let answer = match &index {
+            Ok(index) => Ok(index
+                .get(&(w.tenant.0, w.key.as_str()))
+                .map(|r| (*r).clone())),
+            Err(e) => Err((*e).clone()),
         };
         // The requester may have gone away; nothing to tell it then.
         let _ = w.answer.send(answer);
