@@ -18,21 +18,161 @@ pub fn init(args: &LogArgs) {
         .with_ansi(terminal);
     let _ = match args.log_format {
         LogFormat::Text if terminal => builder.try_init(),
-        LogFormat::Text => builder.fmt_fields(plain_fields()).try_init(),
+        LogFormat::Text => {
+            use tracing_subscriber::util::SubscriberInitExt;
+            plain_text(&args.log, std::io::stderr)
+                .try_init()
+                .map_err(Into::into)
+        }
         LogFormat::Json => builder.json().try_init(),
     };
 }
 
+/// The plain-text log (no terminal): what the builder above makes, with `PlainFields`, plus
+/// the request span's fields written up front (`RequestSpanFields`).
+fn plain_text<W>(directives: &str, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::layer::SubscriberExt;
+    let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(RequestSpanFields)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false)
+                .fmt_fields(PlainFields),
+        )
+}
+
+/// The name of the span every request opens (`api::request_span`).
+pub const REQUEST_SPAN: &str = "request";
+
 /// `name=value` fields separated by spaces, the message bare: what the default writes
 /// without colours, minus its styling of every field name (through nu_ansi_term even when
 /// colours are off), which was more than half the cost of the span every request opens.
-fn plain_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static {
-    use tracing_subscriber::field::MakeExt;
-    tracing_subscriber::fmt::format::debug_fn(|w, field, value| match field.name() {
-        "message" => write!(w, "{value:?}"),
-        name => write!(w, "{}={value:?}", name.strip_prefix("r#").unwrap_or(name)),
-    })
-    .delimited(" ")
+/// Text values are quoted with escapes, as the default does.
+pub(crate) struct PlainFields;
+
+impl<'w> tracing_subscriber::fmt::FormatFields<'w> for PlainFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: tracing_subscriber::fmt::format::Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut visitor = PlainVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct PlainVisitor<'w> {
+    writer: tracing_subscriber::fmt::format::Writer<'w>,
+    first: bool,
+    result: std::fmt::Result,
+}
+
+impl tracing::field::Visit for PlainVisitor<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if self.result.is_err() {
+            return;
+        }
+        let gap = if std::mem::take(&mut self.first) {
+            ""
+        } else {
+            " "
+        };
+        self.result = match field.name() {
+            "message" => write!(self.writer, "{gap}{value:?}"),
+            name => {
+                let name = name.strip_prefix("r#").unwrap_or(name);
+                write!(self.writer, "{gap}{name}={value:?}")
+            }
+        };
+    }
+}
+
+/// Writes the request span's fields (method, route template, request id: all text) for
+/// `PlainFields`, in one allocation and without `fmt` machinery; the log's own layer then
+/// finds them written and skips its formatting, which was most of what opening that span
+/// cost on every request. A value that is not plain (see `is_plain`) is left to
+/// `PlainFields`, which quotes and escapes it, so nothing a client sends can forge a field.
+struct RequestSpanFields;
+
+impl<S> tracing_subscriber::Layer<S> for RequestSpanFields
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if attrs.metadata().name() != REQUEST_SPAN {
+            return;
+        }
+        let mut fields = TextFields {
+            out: String::with_capacity(128),
+            plain: true,
+        };
+        attrs.record(&mut fields);
+        if !fields.plain {
+            return;
+        }
+        if let Some(span) = ctx.span(id) {
+            let mut extensions = span.extensions_mut();
+            if extensions
+                .get_mut::<tracing_subscriber::fmt::FormattedFields<PlainFields>>()
+                .is_none()
+            {
+                extensions.insert(
+                    tracing_subscriber::fmt::FormattedFields::<PlainFields>::new(fields.out),
+                );
+            }
+        }
+    }
+}
+
+/// `name=value` for text values that are plain; any other value marks the whole not plain.
+struct TextFields {
+    out: String,
+    plain: bool,
+}
+
+impl tracing::field::Visit for TextFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if !is_plain(value) {
+            self.plain = false;
+            return;
+        }
+        if !self.out.is_empty() {
+            self.out.push(' ');
+        }
+        self.out.push_str(field.name());
+        self.out.push('=');
+        self.out.push_str(value);
+    }
+
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {
+        self.plain = false;
+    }
+}
+
+/// Safe to write bare: visible ASCII without a quote or backslash, so it cannot end its
+/// field, start another or break the line. (No early exit: the compiler checks many bytes
+/// at a time.)
+fn is_plain(text: &str) -> bool {
+    !text.is_empty()
+        && text.bytes().fold(true, |plain, b| {
+            plain & (b > b' ') & (b < 0x7f) & (b != b'"') & (b != b'\\')
+        })
 }
 
 /// The Prometheus recorder behind `GET /metrics`, installed on first use. Metrics carry
@@ -77,6 +217,29 @@ pub fn http_request(route: &str, method: &http::Method, status: u16, seconds: f6
         .record(route, method, status, seconds);
 }
 
+/// Counts a secret read by where it was answered from. Every read counts, so the handle of
+/// each source is registered once and kept (`metrics::counter!` looks the key up in the
+/// recorder's registry on every call). The recorder is installed first, so a handle kept
+/// here is never the no-op one.
+pub fn secret_read(source: crate::domain::SecretSource) {
+    use crate::domain::SecretSource;
+    const SOURCES: [SecretSource; 5] = [
+        SecretSource::Cache,
+        SecretSource::Database,
+        SecretSource::Infisical,
+        SecretSource::Stale,
+        SecretSource::Archive,
+    ];
+    static COUNTERS: OnceLock<[metrics::Counter; 5]> = OnceLock::new();
+    let counters = COUNTERS.get_or_init(|| {
+        prometheus();
+        SOURCES
+            .map(|s| metrics::counter!("tenant_vault_secret_reads_total", "source" => s.as_str()))
+    });
+    let at = SOURCES.iter().position(|s| *s == source).unwrap_or(0);
+    counters[at].increment(1);
+}
+
 struct RouteMetrics {
     duration: metrics::Histogram,
     counts: RwLock<HashMap<(http::Method, u16), metrics::Counter>>,
@@ -111,32 +274,71 @@ mod tests {
     use std::io::{Read, Seek};
     use std::sync::Arc;
 
-    /// Plain fields read as the default's do without colours: the span's fields in braces,
-    /// the message bare, then the event's fields.
-    #[test]
-    fn plain_fields_keep_the_default_shape() {
+    /// What the plain-text log wrote, each line without its timestamp.
+    fn plain_text_log(write: impl FnOnce()) -> Vec<String> {
         // `&File` writes, so an `Arc<File>` is a writer every log line can share.
         let out = Arc::new(tempfile::tempfile().unwrap());
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(out.clone())
-            .with_ansi(false)
-            .without_time()
-            .fmt_fields(super::plain_fields())
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
-            let route = "/v1/tenants/{tenant}/secrets/{key}";
-            let span = tracing::info_span!("request", method = %"GET", route = %route);
-            let _inside = span.enter();
-            tracing::warn!(tenant = "acme", attempts = 3, "cannot reach it");
-        });
+        tracing::subscriber::with_default(super::plain_text("info", out.clone()), write);
         let mut file = &*out;
         file.rewind().unwrap();
         let mut text = String::new();
         file.read_to_string(&mut text).unwrap();
+        text.lines()
+            .map(|line| line.split_once(' ').unwrap().1.to_owned())
+            .collect()
+    }
+
+    /// Plain fields read as the default's do without colours: the span's fields in braces,
+    /// the message bare, then the event's fields.
+    #[test]
+    fn plain_fields_keep_the_default_shape() {
+        let lines = plain_text_log(|| {
+            let route = "/v1/tenants/{tenant}/secrets/{key}";
+            let span = tracing::info_span!("outer", method = %"GET", route = %route);
+            let _inside = span.enter();
+            tracing::warn!(tenant = "acme", attempts = 3, "cannot reach it");
+        });
         assert_eq!(
-            text.trim_end(),
-            " WARN request{method=GET route=/v1/tenants/{tenant}/secrets/{key}}: \
-             tenant_vault::telemetry::tests: cannot reach it tenant=\"acme\" attempts=3"
+            lines,
+            [
+                " WARN outer{method=GET route=/v1/tenants/{tenant}/secrets/{key}}: \
+              tenant_vault::telemetry::tests: cannot reach it tenant=\"acme\" attempts=3"
+            ]
+        );
+    }
+
+    /// The request span's fields, written up front, read as the formatter writes a span's
+    /// fields; a value that is not plain (a request id a client chose) is quoted and escaped
+    /// by the formatter instead, so it cannot forge a field or a line.
+    #[test]
+    fn the_request_span_reads_the_same_and_cannot_be_forged() {
+        let route = "/v1/tenants/{tenant}/secrets/{key}";
+        let lines = plain_text_log(|| {
+            for request_id in ["0b5e-41", "x route=/forged\n WARN forged", "", "a\"b"] {
+                let span = tracing::info_span!(
+                    super::REQUEST_SPAN,
+                    method = "GET",
+                    route = route,
+                    request_id = request_id
+                );
+                let _inside = span.enter();
+                tracing::info!("answered");
+            }
+        });
+        let tail = "tenant_vault::telemetry::tests: answered";
+        assert_eq!(
+            lines,
+            [
+                format!(" INFO request{{method=GET route={route} request_id=0b5e-41}}: {tail}"),
+                format!(
+                    " INFO request{{method=\"GET\" route=\"{route}\" \
+                     request_id=\"x route=/forged\\n WARN forged\"}}: {tail}"
+                ),
+                format!(" INFO request{{method=\"GET\" route=\"{route}\" request_id=\"\"}}: {tail}"),
+                format!(
+                    " INFO request{{method=\"GET\" route=\"{route}\" request_id=\"a\\\"b\"}}: {tail}"
+                ),
+            ]
         );
     }
 }

@@ -14,6 +14,7 @@ use super::error::ErrorCode;
 use super::AppState;
 use crate::audit::{AccessKey, AuditAction, AuditOutcome};
 use crate::domain::{TenantSlug, TokenId};
+use crate::service::Principal;
 
 /// What the inner layers learn about a request for the access audit: the caller's token
 /// (set by the bearer-token extractor), the route template and the tenant in the path (set
@@ -24,6 +25,10 @@ pub struct TokenSlot(Arc<Slot>);
 #[derive(Default)]
 struct Slot {
     token: OnceLock<TokenId>,
+    /// The caller, once the rate-limit step has authenticated it (the `Caller` extractor
+    /// takes it from here rather than authenticating twice). Kept in the slot rather than
+    /// as an extension of its own: each extension is a boxed insert into a map per request.
+    caller: OnceLock<Arc<Principal>>,
     /// The matched route and the request's path, kept as they are (reference-counted
     /// clones): only a refused request turns them into strings.
     route: OnceLock<(MatchedPath, Uri)>,
@@ -41,6 +46,16 @@ impl TokenSlot {
 
     pub fn set(&self, id: TokenId) {
         let _ = self.0.token.set(id);
+    }
+
+    /// Keeps the caller the rate-limit step authenticated, for the handler.
+    pub(super) fn authenticated(&self, who: Arc<Principal>) {
+        let _ = self.0.caller.set(who);
+    }
+
+    /// The caller, if the rate-limit step authenticated it.
+    pub(super) fn caller(&self) -> Option<&Arc<Principal>> {
+        self.0.caller.get()
     }
 
     /// The route template, or `unmatched`.

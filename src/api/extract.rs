@@ -181,16 +181,17 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        // The limits layer has authenticated this request already (and counted it).
-        let who = match parts.extensions.get::<super::limits::Authenticated>() {
-            Some(super::limits::Authenticated(who)) => who.clone(),
+        // The rate limits have authenticated this request already (and counted it).
+        let slot = parts.extensions.get::<super::access::TokenSlot>();
+        let who = match slot.and_then(|slot| slot.caller()) {
+            Some(who) => who.clone(),
             None => {
                 let token =
                     bearer(&parts.headers).ok_or(crate::service::ServiceError::Unauthenticated)?;
                 state.vault()?.authenticate(token).await?
             }
         };
-        if let Some(slot) = parts.extensions.get::<super::access::TokenSlot>() {
+        if let Some(slot) = slot {
             slot.set(who.token_id);
         }
         Ok(Caller(who))

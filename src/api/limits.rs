@@ -6,9 +6,8 @@
 //! public route.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, RawPathParams, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, Request};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -17,18 +16,19 @@ use super::error::ApiError;
 use super::AppState;
 use crate::domain::TenantSlug;
 use crate::service::limits::PolicyState;
-use crate::service::{Principal, ServiceError};
+use crate::service::ServiceError;
 
-/// The caller, authenticated by this layer (the `Caller` extractor takes it from here).
-#[derive(Clone)]
-pub struct Authenticated(pub Arc<Principal>);
-
-pub async fn enforce(
-    State(state): State<AppState>,
-    path: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
-    mut req: Request,
+/// Called by `api::edge` for the routes that authenticate their caller; the caller goes into
+/// the request's `slot`, where the `Caller` extractor takes it from.
+pub(super) async fn enforce(
+    state: &AppState,
+    slot: &super::access::TokenSlot,
+    req: Request,
     next: Next,
 ) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let path = RawPathParams::from_request_parts(&mut parts, state).await;
+    let req = Request::from_parts(parts, body);
     let Ok(vault) = state.vault() else {
         return next.run(req).await;
     };
@@ -51,7 +51,7 @@ pub async fn enforce(
     });
     match vault.check_rate(&who, tenant.as_ref()).await {
         Ok(policies) => {
-            req.extensions_mut().insert(Authenticated(who));
+            slot.authenticated(who);
             let mut res = next.run(req).await;
             set_headers(res.headers_mut(), &policies);
             res

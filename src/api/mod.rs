@@ -120,26 +120,43 @@ impl HttpSettings {
     }
 }
 
-/// What the route layer needs: the state (for the access audit) and the time limit.
+/// What the per-request layer needs: the state (for the access audit and the rate limits),
+/// the time limit, and which route templates are rate-limited.
 #[derive(Clone)]
 struct Edge {
     state: AppState,
     request_timeout: Duration,
+    /// The templates of `limited_routes` and `stream_routes` (what `MatchedPath` holds).
+    limited: Arc<std::collections::HashSet<String>>,
 }
 
-/// Every routed request, once routing has matched, in one middleware (each `from_fn` layer
-/// costs a boxed future and a cloned service per request, so these are not four):
+impl Edge {
+    fn is_limited(&self, route: Option<&MatchedPath>) -> bool {
+        route.is_some_and(|r| self.limited.contains(r.as_str()))
+    }
+}
+
+/// Every routed request, once routing has matched, in one middleware (each `from_fn` layer,
+/// and each `route_layer` call, costs a boxed future and a cloned service per request, so
+/// these are not five):
 /// - the access audit's slot, and counting the answer if it is a 401, 403 or 429;
 /// - the time limit to the response head (not its body: streams go on), answered 503
 ///   `request_timeout` in the API's JSON error shape;
+/// - the rate limits, on the routes that authenticate their caller (`limits::enforce`);
 /// - the request metrics, by route template, method and status.
+///
+/// Requests no route matched (the 404 fallback) pass straight through.
 async fn edge(
     axum::extract::State(edge): axum::extract::State<Edge>,
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     // Reference-counted and cheap to clone: no label strings are built per request.
-    let route = req.extensions().get::<MatchedPath>().cloned();
+    let Some(route) = req.extensions().get::<MatchedPath>().cloned() else {
+        return next.run(req).await;
+    };
+    let route = Some(route);
+    let limited = edge.is_limited(route.as_ref());
     let client = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -147,10 +164,18 @@ async fn edge(
     let slot = access::TokenSlot::routed(route.as_ref(), req.uri());
     req.extensions_mut().insert(slot.clone());
     let method = req.method().clone();
-    let started = std::time::Instant::now();
-    let response = match tokio::time::timeout(edge.request_timeout, next.run(req)).await {
-        Ok(res) => res,
-        Err(_) => error::ApiError::new(
+    // tokio's clock (the same as std's outside tests), so the time limit can be tested.
+    let started = tokio::time::Instant::now();
+    let inner = async {
+        if limited {
+            limits::enforce(&edge.state, &slot, req, next).await
+        } else {
+            next.run(req).await
+        }
+    };
+    let response = match within(started, edge.request_timeout, inner).await {
+        Some(res) => res,
+        None => error::ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "request_timeout",
             format!(
@@ -168,6 +193,28 @@ async fn edge(
     );
     access::count_refusal(&edge.state, client, &slot, &response);
     response
+}
+
+/// `work`'s output, or None once `limit` has passed since `started`. The timer is armed
+/// only if `work` does not finish on its first poll: a cached read never waits, so it never
+/// pays for registering and cancelling a timer (`tokio::time::timeout` arms one per call).
+async fn within<F: std::future::Future>(
+    started: tokio::time::Instant,
+    limit: Duration,
+    work: F,
+) -> Option<F::Output> {
+    use std::task::Poll;
+    let mut work = std::pin::pin!(work);
+    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        let timer =
+            timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(started + limit)));
+        std::future::Future::poll(timer.as_mut(), cx).map(|()| None)
+    })
+    .await
 }
 
 /// A panic in a handler becomes a 500 in our error shape (the connection stays up and the
@@ -242,46 +289,50 @@ pub fn router_with_state(
     let x_request_id = header::HeaderName::from_static("x-request-id");
     // Each `layer`/`route_layer` call on a router boxes every route's service and future
     // once more (axum's `Route`), and each `from_fn` boxes again per request: so one
-    // `ServiceBuilder` per place and one middleware (`edge`) for our per-request work. In a
-    // `ServiceBuilder` the first layer is the outermost.
+    // `ServiceBuilder` for the whole router, and one middleware (`edge`) for our per-request
+    // work, the rate limits included. A layer added with `layer` runs once routing has
+    // matched (the route template is known), and on the 404 fallback, which `edge` passes
+    // through. In a `ServiceBuilder` the first layer is the outermost.
+    let limited = limited_routes()
+        .merge(stream_routes())
+        .get_openapi()
+        .paths
+        .paths
+        .keys()
+        .cloned()
+        .collect();
     let edge = axum::middleware::from_fn_with_state(
         Edge {
             state: state.clone(),
             request_timeout: settings.request_timeout,
+            limited: Arc::new(limited),
         },
         edge,
     );
-    let rate_limits = axum::middleware::from_fn_with_state(state.clone(), limits::enforce);
-    let requests = Router::from(limited_routes())
-        .route_layer(rate_limits.clone())
-        // Probes stay outside the rate limits: a stray or stale token on `/healthz` must not
-        // turn a health check into a 401 or a 429.
-        .merge(Router::from(public_routes()))
-        // The console's static files: the page itself asks for a token.
+    // Probes stay outside the rate limits (`edge` limits only `limited_routes` and the
+    // streams): a stray or stale token on `/healthz` must not turn a health check into a 401
+    // or a 429. The console's static files are served as they are: the page itself asks
+    // for a token. Streams stay open by design: the edge's time limit bounds only the time
+    // to the response head (authentication may wait on the database), never the body.
+    Router::from(routes())
         .merge(console::router())
-        .route_layer(
+        .fallback(|| async { error::ApiError::not_found() })
+        .with_state(state)
+        .layer(
             ServiceBuilder::new()
-                .layer(edge.clone())
+                .layer(SetRequestIdLayer::new(
+                    x_request_id.clone(),
+                    MakeRequestUuid,
+                ))
+                .layer(PropagateRequestIdLayer::new(x_request_id))
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    header::AUTHORIZATION,
+                ]))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(catch_panic())
+                .layer(edge)
                 .layer(DefaultBodyLimit::max(body_limit)),
         )
-        .fallback(|| async { error::ApiError::not_found() });
-    // Streams stay open by design: the edge's time limit bounds only the time to the
-    // response head (authentication may wait on the database), never the body after it.
-    let streams = Router::from(stream_routes())
-        .route_layer(ServiceBuilder::new().layer(edge).layer(rate_limits));
-    requests.merge(streams).with_state(state).layer(
-        ServiceBuilder::new()
-            .layer(SetRequestIdLayer::new(
-                x_request_id.clone(),
-                MakeRequestUuid,
-            ))
-            .layer(PropagateRequestIdLayer::new(x_request_id))
-            .layer(SetSensitiveRequestHeadersLayer::new([
-                header::AUTHORIZATION,
-            ]))
-            .layer(TraceLayer::new_for_http().make_span_with(request_span))
-            .layer(catch_panic()),
-    )
 }
 
 /// The span every request's log lines carry: the matched route, not the raw URI (no ids of
@@ -291,17 +342,46 @@ fn request_span<B>(req: &Request<B>) -> tracing::Span {
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
-    // `to_str` admits visible ASCII only, so Display (no escaping, which costs more than
-    // the rest of the span) cannot let a header forge a log line.
+    // Text values: the plain-text log writes them bare when they are plain and quoted
+    // otherwise (`telemetry::RequestSpanFields`), so a header cannot forge a log line.
     let request_id = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
     tracing::info_span!(
-        "request",
-        method = %req.method(),
-        route = %route,
-        request_id = %request_id
+        crate::telemetry::REQUEST_SPAN,
+        method = req.method().as_str(),
+        route = route,
+        request_id = request_id
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[tokio::test]
+    async fn the_time_limit_passes_finished_work_and_ends_work_that_waits_too_long() {
+        let limit = Duration::from_millis(200);
+        // Finished on its first poll: answered, whatever the limit.
+        assert_eq!(
+            within(Instant::now(), Duration::ZERO, async { 7 }).await,
+            Some(7)
+        );
+        // Waits, then finishes in time.
+        let in_time = async {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            "done"
+        };
+        assert_eq!(within(Instant::now(), limit, in_time).await, Some("done"));
+        // Waits past the limit: ended at the limit, not awaited to its end (an hour).
+        let too_long = tokio::time::sleep(Duration::from_secs(3600));
+        let started = Instant::now();
+        assert_eq!(within(started, limit, too_long).await, None);
+        let took = started.elapsed();
+        assert!(took >= limit && took < Duration::from_secs(600), "{took:?}");
+    }
 }

@@ -3,7 +3,6 @@
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -95,19 +94,13 @@ pub async fn read_version(
         .vault()?
         .get_secret_version(&who.context(rid), &tenant, key, version)
         .await?;
-    let mut response = Json(SecretBody {
+    let response = SecretBody {
         key: key.as_str(),
         value: secret.value.expose(),
         version: secret.version,
         updated_at: secret.updated_at,
-    })
-    .into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        "x-secret-source",
-        HeaderValue::from_static(secret.loaded_from.as_str()),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    .answer(secret.loaded_from, None);
     Ok(response)
 }
 

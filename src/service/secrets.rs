@@ -144,7 +144,7 @@ impl Vault {
             other => other,
         };
         match &result {
-            Ok(read) => metrics::counter!("tenant_vault_secret_reads_total", "source" => read.source.as_str()).increment(1),
+            Ok(read) => crate::telemetry::secret_read(read.source),
             Err(e) => metrics::counter!("tenant_vault_secret_read_failures_total", "outcome" => outcome_of(e).as_str()).increment(1),
         }
         self.audited(ctx, AuditAction::SecretRead, tenant, Some(key), result)
