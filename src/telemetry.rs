@@ -2,6 +2,10 @@
 //! key material (the types that hold those print as `[redacted]`).
 
 use std::collections::HashMap;
+
+/// The per-request maps: a seeded foldhash, not SipHash (keys are route templates and
+/// methods, never a client's text).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::{OnceLock, RwLock};
 
 use tracing_subscriber::EnvFilter;
@@ -198,7 +202,7 @@ pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
 /// and status) and kept: a request neither allocates label strings nor searches the
 /// recorder's registry. Routes are the router's templates, so the maps stay small.
 pub fn http_request(route: &str, method: &http::Method, status: u16, seconds: f64) {
-    static ROUTES: OnceLock<RwLock<HashMap<Box<str>, RouteMetrics>>> = OnceLock::new();
+    static ROUTES: OnceLock<RwLock<FastMap<Box<str>, RouteMetrics>>> = OnceLock::new();
     let routes = ROUTES.get_or_init(Default::default);
     {
         let known = routes.read().unwrap_or_else(|e| e.into_inner());
@@ -242,7 +246,7 @@ pub fn secret_read(source: crate::domain::SecretSource) {
 
 struct RouteMetrics {
     duration: metrics::Histogram,
-    counts: RwLock<HashMap<(http::Method, u16), metrics::Counter>>,
+    counts: RwLock<FastMap<(http::Method, u16), metrics::Counter>>,
 }
 
 impl RouteMetrics {

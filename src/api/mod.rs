@@ -127,7 +127,7 @@ struct Edge {
     state: AppState,
     request_timeout: Duration,
     /// The templates of `limited_routes` and `stream_routes` (what `MatchedPath` holds).
-    limited: Arc<std::collections::HashSet<String>>,
+    limited: Arc<std::collections::HashSet<String, foldhash::fast::RandomState>>,
 }
 
 impl Edge {

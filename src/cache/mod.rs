@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use moka::future::Cache;
+use moka::future::Cache as MokaCache;
 
 use crate::crypto::SecretValue;
 use crate::domain::{SecretKey, TenantId};
@@ -31,6 +31,11 @@ pub struct CachedSecret {
 }
 
 type Key = (TenantId, SecretKey);
+
+/// moka with a seeded foldhash instead of std's SipHash: every read hashes its key once or
+/// twice, and SipHash was a visible share of a cached read. The seed is random per process,
+/// so a tenant cannot choose key names that collide.
+type Cache<K, V> = MokaCache<K, V, foldhash::quality::RandomState>;
 
 #[derive(Clone)]
 pub struct SecretCache {
@@ -84,7 +89,7 @@ impl SecretCache {
     pub fn with_max_bytes(ttl_secs: u64, max_entries: u64, max_bytes: u64) -> Self {
         let floor = max_bytes.div_ceil(max_entries.max(1));
         let inner = (ttl_secs > 0).then(|| {
-            Cache::builder()
+            MokaCache::builder()
                 .max_capacity(max_bytes)
                 .weigher(move |key: &Key, secret: &Arc<CachedSecret>| {
                     let bytes = (weight_of(key, secret) as u64).max(floor);
@@ -92,7 +97,7 @@ impl SecretCache {
                 })
                 .time_to_live(Duration::from_secs(ttl_secs))
                 .support_invalidation_closures()
-                .build()
+                .build_with_hasher(Default::default())
         });
         Self {
             inner,
@@ -110,7 +115,7 @@ impl SecretCache {
         self.max_stale = max_stale;
         let floor = max_bytes.div_ceil(max_entries.max(1));
         self.stale = (self.inner.is_some() && !max_stale.is_zero()).then(|| {
-            Cache::builder()
+            MokaCache::builder()
                 .max_capacity(max_bytes)
                 .weigher(move |key: &Key, entry: &StaleEntry| {
                     let bytes = (weight_of(key, &entry.secret) as u64).max(floor);
@@ -118,7 +123,7 @@ impl SecretCache {
                 })
                 .time_to_live(self.ttl + max_stale)
                 .support_invalidation_closures()
-                .build()
+                .build_with_hasher(Default::default())
         });
         self
     }
@@ -270,10 +275,10 @@ impl NotFoundCache {
     /// `ttl` zero: remembers nothing.
     pub fn new(ttl: Duration) -> Self {
         let inner = (!ttl.is_zero()).then(|| {
-            Cache::builder()
+            MokaCache::builder()
                 .max_capacity(Self::MAX_ENTRIES)
                 .time_to_live(ttl)
-                .build()
+                .build_with_hasher(Default::default())
         });
         Self { inner }
     }
