@@ -263,6 +263,19 @@ fn stream_routes() -> OpenApiRouter<AppState> {
     events::router()
 }
 
+/// The route templates the rate limits apply to (`limited_routes` and the streams), as
+/// routing reports them in `MatchedPath` (a test holds the two equal).
+fn limited_templates() -> std::collections::HashSet<String, foldhash::fast::RandomState> {
+    limited_routes()
+        .merge(stream_routes())
+        .get_openapi()
+        .paths
+        .paths
+        .keys()
+        .cloned()
+        .collect()
+}
+
 /// Every documented route, for the OpenAPI document (`openapi::json`). The admin console's
 /// static files are the only routes served without being here.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -293,19 +306,11 @@ pub fn router_with_state(
     // work, the rate limits included. A layer added with `layer` runs once routing has
     // matched (the route template is known), and on the 404 fallback, which `edge` passes
     // through. In a `ServiceBuilder` the first layer is the outermost.
-    let limited = limited_routes()
-        .merge(stream_routes())
-        .get_openapi()
-        .paths
-        .paths
-        .keys()
-        .cloned()
-        .collect();
     let edge = axum::middleware::from_fn_with_state(
         Edge {
             state: state.clone(),
             request_timeout: settings.request_timeout,
-            limited: Arc::new(limited),
+            limited: Arc::new(limited_templates()),
         },
         edge,
     );
@@ -360,6 +365,44 @@ fn request_span<B>(req: &Request<B>) -> tracing::Span {
 #[cfg(test)]
 mod tests {
     use super::within;
+
+    /// The rate limits find a route by the template routing matched: every limited route's
+    /// template must be the one `MatchedPath` reports for it, or its requests would pass
+    /// unlimited.
+    #[tokio::test]
+    async fn every_limited_route_is_known_by_the_template_routing_matches() {
+        use axum::body::Body;
+        use axum::extract::{MatchedPath, Request};
+        use tower::ServiceExt;
+        let templates = super::limited_templates();
+        let router = axum::Router::from(super::limited_routes().merge(super::stream_routes()))
+            .with_state(super::AppState::starting("test"))
+            .layer(axum::middleware::from_fn(
+                |req: Request, next: axum::middleware::Next| async move {
+                    let matched = req.extensions().get::<MatchedPath>().cloned();
+                    let mut res = next.run(req).await;
+                    if let Some(matched) = matched {
+                        res.headers_mut()
+                            .insert("x-matched", matched.as_str().parse().unwrap());
+                    }
+                    res
+                },
+            ));
+        for template in &templates {
+            // `{tenant}` becomes `tenant`, a valid value of every parameter.
+            let path = template.replace(['{', '}'], "");
+            let req = Request::get(&path).body(Body::empty()).unwrap();
+            let res = router.clone().oneshot(req).await.unwrap();
+            assert_eq!(
+                res.headers().get("x-matched").map(|v| v.to_str().unwrap()),
+                Some(template.as_str()),
+                "{path}"
+            );
+        }
+        assert!(templates.contains("/v1/tenants/{tenant}/secrets/{key}"));
+        assert!(templates.contains("/v1/admin/audit"));
+        assert!(!templates.contains("/healthz"));
+    }
     use std::time::Duration;
     use tokio::time::Instant;
 
