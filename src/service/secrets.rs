@@ -72,8 +72,9 @@ impl Vault {
     ) -> crate::audit::AuditEvent {
         let mut e = self.event(ctx, action, outcome);
         e.tenant_id = Some(tenant.id.0);
-        e.tenant_slug = Some(tenant.slug.to_string());
-        e.secret_key = key.map(|k| k.to_string());
+        // Copies, not `to_string` (which formats through `fmt`): every read makes one event.
+        e.tenant_slug = Some(tenant.slug.as_str().to_owned());
+        e.secret_key = key.map(|k| k.as_str().to_owned());
         e
     }
 
