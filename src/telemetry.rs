@@ -2,46 +2,48 @@
 //! key material (the types that hold those print as `[redacted]`).
 
 use std::collections::HashMap;
-
-/// The per-request maps: a seeded foldhash, not SipHash (keys are route templates and
-/// methods, never a client's text).
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::{OnceLock, RwLock};
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogArgs, LogFormat};
 
+/// The per-request maps: a seeded foldhash, not SipHash (keys are route templates and
+/// methods, never a client's text).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 pub fn init(args: &LogArgs) {
-    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| EnvFilter::new("info"));
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if matches!(args.log_format, LogFormat::Text) && !terminal {
+        use tracing_subscriber::util::SubscriberInitExt;
+        let _ = plain_text(&args.log, std::io::stderr).try_init();
+        return;
+    }
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(env_filter(&args.log))
         .with_writer(std::io::stderr)
         // Colours only on a terminal: a log file or journald gets no escape codes.
         .with_ansi(terminal);
     let _ = match args.log_format {
-        LogFormat::Text if terminal => builder.try_init(),
-        LogFormat::Text => {
-            use tracing_subscriber::util::SubscriberInitExt;
-            plain_text(&args.log, std::io::stderr)
-                .try_init()
-                .map_err(Into::into)
-        }
         LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
     };
 }
 
-/// The plain-text log (no terminal): what the builder above makes, with `PlainFields`, plus
-/// the request span's fields written up front (`RequestSpanFields`).
+/// The `--log` directives, or `info` when they do not parse.
+fn env_filter(directives: &str) -> EnvFilter {
+    EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// The plain-text log (no terminal): what `init`'s builder makes, with `PlainFields` and
+/// without colours, plus the request span's fields written up front (`RequestSpanFields`).
 fn plain_text<W>(directives: &str, writer: W) -> impl tracing::Subscriber + Send + Sync
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     use tracing_subscriber::layer::SubscriberExt;
-    let filter = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::registry()
-        .with(filter)
+        .with(env_filter(directives))
         .with(RequestSpanFields)
         .with(
             tracing_subscriber::fmt::layer()
@@ -58,7 +60,7 @@ pub const REQUEST_SPAN: &str = "request";
 /// without colours, minus its styling of every field name (through nu_ansi_term even when
 /// colours are off), which was more than half the cost of the span every request opens.
 /// Text values are quoted with escapes, as the default does.
-pub(crate) struct PlainFields;
+struct PlainFields;
 
 impl<'w> tracing_subscriber::fmt::FormatFields<'w> for PlainFields {
     fn format_fields<R: tracing_subscriber::field::RecordFields>(
@@ -119,7 +121,9 @@ where
         id: &tracing::span::Id,
         ctx: tracing_subscriber::layer::Context<'_, S>,
     ) {
-        if attrs.metadata().name() != REQUEST_SPAN {
+        // Ours only: a library's span of the same name keeps the formatter's quoting.
+        let meta = attrs.metadata();
+        if meta.name() != REQUEST_SPAN || !meta.target().starts_with("tenant_vault") {
             return;
         }
         let mut fields = TextFields {
@@ -240,7 +244,14 @@ pub fn secret_read(source: crate::domain::SecretSource) {
         SOURCES
             .map(|s| metrics::counter!("tenant_vault_secret_reads_total", "source" => s.as_str()))
     });
-    let at = SOURCES.iter().position(|s| *s == source).unwrap_or(0);
+    // Exhaustive: a new source fails to compile here until it has its counter above.
+    let at = match source {
+        SecretSource::Cache => 0,
+        SecretSource::Database => 1,
+        SecretSource::Infisical => 2,
+        SecretSource::Stale => 3,
+        SecretSource::Archive => 4,
+    };
     counters[at].increment(1);
 }
 

@@ -26,9 +26,6 @@ pub(super) async fn enforce(
     req: Request,
     next: Next,
 ) -> Response {
-    let (mut parts, body) = req.into_parts();
-    let path = RawPathParams::from_request_parts(&mut parts, state).await;
-    let req = Request::from_parts(parts, body);
     let Ok(vault) = state.vault() else {
         return next.run(req).await;
     };
@@ -43,12 +40,18 @@ pub(super) async fn enforce(
         Ok(who) => who,
         Err(err) => return refusal(err),
     };
-    // An invalid slug is the handler's 400 to give; it is not a tenant to count against.
-    let tenant = path.as_ref().ok().and_then(|p| {
-        p.iter()
-            .find(|(name, _)| *name == "tenant")
-            .and_then(|(_, raw)| TenantSlug::parse(raw).ok())
-    });
+    // The tenant in the path, read once the caller is known. An invalid slug is the
+    // handler's 400 to give; it is not a tenant to count against.
+    let (mut parts, body) = req.into_parts();
+    let tenant = RawPathParams::from_request_parts(&mut parts, state)
+        .await
+        .ok()
+        .and_then(|p| {
+            p.iter()
+                .find(|(name, _)| *name == "tenant")
+                .and_then(|(_, raw)| TenantSlug::parse(raw).ok())
+        });
+    let req = Request::from_parts(parts, body);
     match vault.check_rate(&who, tenant.as_ref()).await {
         Ok(policies) => {
             slot.authenticated(who);

@@ -130,12 +130,6 @@ struct Edge {
     limited: Arc<std::collections::HashSet<String, foldhash::fast::RandomState>>,
 }
 
-impl Edge {
-    fn is_limited(&self, route: Option<&MatchedPath>) -> bool {
-        route.is_some_and(|r| self.limited.contains(r.as_str()))
-    }
-}
-
 /// Every routed request, once routing has matched, in one middleware (each `from_fn` layer,
 /// and each `route_layer` call, costs a boxed future and a cloned service per request, so
 /// these are not five):
@@ -155,13 +149,12 @@ async fn edge(
     let Some(route) = req.extensions().get::<MatchedPath>().cloned() else {
         return next.run(req).await;
     };
-    let route = Some(route);
-    let limited = edge.is_limited(route.as_ref());
+    let limited = edge.limited.contains(route.as_str());
     let client = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0);
-    let slot = access::TokenSlot::routed(route.as_ref(), req.uri());
+    let slot = access::TokenSlot::routed(Some(&route), req.uri());
     req.extensions_mut().insert(slot.clone());
     let method = req.method().clone();
     // tokio's clock (the same as std's outside tests), so the time limit can be tested.
@@ -186,7 +179,7 @@ async fn edge(
         .into_response(),
     };
     crate::telemetry::http_request(
-        route.as_ref().map_or("", MatchedPath::as_str),
+        route.as_str(),
         &method,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
@@ -365,6 +358,8 @@ fn request_span<B>(req: &Request<B>) -> tracing::Span {
 #[cfg(test)]
 mod tests {
     use super::within;
+    use std::time::Duration;
+    use tokio::time::Instant;
 
     /// The rate limits find a route by the template routing matched: every limited route's
     /// template must be the one `MatchedPath` reports for it, or its requests would pass
@@ -403,8 +398,6 @@ mod tests {
         assert!(templates.contains("/v1/admin/audit"));
         assert!(!templates.contains("/healthz"));
     }
-    use std::time::Duration;
-    use tokio::time::Instant;
 
     #[tokio::test]
     async fn the_time_limit_passes_finished_work_and_ends_work_that_waits_too_long() {

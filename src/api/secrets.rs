@@ -229,14 +229,13 @@ async fn get_secret(
         .vault()?
         .get_secret(&who.context(rid), &tenant, &key)
         .await?;
-    let body = SecretBody {
+    Ok(SecretBody {
         key: key.as_str(),
         value: read.secret.value.expose(),
         version: read.secret.version,
         updated_at: read.secret.updated_at,
-    };
-    let response = body.answer(read.source, read.age);
-    Ok(response)
+    }
+    .answer(read.source, read.age))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -94,14 +94,13 @@ pub async fn read_version(
         .vault()?
         .get_secret_version(&who.context(rid), &tenant, key, version)
         .await?;
-    let response = SecretBody {
+    Ok(SecretBody {
         key: key.as_str(),
         value: secret.value.expose(),
         version: secret.version,
         updated_at: secret.updated_at,
     }
-    .answer(secret.loaded_from, None);
-    Ok(response)
+    .answer(secret.loaded_from, None))
 }
 
 /// Lists a secret's versions (no values).
