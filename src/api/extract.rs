@@ -247,7 +247,7 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// The request id set by the request-id layer (`x-request-id`).
+/// The request id `edge` set (`x-request-id`: the caller's, else a fresh UUID).
 pub struct RequestId(pub Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {
@@ -257,7 +257,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
         Ok(RequestId(
             parts
                 .headers
-                .get("x-request-id")
+                .get(&super::X_REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 // `to_str` admits visible ASCII only, so any byte is a char boundary.
                 .map(|s| s[..s.len().min(128)].to_owned()),

@@ -1,6 +1,6 @@
-//! The HTTP API: routes, and the layers every request passes through (request id, redacted
-//! auth header, tracing by matched route, panic to 500; then, once routed, `edge`: access
-//! audit, time limit to the response head, metrics; the body limit and the rate limits).
+//! The HTTP API: routes, and what every request passes through (`edge`: request id, redacted
+//! auth header, the request span, panic to 500; once routed, the access audit, the rate
+//! limits, the time limit to the response head and metrics; then the body limit).
 //! Handlers are thin: they validate, call the service, and map its answer.
 
 pub mod access;
@@ -9,6 +9,7 @@ pub mod admin_secrets;
 pub mod audit;
 pub mod batch;
 pub mod console;
+mod edge;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -21,17 +22,15 @@ pub mod secrets;
 pub mod tokens;
 pub mod versions;
 
+pub use edge::X_REQUEST_ID;
+
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath};
-use axum::http::{header, Request, StatusCode};
-use axum::response::IntoResponse;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use axum::Router;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::service::Vault;
@@ -120,114 +119,21 @@ impl HttpSettings {
     }
 }
 
-/// What the per-request layer needs: the state (for the access audit and the rate limits),
-/// the time limit, and which route templates are rate-limited.
-#[derive(Clone)]
-struct Edge {
-    state: AppState,
-    request_timeout: Duration,
-    /// The templates of `limited_routes` and `stream_routes` (what `MatchedPath` holds).
-    limited: Arc<std::collections::HashSet<String, foldhash::fast::RandomState>>,
-}
-
-/// Every routed request, once routing has matched, in one middleware (each `from_fn` layer,
-/// and each `route_layer` call, costs a boxed future and a cloned service per request, so
-/// these are not five):
-/// - the access audit's slot, and counting the answer if it is a 401, 403 or 429;
-/// - the time limit to the response head (not its body: streams go on), answered 503
-///   `request_timeout` in the API's JSON error shape;
-/// - the rate limits, on the routes that authenticate their caller (`limits::enforce`);
-/// - the request metrics, by route template, method and status.
-///
-/// Requests no route matched (the 404 fallback) pass straight through.
-async fn edge(
-    axum::extract::State(edge): axum::extract::State<Edge>,
-    mut req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    // Reference-counted and cheap to clone: no label strings are built per request.
-    let Some(route) = req.extensions().get::<MatchedPath>().cloned() else {
-        return next.run(req).await;
-    };
-    let limited = edge.limited.contains(route.as_str());
-    let client = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0);
-    let slot = access::TokenSlot::routed(Some(&route), req.uri());
-    req.extensions_mut().insert(slot.clone());
-    let method = req.method().clone();
-    // tokio's clock (the same as std's outside tests), so the time limit can be tested.
-    let started = tokio::time::Instant::now();
-    let inner = async {
-        if limited {
-            limits::enforce(&edge.state, &slot, req, next).await
-        } else {
-            next.run(req).await
-        }
-    };
-    let response = match within(started, edge.request_timeout, inner).await {
-        Some(res) => res,
-        None => error::ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "request_timeout",
-            format!(
-                "the request did not finish within {} s; it may or may not have taken effect",
-                edge.request_timeout.as_secs_f64()
-            ),
-        )
-        .into_response(),
-    };
-    crate::telemetry::http_request(
-        route.as_str(),
-        &method,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    access::count_refusal(&edge.state, client, &slot, &response);
-    response
-}
-
-/// `work`'s output, or None once `limit` has passed since `started`. The timer is armed
-/// only if `work` does not finish on its first poll: a cached read never waits, so it never
-/// pays for registering and cancelling a timer (`tokio::time::timeout` arms one per call).
-async fn within<F: std::future::Future>(
-    started: tokio::time::Instant,
-    limit: Duration,
-    work: F,
-) -> Option<F::Output> {
-    use std::task::Poll;
-    let mut work = std::pin::pin!(work);
-    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = work.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        let timer =
-            timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(started + limit)));
-        std::future::Future::poll(timer.as_mut(), cx).map(|()| None)
-    })
-    .await
-}
-
-/// A panic in a handler becomes a 500 in our error shape (the connection stays up and the
-/// panic's message, which could quote anything, stays out of the answer and the log).
+/// A panic in a handler becomes a 500 in our error shape: `edge`'s guard alone, for a
+/// router built without the rest of the edge.
 pub fn harden(router: Router) -> Router {
-    router.layer(catch_panic())
-}
-
-fn catch_panic() -> tower_http::catch_panic::CatchPanicLayer<
-    impl Fn(Box<dyn std::any::Any + Send>) -> axum::response::Response + Clone,
-> {
-    tower_http::catch_panic::CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
-        metrics::counter!("tenant_vault_handler_panics_total").increment(1);
-        tracing::error!("a request handler panicked; answered 500");
-        axum::response::IntoResponse::into_response(error::ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        ))
-    })
+    router.layer(axum::middleware::from_fn(
+        |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            let work = std::pin::pin!(next.run(req));
+            edge::guarded(
+                &tracing::Span::none(),
+                tokio::time::Instant::now(),
+                None,
+                work,
+            )
+            .await
+        },
+    ))
 }
 
 /// Routes behind the rate limits: every one authenticates its caller.
@@ -292,20 +198,18 @@ pub fn router_with_state(
     // JSON can escape each byte of a value as `\u00XX` (6 bytes): leave room for that.
     let body_limit = max_value_bytes * 6 + 4096;
     crate::telemetry::prometheus(); // record from the first request on
-    let x_request_id = header::HeaderName::from_static("x-request-id");
-    // Each `layer`/`route_layer` call on a router boxes every route's service and future
-    // once more (axum's `Route`), and each `from_fn` boxes again per request: so one
-    // `ServiceBuilder` for the whole router, and one middleware (`edge`) for our per-request
-    // work, the rate limits included. A layer added with `layer` runs once routing has
-    // matched (the route template is known), and on the 404 fallback, which `edge` passes
-    // through. In a `ServiceBuilder` the first layer is the outermost.
+                                    // Each `layer`/`route_layer` call on a router boxes every route's service and future
+                                    // once more (axum's `Route`), and each `from_fn` boxes again per request: so one
+                                    // `ServiceBuilder` for the whole router, and one middleware (`edge`) for our per-request
+                                    // work. A layer added with `layer` runs once routing has matched (the route template is
+                                    // known), and on the 404 fallback. In a `ServiceBuilder` the first layer is the outermost.
     let edge = axum::middleware::from_fn_with_state(
-        Edge {
+        edge::Edge {
             state: state.clone(),
             request_timeout: settings.request_timeout,
             limited: Arc::new(limited_templates()),
         },
-        edge,
+        edge::edge,
     );
     // Probes stay outside the rate limits (`edge` limits only `limited_routes` and the
     // streams): a stray or stale token on `/healthz` must not turn a health check into a 401
@@ -318,46 +222,14 @@ pub fn router_with_state(
         .with_state(state)
         .layer(
             ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(
-                    x_request_id.clone(),
-                    MakeRequestUuid,
-                ))
-                .layer(PropagateRequestIdLayer::new(x_request_id))
-                .layer(SetSensitiveRequestHeadersLayer::new([
-                    header::AUTHORIZATION,
-                ]))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
-                .layer(catch_panic())
                 .layer(edge)
                 .layer(DefaultBodyLimit::max(body_limit)),
         )
 }
 
-/// The span every request's log lines carry: the matched route, not the raw URI (no ids of
-/// one tenant leak into metrics keyed by span name, and odd paths cannot flood the logs).
-fn request_span<B>(req: &Request<B>) -> tracing::Span {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str);
-    // Text values: the plain-text log writes them bare when they are plain and quoted
-    // otherwise (`telemetry::RequestSpanFields`), so a header cannot forge a log line.
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::info_span!(
-        crate::telemetry::REQUEST_SPAN,
-        method = req.method().as_str(),
-        route = route,
-        request_id = request_id
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use super::within;
+    use super::edge::guarded;
     use std::time::Duration;
     use tokio::time::Instant;
 
@@ -400,24 +272,130 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_time_limit_passes_finished_work_and_ends_work_that_waits_too_long() {
+    async fn the_guard_passes_answers_ends_work_that_waits_too_long_and_catches_panics() {
+        use axum::http::StatusCode;
+        use axum::response::{IntoResponse, Response};
+        use std::pin::pin;
+        let span = tracing::Span::none();
         let limit = Duration::from_millis(200);
+        let status = |res: Response| res.status();
         // Finished on its first poll: answered, whatever the limit.
-        assert_eq!(
-            within(Instant::now(), Duration::ZERO, async { 7 }).await,
-            Some(7)
-        );
+        let ready = pin!(async { StatusCode::ACCEPTED.into_response() });
+        let res = guarded(&span, Instant::now(), Some(Duration::ZERO), ready).await;
+        assert_eq!(status(res), StatusCode::ACCEPTED);
         // Waits, then finishes in time.
-        let in_time = async {
+        let in_time = pin!(async {
             tokio::time::sleep(Duration::from_millis(1)).await;
-            "done"
-        };
-        assert_eq!(within(Instant::now(), limit, in_time).await, Some("done"));
+            StatusCode::CREATED.into_response()
+        });
+        let res = guarded(&span, Instant::now(), Some(limit), in_time).await;
+        assert_eq!(status(res), StatusCode::CREATED);
         // Waits past the limit: ended at the limit, not awaited to its end (an hour).
-        let too_long = tokio::time::sleep(Duration::from_secs(3600));
+        let too_long = pin!(async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::OK.into_response()
+        });
         let started = Instant::now();
-        assert_eq!(within(started, limit, too_long).await, None);
+        let res = guarded(&span, started, Some(limit), too_long).await;
         let took = started.elapsed();
+        assert_eq!(status(res), StatusCode::SERVICE_UNAVAILABLE);
         assert!(took >= limit && took < Duration::from_secs(600), "{took:?}");
+        // No limit: the wait is not cut short.
+        let unlimited = pin!(async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            StatusCode::OK.into_response()
+        });
+        let res = guarded(&span, Instant::now(), None, unlimited).await;
+        assert_eq!(status(res), StatusCode::OK);
+        // A panic, on the first poll or after a wait, is a 500 in the error shape.
+        for wait in [false, true] {
+            let panics = pin!(async move {
+                if wait {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                if true {
+                    panic!("the handler fell over with sk_live_not_a_real_secret");
+                }
+                StatusCode::OK.into_response()
+            });
+            let res = guarded(&span, Instant::now(), Some(limit), panics).await;
+            assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            let body = axum::body::to_bytes(res.into_body(), 4096).await.unwrap();
+            let text = String::from_utf8_lossy(&body);
+            assert!(
+                text.contains("\"internal\"") && !text.contains("sk_live"),
+                "{text}"
+            );
+        }
+    }
+
+    /// The edge's request id: the caller's is kept and sent back, a missing one is a fresh
+    /// UUID; a 5xx answer is logged once, in the request span (route template and id).
+    #[test]
+    fn every_answer_carries_its_request_id_and_a_5xx_is_logged_in_its_span() {
+        use axum::body::Body;
+        use axum::extract::Request;
+        use axum::http::StatusCode;
+        use std::sync::{Arc, Mutex};
+        use tower::ServiceExt;
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let log = Lines::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let router = super::router_with_state(
+            super::AppState::starting("test"),
+            &super::HttpSettings::default(),
+            1024,
+        );
+        let call = |id: Option<&str>| {
+            let mut req = Request::get("/v1/tenants/acme/secrets/stripe");
+            if let Some(id) = id {
+                req = req.header("x-request-id", id);
+            }
+            let req = req
+                .header("authorization", "Bearer tv_t_sk_live_not_a_real_token")
+                .body(Body::empty())
+                .unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(router.clone().oneshot(req)).unwrap()
+        };
+        let (kept, fresh) =
+            tracing::subscriber::with_default(subscriber, || (call(Some("req-7f3a")), call(None)));
+        // Not ready yet: a 503, with the id the caller sent.
+        assert_eq!(kept.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(kept.headers()["x-request-id"], "req-7f3a");
+        let fresh = fresh.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(uuid::Uuid::parse_str(&fresh).unwrap().get_version_num(), 4);
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let failed: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("response failed"))
+            .collect();
+        assert_eq!(failed.len(), 2, "{text}");
+        for (line, id) in failed.iter().zip(["req-7f3a", fresh.as_str()]) {
+            assert!(line.contains(id), "{line}");
+            assert!(
+                line.contains("/v1/tenants/{tenant}/secrets/{key}"),
+                "{line}"
+            );
+            assert!(line.contains("status=503"), "{line}");
+        }
+        assert!(!text.contains("sk_live"), "{text}");
     }
 }
