@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -43,11 +42,11 @@ impl Default for EdgeSettings {
     }
 }
 
-/// Serves `router` on `listener` (TLS when `tls` is set) until `shutdown` resolves, then
+/// Serves `app` on `listener` (TLS when `tls` is set) until `shutdown` resolves, then
 /// waits for the connections' requests in flight to finish.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    app: crate::api::App,
     tls: Option<Arc<ServerTls>>,
     edge: EdgeSettings,
     shutdown: impl Future<Output = ()> + Send,
@@ -80,7 +79,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        let service = router
+        let service = app
             .clone()
             .map_request(move |mut req: axum::extract::Request<_>| {
                 req.extensions_mut().insert(ConnectInfo(peer));

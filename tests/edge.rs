@@ -17,12 +17,12 @@ use serde_json::json;
 use tenant_vault::server::EdgeSettings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn serve(router: Router, edge: EdgeSettings) -> SocketAddr {
+async fn serve(app: impl Into<tenant_vault::api::App>, edge: EdgeSettings) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(tenant_vault::server::serve(
         listener,
-        router,
+        app.into(),
         None,
         edge,
         std::future::pending(),

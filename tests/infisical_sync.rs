@@ -78,7 +78,10 @@ async fn serve(app: &TestApp) -> (String, tokio::task::JoinHandle<()>) {
     let addr = listener.local_addr().unwrap();
     let router = app.router.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router).await.unwrap();
+        let never = std::future::pending();
+        tenant_vault::server::serve(listener, router, None, Default::default(), never)
+            .await
+            .unwrap();
     });
     (format!("http://{addr}"), task)
 }

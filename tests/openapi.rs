@@ -13,7 +13,7 @@ use serde_json::Value;
 use tenant_vault::api::{router_with_state, AppState, HttpSettings};
 use tower::ServiceExt;
 
-fn app() -> axum::Router {
+fn app() -> tenant_vault::api::App {
     router_with_state(
         AppState::starting("tests"),
         &HttpSettings::default(),

@@ -31,16 +31,31 @@ struct Slot {
     caller: OnceLock<Arc<Principal>>,
     /// The matched route and the request's path, kept as they are (reference-counted
     /// clones): only a refused request turns them into strings.
-    route: OnceLock<(MatchedPath, Uri)>,
+    route: OnceLock<(RouteTemplate, Uri)>,
+}
+
+/// A request's route template: the one routing matched, or the cached read's lane's own
+/// (`api::lane`, which routes without axum's router).
+#[derive(Clone)]
+pub enum RouteTemplate {
+    Matched(MatchedPath),
+    Fixed(&'static str),
+}
+
+impl RouteTemplate {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Matched(route) => route.as_str(),
+            Self::Fixed(route) => route,
+        }
+    }
 }
 
 impl TokenSlot {
     /// A slot for a request routed to `route` (the path is kept for the tenant segment).
-    pub(super) fn routed(route: Option<&MatchedPath>, uri: &Uri) -> Self {
+    pub(super) fn routed(route: &RouteTemplate, uri: &Uri) -> Self {
         let slot = Self::default();
-        if let Some(route) = route {
-            let _ = slot.0.route.set((route.clone(), uri.clone()));
-        }
+        let _ = slot.0.route.set((route.clone(), uri.clone()));
         slot
     }
 
@@ -68,11 +83,11 @@ impl TokenSlot {
 
     /// The tenant the path named, when it names a valid one: the path segment where the
     /// template has `{tenant}`.
-    fn tenant(&self) -> Option<String> {
+    pub(super) fn tenant(&self) -> Option<TenantSlug> {
         let (route, uri) = self.0.route.get()?;
         let at = route.as_str().split('/').position(|s| s == "{tenant}")?;
         let raw = uri.path().split('/').nth(at)?;
-        TenantSlug::parse(raw).ok().map(|t| t.to_string())
+        TenantSlug::parse(raw).ok()
     }
 }
 
@@ -119,7 +134,7 @@ pub(super) fn count_refusal(
             action,
             outcome,
             token_id: slot.0.token.get().map(|t| t.0),
-            tenant_slug: slot.tenant(),
+            tenant_slug: slot.tenant().map(|t| t.to_string()),
         });
     }
 }

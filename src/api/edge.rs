@@ -17,6 +17,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode}
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::access::RouteTemplate;
 use super::{access, error, limits, AppState};
 
 /// The header a request's id travels in, both ways.
@@ -34,56 +35,79 @@ pub(super) struct Edge {
 
 /// The middleware (`axum::middleware::from_fn_with_state`). Requests no route matched (the
 /// 404 fallback) get the id, the span and the panic guard, and nothing else.
-pub(super) async fn edge(State(edge): State<Edge>, mut req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let request_id = request_id(req.headers_mut());
-    mark_sensitive(req.headers_mut());
-    let span = request_span(req.method(), route.as_ref(), &request_id);
-    // tokio's clock (the same as std's outside tests), so the time limit can be tested.
-    let started = tokio::time::Instant::now();
-    let mut response = match route {
-        Some(route) => edge.routed(&span, started, route, req, next).await,
-        None => guarded(&span, started, None, std::pin::pin!(next.run(req))).await,
-    };
-    // The span as the events' parent, not entered: one enter and exit fewer per request.
-    let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-    if response.status().is_server_error() {
-        tracing::error!(parent: &span, status, latency_ms, "response failed");
-    } else {
-        tracing::debug!(parent: &span, status, latency_ms, "finished processing request");
-    }
-    response
-        .headers_mut()
-        .entry(X_REQUEST_ID)
-        .or_insert(request_id);
-    response
+pub(super) async fn edge(State(edge): State<Edge>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .cloned()
+        .map(RouteTemplate::Matched);
+    edge.serve(route, req, |req| next.run(req)).await
 }
 
 impl Edge {
-    /// A request routing matched to `route`: the slot, the limits, the time limit, metrics.
-    async fn routed(
+    /// `req` through everything above, with `handler` answering it; `route` is the template
+    /// routing matched (or the lane's own), None for the 404 fallback.
+    pub(super) async fn serve<H, F>(
+        &self,
+        route: Option<RouteTemplate>,
+        mut req: Request,
+        handler: H,
+    ) -> Response
+    where
+        H: FnOnce(Request) -> F,
+        F: std::future::Future<Output = Response>,
+    {
+        let request_id = request_id(req.headers_mut());
+        mark_sensitive(req.headers_mut());
+        let span = request_span(req.method(), route.as_ref(), &request_id);
+        // tokio's clock (the same as std's outside tests), so the time limit can be tested.
+        let started = tokio::time::Instant::now();
+        let mut response = match route {
+            Some(route) => self.routed(&span, started, route, req, handler).await,
+            None => guarded(&span, started, None, std::pin::pin!(handler(req))).await,
+        };
+        // The span as the events' parent, not entered: one enter and exit fewer per request.
+        let status = response.status().as_u16();
+        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        if response.status().is_server_error() {
+            tracing::error!(parent: &span, status, latency_ms, "response failed");
+        } else {
+            tracing::debug!(parent: &span, status, latency_ms, "finished processing request");
+        }
+        response
+            .headers_mut()
+            .entry(X_REQUEST_ID)
+            .or_insert(request_id);
+        response
+    }
+
+    /// A request routed to `route`: the slot, the limits, the time limit, metrics.
+    async fn routed<H, F>(
         &self,
         span: &tracing::Span,
         started: tokio::time::Instant,
-        route: MatchedPath,
+        route: RouteTemplate,
         mut req: Request,
-        next: Next,
-    ) -> Response {
+        handler: H,
+    ) -> Response
+    where
+        H: FnOnce(Request) -> F,
+        F: std::future::Future<Output = Response>,
+    {
         let limited = self.limited.contains(route.as_str());
         let client = req
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0);
-        let slot = access::TokenSlot::routed(Some(&route), req.uri());
+        let slot = access::TokenSlot::routed(&route, req.uri());
         req.extensions_mut().insert(slot.clone());
         let method = req.method().clone();
         // Pinned where it is: the handler's future is large, and every move copies it.
         let work = std::pin::pin!(async {
             if limited {
-                limits::enforce(&self.state, &slot, req, next).await
+                limits::enforce(&self.state, &slot, req, handler).await
             } else {
-                next.run(req).await
+                handler(req).await
             }
         });
         let response = guarded(span, started, Some(self.request_timeout), work).await;
@@ -124,7 +148,7 @@ fn mark_sensitive(headers: &mut HeaderMap) {
 /// one tenant leak into metrics keyed by span name, and odd paths cannot flood the logs).
 fn request_span(
     method: &Method,
-    route: Option<&MatchedPath>,
+    route: Option<&RouteTemplate>,
     request_id: &HeaderValue,
 ) -> tracing::Span {
     // Text values: the plain-text log writes them bare when they are plain and quoted
@@ -132,7 +156,7 @@ fn request_span(
     tracing::info_span!(
         crate::telemetry::REQUEST_SPAN,
         method = method.as_str(),
-        route = route.map_or("unmatched", MatchedPath::as_str),
+        route = route.map_or("unmatched", RouteTemplate::as_str),
         request_id = request_id.to_str().unwrap_or("-")
     )
 }

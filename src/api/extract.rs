@@ -181,21 +181,31 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        // The rate limits have authenticated this request already (and counted it).
-        let slot = parts.extensions.get::<super::access::TokenSlot>();
-        let who = match slot.and_then(|slot| slot.caller()) {
-            Some(who) => who.clone(),
-            None => {
-                let token =
-                    bearer(&parts.headers).ok_or(crate::service::ServiceError::Unauthenticated)?;
-                state.vault()?.authenticate(token).await?
-            }
-        };
-        if let Some(slot) = slot {
-            slot.set(who.token_id);
-        }
-        Ok(Caller(who))
+        caller_of(&parts.headers, &parts.extensions, state)
+            .await
+            .map(Caller)
     }
+}
+
+/// The caller of a request (the `Caller` extractor, and the cached read's lane).
+pub(super) async fn caller_of(
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+    state: &AppState,
+) -> Result<Arc<Principal>, ApiError> {
+    // The rate limits have authenticated this request already (and counted it).
+    let slot = extensions.get::<super::access::TokenSlot>();
+    let who = match slot.and_then(|slot| slot.caller()) {
+        Some(who) => who.clone(),
+        None => {
+            let token = bearer(headers).ok_or(crate::service::ServiceError::Unauthenticated)?;
+            state.vault()?.authenticate(token).await?
+        }
+    };
+    if let Some(slot) = slot {
+        slot.set(who.token_id);
+    }
+    Ok(who)
 }
 
 /// An admin route's caller: authenticated as by [`Caller`], refused with 403 unless its token
@@ -254,13 +264,15 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(RequestId(
-            parts
-                .headers
-                .get(&super::X_REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                // `to_str` admits visible ASCII only, so any byte is a char boundary.
-                .map(|s| s[..s.len().min(128)].to_owned()),
-        ))
+        Ok(RequestId(request_id_of(&parts.headers)))
     }
+}
+
+/// The request id of a request (the `RequestId` extractor, and the cached read's lane).
+pub(super) fn request_id_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(&super::X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        // `to_str` admits visible ASCII only, so any byte is a char boundary.
+        .map(|s| s[..s.len().min(128)].to_owned())
 }

@@ -7,30 +7,32 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, Request};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::domain::TenantSlug;
 use crate::service::limits::PolicyState;
 use crate::service::ServiceError;
 
-/// Called by `api::edge` for the routes that authenticate their caller; the caller goes into
-/// the request's `slot`, where the `Caller` extractor takes it from.
-pub(super) async fn enforce(
+/// Called by `api::edge` for the routes that authenticate their caller, before `handler`;
+/// the caller goes into the request's `slot`, where the `Caller` extractor takes it from.
+pub(super) async fn enforce<H, F>(
     state: &AppState,
     slot: &super::access::TokenSlot,
     req: Request,
-    next: Next,
-) -> Response {
+    handler: H,
+) -> Response
+where
+    H: FnOnce(Request) -> F,
+    F: std::future::Future<Output = Response>,
+{
     let Ok(vault) = state.vault() else {
-        return next.run(req).await;
+        return handler(req).await;
     };
     let Some(token) = super::extract::bearer(req.headers()) else {
-        return next.run(req).await;
+        return handler(req).await;
     };
     let client = req
         .extensions()
@@ -40,22 +42,13 @@ pub(super) async fn enforce(
         Ok(who) => who,
         Err(err) => return refusal(err),
     };
-    // The tenant in the path, read once the caller is known. An invalid slug is the
-    // handler's 400 to give; it is not a tenant to count against.
-    let (mut parts, body) = req.into_parts();
-    let tenant = RawPathParams::from_request_parts(&mut parts, state)
-        .await
-        .ok()
-        .and_then(|p| {
-            p.iter()
-                .find(|(name, _)| *name == "tenant")
-                .and_then(|(_, raw)| TenantSlug::parse(raw).ok())
-        });
-    let req = Request::from_parts(parts, body);
+    // The tenant in the path (the segment where the route has `{tenant}`), read once the
+    // caller is known. An invalid slug is the handler's 400 to give, not a tenant to count.
+    let tenant = slot.tenant();
     match vault.check_rate(&who, tenant.as_ref()).await {
         Ok(policies) => {
             slot.authenticated(who);
-            let mut res = next.run(req).await;
+            let mut res = handler(req).await;
             set_headers(res.headers_mut(), &policies);
             res
         }

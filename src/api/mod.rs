@@ -16,6 +16,7 @@ pub mod extract;
 pub mod health;
 pub mod hooks;
 pub mod keys;
+mod lane;
 pub mod limits;
 pub mod openapi;
 pub mod secrets;
@@ -23,6 +24,7 @@ pub mod tokens;
 pub mod versions;
 
 pub use edge::X_REQUEST_ID;
+pub use lane::App;
 
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
@@ -184,17 +186,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// The whole HTTP application around a ready vault.
-pub fn router(vault: Arc<Vault>, settings: &HttpSettings) -> Router {
+pub fn router(vault: Arc<Vault>, settings: &HttpSettings) -> App {
     let max_value_bytes = vault.limits().max_value_bytes;
     router_with_state(AppState::ready(vault), settings, max_value_bytes)
 }
 
 /// The whole HTTP application; the vault may arrive later (see `AppState`).
-pub fn router_with_state(
-    state: AppState,
-    settings: &HttpSettings,
-    max_value_bytes: usize,
-) -> Router {
+pub fn router_with_state(state: AppState, settings: &HttpSettings, max_value_bytes: usize) -> App {
     // JSON can escape each byte of a value as `\u00XX` (6 bytes): leave room for that.
     let body_limit = max_value_bytes * 6 + 4096;
     crate::telemetry::prometheus(); // record from the first request on
@@ -203,28 +201,29 @@ pub fn router_with_state(
                                     // `ServiceBuilder` for the whole router, and one middleware (`edge`) for our per-request
                                     // work. A layer added with `layer` runs once routing has matched (the route template is
                                     // known), and on the 404 fallback. In a `ServiceBuilder` the first layer is the outermost.
-    let edge = axum::middleware::from_fn_with_state(
-        edge::Edge {
-            state: state.clone(),
-            request_timeout: settings.request_timeout,
-            limited: Arc::new(limited_templates()),
-        },
-        edge::edge,
-    );
+    let edge = edge::Edge {
+        state: state.clone(),
+        request_timeout: settings.request_timeout,
+        limited: Arc::new(limited_templates()),
+    };
     // Probes stay outside the rate limits (`edge` limits only `limited_routes` and the
     // streams): a stray or stale token on `/healthz` must not turn a health check into a 401
     // or a 429. The console's static files are served as they are: the page itself asks
     // for a token. Streams stay open by design: the edge's time limit bounds only the time
     // to the response head (authentication may wait on the database), never the body.
-    Router::from(routes())
+    let router = Router::from(routes())
         .merge(console::router())
         .fallback(|| async { error::ApiError::not_found() })
         .with_state(state)
         .layer(
             ServiceBuilder::new()
-                .layer(edge)
+                .layer(axum::middleware::from_fn_with_state(
+                    edge.clone(),
+                    edge::edge,
+                ))
                 .layer(DefaultBodyLimit::max(body_limit)),
-        )
+        );
+    App::new(router, edge)
 }
 
 #[cfg(test)]
@@ -266,7 +265,7 @@ mod tests {
                 "{path}"
             );
         }
-        assert!(templates.contains("/v1/tenants/{tenant}/secrets/{key}"));
+        assert!(templates.contains(super::lane::SECRET_READ));
         assert!(templates.contains("/v1/admin/audit"));
         assert!(!templates.contains("/healthz"));
     }

@@ -221,14 +221,23 @@ async fn get_secret(
         ))
         .await;
     }
-    let tenant = state
-        .vault()?
-        .authorize_secret(&who, &slug, Some(&key), Access::Read)
+    read_current(&state, &slug, &key, &who, rid).await
+}
+
+/// The current version of a secret, as `get_secret` answers it (and the cached read's lane,
+/// `api::lane`, which calls this without axum's router).
+pub(super) async fn read_current(
+    state: &AppState,
+    slug: &crate::domain::TenantSlug,
+    key: &SecretKey,
+    who: &crate::service::Principal,
+    rid: Option<String>,
+) -> Result<Response, ApiError> {
+    let vault = state.vault()?;
+    let tenant = vault
+        .authorize_secret(who, slug, Some(key), Access::Read)
         .await?;
-    let read = state
-        .vault()?
-        .get_secret(&who.context(rid), &tenant, &key)
-        .await?;
+    let read = vault.get_secret(&who.context(rid), &tenant, key).await?;
     Ok(SecretBody {
         key: key.as_str(),
         value: read.secret.value.expose(),

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
-use axum::Router;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;
@@ -215,7 +214,7 @@ pub fn service_args(cache_ttl_secs: u64) -> ServiceArgs {
 
 /// The real application, in-process, on its own database and data dir.
 pub struct TestApp {
-    pub router: Router,
+    pub router: tenant_vault::api::App,
     pub vault: Arc<Vault>,
     /// A superuser pool on the test database, for checks and tampering.
     pub pool: PgPool,
@@ -238,6 +237,21 @@ pub struct TestResponse {
 }
 
 impl TestResponse {
+    /// Reads a whole answer.
+    pub async fn read(res: axum::response::Response) -> Self {
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        TestResponse {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
     pub fn code(&self) -> &str {
         self.body["error"]["code"].as_str().unwrap_or("")
     }
@@ -399,17 +413,7 @@ impl TestApp {
 
     pub async fn raw(&self, req: Request<Body>) -> TestResponse {
         let res = self.router.clone().oneshot(req).await.unwrap();
-        let status = res.status();
-        let headers = res.headers().clone();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        TestResponse {
-            status,
-            headers,
-            body,
-            text,
-        }
+        TestResponse::read(res).await
     }
 
     pub async fn call(
