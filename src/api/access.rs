@@ -35,18 +35,21 @@ struct Slot {
 }
 
 /// A request's route template: the one routing matched, or the cached read's lane's own
-/// (`api::lane`, which routes without axum's router).
+/// (`api::lane`, which routes without axum's router and has parsed the path's tenant).
 #[derive(Clone)]
 pub enum RouteTemplate {
     Matched(MatchedPath),
-    Fixed(&'static str),
+    Lane {
+        template: &'static str,
+        tenant: TenantSlug,
+    },
 }
 
 impl RouteTemplate {
     pub fn as_str(&self) -> &str {
         match self {
             Self::Matched(route) => route.as_str(),
-            Self::Fixed(route) => route,
+            Self::Lane { template, .. } => template,
         }
     }
 }
@@ -82,9 +85,12 @@ impl TokenSlot {
     }
 
     /// The tenant the path named, when it names a valid one: the path segment where the
-    /// template has `{tenant}`.
+    /// template has `{tenant}` (the lane's, parsed already).
     pub(super) fn tenant(&self) -> Option<TenantSlug> {
         let (route, uri) = self.0.route.get()?;
+        if let RouteTemplate::Lane { tenant, .. } = route {
+            return Some(tenant.clone());
+        }
         let at = route.as_str().split('/').position(|s| s == "{tenant}")?;
         let raw = uri.path().split('/').nth(at)?;
         TenantSlug::parse(raw).ok()

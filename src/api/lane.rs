@@ -80,7 +80,10 @@ where
         let edge = edge.clone();
         let req = req.map(Body::new);
         Either::Left(Box::pin(async move {
-            let route = Some(RouteTemplate::Fixed(SECRET_READ));
+            let route = Some(RouteTemplate::Lane {
+                template: SECRET_READ,
+                tenant: slug.clone(),
+            });
             let mut response = edge
                 .serve(route, req, |req| read(&edge.state, req, slug, key))
                 .await;
@@ -95,16 +98,11 @@ fn plain_secret_read<B>(req: &Request<B>) -> Option<(TenantSlug, SecretKey)> {
     if req.method() != Method::GET || req.uri().query().is_some() {
         return None;
     }
-    let (tenant, key) = req
-        .uri()
-        .path()
-        .strip_prefix("/v1/tenants/")?
-        .split_once("/secrets/")?;
-    // Decoding would leave a plain segment as it is, so what routing would match is this.
-    let plain = |segment: &str| !segment.is_empty() && !segment.contains(['/', '%']);
-    if !plain(tenant) || !plain(key) {
-        return None;
-    }
+    let rest = req.uri().path().strip_prefix("/v1/tenants/")?;
+    let (tenant, rest) = rest.split_at(rest.find('/')?);
+    let key = rest.strip_prefix("/secrets/")?;
+    // A valid slug or key has no `/` and no `%`: decoding leaves it as it is, so these are
+    // the segments routing would match.
     Some((TenantSlug::parse(tenant).ok()?, SecretKey::parse(key).ok()?))
 }
 
@@ -160,6 +158,8 @@ mod tests {
             "/v1/tenants/ac%6De/secrets/stripe_key",
             "/v1/tenants/acme/secrets/stripe_key/",
             "/v1/tenants/acme/secrets/a/b",
+            "/v1/tenants/acme/secrets/a/secrets/b",
+            "/v1/tenants/acme/x/secrets/k",
             "/v1/tenants/acme/secrets/",
             "/v1/tenants//secrets/k",
             "/v1/tenants/acme/secrets/..",

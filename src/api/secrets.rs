@@ -68,10 +68,13 @@ impl SecretBody<'_> {
         source: crate::domain::SecretSource,
         age: Option<std::time::Duration>,
     ) -> Response {
-        let mut response = Response::new(axum::body::Body::from(self.to_json()));
+        let body = self.to_json();
+        let length = HeaderValue::from(body.len());
+        let mut response = Response::new(axum::body::Body::from(body));
         let headers = response.headers_mut();
         // These, and the request id added on the way out, without growing the map.
-        headers.reserve(6);
+        headers.reserve(7);
+        headers.insert(axum::http::header::CONTENT_LENGTH, length);
         headers.insert(
             axum::http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

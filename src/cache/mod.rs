@@ -32,6 +32,17 @@ pub struct CachedSecret {
 
 type Key = (TenantId, SecretKey);
 
+/// A `Key` borrowed for a lookup, so a hit does not copy the key's name. Hashes as the
+/// tuple does (the tenant, then the name as a `str`), and compares equal to it.
+#[derive(Hash)]
+struct KeyRef<'a>(TenantId, &'a str);
+
+impl moka::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.0 == key.0 && self.1 == key.1.as_str()
+    }
+}
+
 /// moka with a seeded foldhash instead of std's SipHash: every read hashes its key once or
 /// twice, and SipHash was a visible share of a cached read. The seed is random per process,
 /// so a tenant cannot choose key names that collide.
@@ -184,12 +195,11 @@ impl SecretCache {
         match &self.inner {
             None => load().await.map(|v| (v, false)).map_err(Arc::new),
             Some(cache) => {
-                let cache_key = (tenant, key.clone());
                 // The hot path: a plain lookup, cheaper than the entry API below.
-                if let Some(hit) = cache.get(&cache_key).await {
+                if let Some(hit) = cache.get(&KeyRef(tenant, key.as_str())).await {
                     return Ok((hit, true));
                 }
-                Box::pin(self.load_into(cache, cache_key, load())).await
+                Box::pin(self.load_into(cache, (tenant, key.clone()), load())).await
             }
         }
     }
@@ -367,6 +377,38 @@ mod tests {
             .get_or_load::<()>(tenant, key, || Box::pin(async move { Ok(secret(value)) }))
             .await
             .unwrap()
+    }
+
+    /// The borrowed lookup key must hash and compare as the stored key, or every read
+    /// would miss the plain lookup and fall to the slower entry API.
+    #[tokio::test]
+    async fn a_borrowed_key_finds_the_stored_entry() {
+        use std::hash::BuildHasher;
+        let hasher = foldhash::quality::RandomState::default();
+        let tenant = TenantId(uuid::Uuid::new_v4());
+        for name in ["K", "stripe_key", "a.b-c_d", &"x".repeat(255)] {
+            let key = SecretKey::parse(name).unwrap();
+            let owned: Key = (tenant, key.clone());
+            let borrowed = KeyRef(tenant, key.as_str());
+            assert_eq!(
+                hasher.hash_one(&borrowed),
+                hasher.hash_one(&owned),
+                "{name}"
+            );
+            assert!(moka::Equivalent::equivalent(&borrowed, &owned));
+            let other = TenantId(uuid::Uuid::new_v4());
+            assert!(!moka::Equivalent::equivalent(&KeyRef(other, name), &owned));
+            assert!(!moka::Equivalent::equivalent(&KeyRef(tenant, "L"), &owned));
+        }
+        let cache = SecretCache::new(60, 100);
+        let key = SecretKey::parse("K").unwrap();
+        read(&cache, tenant, &key, "a").await;
+        let inner = cache.inner.as_ref().unwrap();
+        let hit = inner.get(&KeyRef(tenant, "K")).await;
+        assert_eq!(
+            hit.map(|s| s.value.expose().to_owned()).as_deref(),
+            Some("a")
+        );
     }
 
     #[tokio::test]
