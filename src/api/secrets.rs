@@ -118,6 +118,8 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
 /// leap seconds, where chrono writes it.
 fn rfc3339_text<'b>(at: &chrono::DateTime<chrono::Utc>, buf: &'b mut [u8; 30]) -> Option<&'b str> {
     use chrono::{Datelike, Timelike};
+    // The naive time once: each accessor of a `DateTime` applies its offset again.
+    let at = at.naive_utc();
     let (year, nanos) = (at.year(), at.nanosecond());
     if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
         return None;
