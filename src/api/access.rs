@@ -3,6 +3,7 @@
 //! minute (see `audit::AccessKey`). A flood of refused requests costs a few rows. The route
 //! layer (`api::edge`) makes the slot and counts the answer.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -86,14 +87,14 @@ impl TokenSlot {
 
     /// The tenant the path named, when it names a valid one: the path segment where the
     /// template has `{tenant}` (the lane's, parsed already).
-    pub(super) fn tenant(&self) -> Option<TenantSlug> {
+    pub(super) fn tenant(&self) -> Option<Cow<'_, TenantSlug>> {
         let (route, uri) = self.0.route.get()?;
         if let RouteTemplate::Lane { tenant, .. } = route {
-            return Some(tenant.clone());
+            return Some(Cow::Borrowed(tenant));
         }
         let at = route.as_str().split('/').position(|s| s == "{tenant}")?;
         let raw = uri.path().split('/').nth(at)?;
-        TenantSlug::parse(raw).ok()
+        TenantSlug::parse(raw).ok().map(Cow::Owned)
     }
 }
 

@@ -45,7 +45,7 @@ where
     // The tenant in the path (the segment where the route has `{tenant}`), read once the
     // caller is known. An invalid slug is the handler's 400 to give, not a tenant to count.
     let tenant = slot.tenant();
-    match vault.check_rate(&who, tenant.as_ref()).await {
+    match vault.check_rate(&who, tenant.as_deref()).await {
         Ok(policies) => {
             slot.authenticated(who);
             let mut res = handler(req).await;

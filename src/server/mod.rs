@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -23,6 +23,9 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 
 use crate::tls::ServerTls;
+
+mod conn_timer;
+use conn_timer::ConnectionTimer;
 
 /// The edge's bounds (settings `TENANT_VAULT_HTTP_*`).
 #[derive(Debug, Clone)]
@@ -53,12 +56,6 @@ pub async fn serve(
 ) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(edge.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(edge.header_timeout);
-    builder.http2().timer(TokioTimer::new());
     tokio::pin!(shutdown);
     loop {
         // A permit first: over the cap, connections wait in the accept queue, not in memory.
@@ -86,7 +83,8 @@ pub async fn serve(
                 req
             });
         let service = TowerToHyperService::new(service);
-        let (builder, tls, watcher) = (builder.clone(), tls.clone(), graceful.watcher());
+        let builder = connection_builder(edge.header_timeout);
+        let (tls, watcher) = (tls.clone(), graceful.watcher());
         let idle = edge.idle_timeout;
         tokio::spawn(async move {
             let _permit = permit;
@@ -123,6 +121,18 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// hyper's settings for one connection, with a timer of its own (`ConnectionTimer`).
+fn connection_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let timer = ConnectionTimer::default();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(timer.clone())
+        .header_read_timeout(header_timeout);
+    builder.http2().timer(timer);
+    builder
 }
 
 /// A stream that fails with `TimedOut` once no byte has moved either way for `idle`.
