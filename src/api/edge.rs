@@ -8,11 +8,12 @@
 //! future wrapped around the next and moved with it, and the request id, the span and the
 //! panic guard are a few lines each here (docs/bench.md, eighth round).
 
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -41,15 +42,21 @@ pub(super) async fn edge(State(edge): State<Edge>, req: Request, next: Next) -> 
         .get::<MatchedPath>()
         .cloned()
         .map(RouteTemplate::Matched);
-    edge.serve(route, req, |req| next.run(req)).await
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    edge.serve(route, client, req, |req| next.run(req)).await
 }
 
 impl Edge {
     /// `req` through everything above, with `handler` answering it; `route` is the template
-    /// routing matched (or the lane's own), None for the 404 fallback.
+    /// routing matched (or the lane's own), None for the 404 fallback; `client` is the peer,
+    /// when the server knows it.
     pub(super) async fn serve<H, F>(
         &self,
         route: Option<RouteTemplate>,
+        client: Option<SocketAddr>,
         mut req: Request,
         handler: H,
     ) -> Response
@@ -63,7 +70,10 @@ impl Edge {
         // tokio's clock (the same as std's outside tests), so the time limit can be tested.
         let started = tokio::time::Instant::now();
         let mut response = match route {
-            Some(route) => self.routed(&span, started, route, req, handler).await,
+            Some(route) => {
+                self.routed(&span, started, route, client, req, handler)
+                    .await
+            }
             None => guarded(&span, started, None, std::pin::pin!(handler(req))).await,
         };
         // The span as the events' parent, not entered: one enter and exit fewer per request.
@@ -87,6 +97,7 @@ impl Edge {
         span: &tracing::Span,
         started: tokio::time::Instant,
         route: RouteTemplate,
+        client: Option<SocketAddr>,
         mut req: Request,
         handler: H,
     ) -> Response
@@ -95,17 +106,14 @@ impl Edge {
         F: std::future::Future<Output = Response>,
     {
         let limited = self.limited.contains(route.as_str());
-        let client = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0);
         let slot = access::TokenSlot::routed(&route, req.uri());
         req.extensions_mut().insert(slot.clone());
         let method = req.method().clone();
         // Pinned where it is: the handler's future is large, and every move copies it.
         let work = std::pin::pin!(async {
             if limited {
-                limits::enforce(&self.state, &slot, req, handler).await
+                let ip = client.map(|c| c.ip());
+                limits::enforce(&self.state, &slot, ip, req, handler).await
             } else {
                 handler(req).await
             }

@@ -9,10 +9,12 @@
 //! answers and errors as before (a test holds the two lanes' answers equal).
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Method, Request};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -32,6 +34,9 @@ pub struct App {
     router: Router,
     /// None: every request goes through the router.
     lane: Option<Arc<Edge>>,
+    /// The connection's peer, when served over one (`server`): handed to the lane's edge
+    /// directly, and to the router as `ConnectInfo`.
+    peer: Option<SocketAddr>,
 }
 
 impl App {
@@ -39,6 +44,15 @@ impl App {
         Self {
             router,
             lane: Some(Arc::new(edge)),
+            peer: None,
+        }
+    }
+
+    /// The application for one connection from `peer`.
+    pub fn for_peer(&self, peer: SocketAddr) -> Self {
+        Self {
+            peer: Some(peer),
+            ..self.clone()
         }
     }
 
@@ -53,7 +67,11 @@ impl App {
 /// A router alone, without the lane (for routers built without `router_with_state`).
 impl From<Router> for App {
     fn from(router: Router) -> Self {
-        Self { router, lane: None }
+        Self {
+            router,
+            lane: None,
+            peer: None,
+        }
     }
 }
 
@@ -73,10 +91,14 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let Some((edge, (slug, key))) = self.lane.as_ref().zip(plain_secret_read(&req)) else {
+            if let Some(peer) = self.peer {
+                req.extensions_mut().insert(ConnectInfo(peer));
+            }
             return Either::Right(self.router.call(req));
         };
+        let client = self.peer;
         let edge = edge.clone();
         let req = req.map(Body::new);
         Either::Left(Box::pin(async move {
@@ -85,7 +107,7 @@ where
                 tenant: slug.clone(),
             });
             let mut response = edge
-                .serve(route, req, |req| read(&edge.state, req, slug, key))
+                .serve(route, client, req, |req| read(&edge.state, req, slug, key))
                 .await;
             set_content_length(&mut response);
             Ok(response)

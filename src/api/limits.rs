@@ -5,9 +5,9 @@
 //! Requests without a bearer token pass untouched: their handler answers 401 or serves a
 //! public route.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
@@ -21,6 +21,7 @@ use crate::service::ServiceError;
 pub(super) async fn enforce<H, F>(
     state: &AppState,
     slot: &super::access::TokenSlot,
+    client: Option<IpAddr>,
     req: Request,
     handler: H,
 ) -> Response
@@ -34,10 +35,6 @@ where
     let Some(token) = super::extract::bearer(req.headers()) else {
         return handler(req).await;
     };
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
     let who = match vault.authenticate_from(client, token).await {
         Ok(who) => who,
         Err(err) => return refusal(err),

@@ -2,7 +2,8 @@
 //! `axum::serve` does not offer. A client gets `header_timeout` to send each request's
 //! headers (slow-loris), a connection that moves no byte for `idle_timeout` is closed, and at
 //! most `max_connections` are served at once (the rest wait in the kernel's accept queue).
-//! Handlers see the peer as `ConnectInfo<SocketAddr>`. Shutdown stops accepting and lets the
+//! The application knows each connection's peer (`App::for_peer`): routed handlers see it as
+//! `ConnectInfo<SocketAddr>`, the lane's edge gets it directly. Shutdown stops accepting and lets the
 //! requests in flight finish.
 
 use std::future::Future;
@@ -12,7 +13,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -20,7 +20,6 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tower::ServiceExt as _;
 
 use crate::tls::ServerTls;
 
@@ -76,13 +75,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        let service = app
-            .clone()
-            .map_request(move |mut req: axum::extract::Request<_>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            });
-        let service = TowerToHyperService::new(service);
+        let service = TowerToHyperService::new(app.for_peer(peer));
         let builder = connection_builder(edge.header_timeout);
         let (tls, watcher) = (tls.clone(), graceful.watcher());
         let idle = edge.idle_timeout;
