@@ -114,30 +114,30 @@ impl Vault {
         // cached read would otherwise carry and copy.
         let load = || {
             Box::pin(async {
-                if self.not_found.contains(tenant.id, key) {
+                if self.not_found.contains(tenant.id, key).await {
                     return Err(ServiceError::SecretNotFound);
                 }
+                let ticket = self.not_found.ticket(tenant.id, key);
                 let loaded = self.load_secret(ctx, tenant, key).await;
                 if let Err(ServiceError::SecretNotFound) = &loaded {
-                    self.not_found.remember(tenant.id, key).await;
+                    self.not_found.remember(tenant.id, key, ticket).await;
                 }
                 loaded
             }) as crate::cache::Load<'_, ServiceError>
         };
-        let result = self
-            .cache
-            .get_or_load(tenant.id, key, load)
-            .await
-            .map(|(secret, from_cache)| SecretRead {
-                source: if from_cache {
-                    SecretSource::Cache
-                } else {
-                    secret.loaded_from
-                },
-                secret,
-                age: None,
-            })
-            .map_err(|shared| (*shared).clone());
+        let result =
+            self.cache
+                .get_or_load(tenant.id, key, load)
+                .await
+                .map(|(secret, from_cache)| SecretRead {
+                    source: if from_cache {
+                        SecretSource::Cache
+                    } else {
+                        secret.loaded_from
+                    },
+                    secret,
+                    age: None,
+                });
         let result = match result {
             Err(ServiceError::Unavailable(what)) => {
                 Box::pin(self.serve_stale(tenant, key, what)).await
