@@ -168,6 +168,27 @@ impl<S> IdleTimeout<S> {
     }
 }
 
+impl<S> IdleTimeout<S> {
+    /// A read's or write's outcome: one that moved a byte (`moved`) is activity; one that
+    /// must wait checks the idle deadline.
+    fn settle<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+        moved: impl FnOnce(&io::Result<T>) -> bool,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Ready(result) => {
+                if moved(&result) {
+                    self.last_activity = Instant::now();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.poll_idle(cx).map(Err),
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -176,15 +197,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                if buf.filled().len() > before {
-                    this.last_activity = Instant::now();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.poll_idle(cx).map(Err),
-        }
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let after = buf.filled().len();
+        this.settle(cx, polled, |_| after > before)
     }
 }
 
@@ -195,15 +210,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(result) => {
-                if matches!(result, Ok(n) if n > 0) {
-                    this.last_activity = Instant::now();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.poll_idle(cx).map(Err),
-        }
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.settle(cx, polled, |r| matches!(r, Ok(n) if *n > 0))
     }
 
     fn poll_write_vectored(
@@ -212,15 +220,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                if matches!(result, Ok(n) if n > 0) {
-                    this.last_activity = Instant::now();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.poll_idle(cx).map(Err),
-        }
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.settle(cx, polled, |r| matches!(r, Ok(n) if *n > 0))
     }
 
     fn is_write_vectored(&self) -> bool {
