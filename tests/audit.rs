@@ -194,6 +194,28 @@ async fn two_writers_appending_at_once_keep_one_chain() {
         "every event is in the table"
     );
     assert_eq!(report.rows, n as u64);
+    // The writers number their rows under the chain lock: one run of ids, in chain order.
+    let numbered: Vec<i64> = (1..=n as i64).collect();
+    assert_eq!(ids(&app.pool).await, numbered);
+}
+
+/// Ids come from the chain's writer (migration 0009): a row that brings none is refused,
+/// rather than taking one from a sequence out of chain order.
+#[tokio::test]
+async fn a_row_without_an_id_is_refused() {
+    let (app, _) = busy_app().await;
+    let before = ids(&app.pool).await;
+    let err = sqlx::query(
+        "insert into audit_events (occurred_at, action, outcome, prev_hash, hash)
+         values (now(), 'secret.read', 'success', $1, $1)",
+    )
+    .bind(vec![0u8; 32])
+    .execute(&app.pool)
+    .await
+    .unwrap_err();
+    let code = err.as_database_error().and_then(|e| e.code());
+    assert_eq!(code.as_deref(), Some("23502"), "not-null violation: {err}");
+    assert_eq!(ids(&app.pool).await, before);
 }
 
 #[tokio::test]
@@ -309,10 +331,11 @@ async fn legacy_unkeyed_rows_still_verify() {
         e.secret_key = Some(format!("OLD_{i}"));
         let hash = chain_hash(&prev, &e);
         sqlx::query(
-            "insert into audit_events (occurred_at, tenant_slug, action, secret_key, outcome,
-                                       prev_hash, hash)
-             values ($1, $2, $3, $4, $5, $6, $7)",
+            "insert into audit_events (id, occurred_at, tenant_slug, action, secret_key,
+                                       outcome, prev_hash, hash)
+             values ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
+        .bind(i64::from(i) + 1)
         .bind(e.occurred_at)
         .bind(&e.tenant_slug)
         .bind(e.action.as_str())

@@ -113,14 +113,15 @@ pub(super) async fn insert_chained(
     batch: &[AuditEvent],
 ) -> Result<(), StoreError> {
     let mut tx = conn.begin().await?;
-    let mut prev = store::audit::lock_chain_head(&mut tx)
-        .await?
-        .unwrap_or([0u8; 32]);
-    let rows: Vec<AuditRow<'_>> = batch
-        .iter()
-        .map(|e| {
+    let tail = store::audit::lock_chain_tail(&mut tx).await?;
+    let mut prev = tail.map_or([0u8; 32], |t| t.hash);
+    let first_id = tail.map_or(1, |t| t.next_id());
+    let rows: Vec<AuditRow<'_>> = (first_id..)
+        .zip(batch)
+        .map(|(id, e)| {
             let hash = keyed_chain_hash(key, &prev, e);
             AuditRow {
+                id,
                 occurred_at: e.occurred_at,
                 token_id: e.token_id,
                 tenant_id: e.tenant_id,

@@ -17,6 +17,9 @@ const AUDIT_CHAIN_LOCK: i64 = 0x7476_6175_6469_7401;
 /// A row to append, borrowing its text from the event it records (a batch holds hundreds).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRow<'a> {
+    /// The chain's next id (`ChainTail::next_id`): the writer numbers its rows under the
+    /// chain lock rather than through the column's sequence.
+    pub id: i64,
     pub occurred_at: DateTime<Utc>,
     pub token_id: Option<Uuid>,
     pub tenant_id: Option<Uuid>,
@@ -58,29 +61,52 @@ pub struct StoredAuditRow {
     pub chain_version: i16,
 }
 
-/// Takes the chain lock for this transaction and returns the hash of the newest row.
-pub async fn lock_chain_head(conn: &mut PgConnection) -> StoreResult<Option<[u8; 32]>> {
+/// The newest row of the chain, as the next append continues it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainTail {
+    pub id: i64,
+    pub hash: [u8; 32],
+}
+
+impl ChainTail {
+    /// The id of the row after this one.
+    pub fn next_id(&self) -> i64 {
+        self.id + 1
+    }
+}
+
+/// Takes the chain lock for this transaction and returns the newest row's id and hash.
+/// Under this lock the writer numbers its rows itself (the tail's id + 1, + 2, ...): one
+/// `nextval` per row was about a tenth of PostgreSQL's instructions per audit row
+/// (docs/bench.md, eleventh round), and ids stay in chain order across replicas, which a
+/// per-backend sequence cache would not keep.
+pub async fn lock_chain_tail(conn: &mut PgConnection) -> StoreResult<Option<ChainTail>> {
     sqlx::query!("select pg_advisory_xact_lock($1)", AUDIT_CHAIN_LOCK)
         .execute(&mut *conn)
         .await?;
-    let head = sqlx::query_scalar!("select hash from audit_events order by id desc limit 1")
-        .fetch_optional(&mut *conn)
-        .await?;
+    let Some(last) =
+        sqlx::query!("select id, hash, chain_version from audit_events order by id desc limit 1")
+            .fetch_optional(&mut *conn)
+            .await?
+    else {
+        return Ok(None);
+    };
     // The column's check constraint keeps it at 32 bytes.
-    head.map(|h| <[u8; 32]>::try_from(h.as_slice()))
-        .transpose()
-        .map_err(|e| sqlx::Error::Decode(Box::new(e)).into())
+    let hash =
+        <[u8; 32]>::try_from(last.hash.as_slice()).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(Some(ChainTail { id: last.id, hash }))
 }
 
 /// The whole batch through one `COPY ... FROM STDIN (FORMAT binary)`: for PostgreSQL the
 /// cheapest way in (no array unnesting, sorting or parameter parsing; the bench's `hot`
 /// phase inserts one row per read), and for us a buffer written without escaping anything.
-/// The rows keep their order, so `id` follows the chain. Must run in the caller's
-/// transaction, under the chain lock.
+/// Each row carries its id (`AuditRow::id`), numbered in chain order. Must run in the
+/// caller's transaction, under the chain lock.
 pub async fn insert_batch(conn: &mut PgConnection, rows: &[AuditRow<'_>]) -> StoreResult<()> {
     let mut copy = BinaryCopy::with_rows(rows.len());
     for r in rows {
-        copy.row(16);
+        copy.row(17);
+        copy.int8(r.id);
         copy.timestamptz(r.occurred_at);
         copy.uuid(r.token_id);
         copy.uuid(r.tenant_id);
@@ -100,7 +126,7 @@ pub async fn insert_batch(conn: &mut PgConnection, rows: &[AuditRow<'_>]) -> Sto
     }
     let mut into = conn
         .copy_in_raw(
-            "copy audit_events (occurred_at, token_id, tenant_id, tenant_slug, action,
+            "copy audit_events (id, occurred_at, token_id, tenant_id, tenant_slug, action,
                                 secret_key, outcome, request_id, prev_hash, hash,
                                 source, route, count, actor, subject, chain_version)
              from stdin (format binary)",
@@ -158,6 +184,10 @@ impl BinaryCopy {
 
     fn int4(&mut self, n: Option<i32>) {
         self.field(n.map(i32::to_be_bytes).as_ref().map(|b| &b[..]));
+    }
+
+    fn int8(&mut self, n: i64) {
+        self.field(Some(&n.to_be_bytes()));
     }
 
     fn int2(&mut self, n: i16) {
