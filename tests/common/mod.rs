@@ -112,10 +112,28 @@ async fn start_server() -> Server {
             .await
             .expect("grants apply");
         tpool.close().await;
-        // Another test process may have won the race; then use theirs.
-        let _ = sqlx::query(&format!("alter database {building} rename to {template}"))
-            .execute(&pool)
-            .await;
+        // The rename waits for the building connections' backends, which may still be exiting
+        // after `close` (a database in use cannot be renamed). Another test process may have
+        // won the race (a shared DATABASE_URL server); then use theirs.
+        let mut tries = 0;
+        loop {
+            let renamed = sqlx::query(&format!("alter database {building} rename to {template}"))
+                .execute(&pool)
+                .await;
+            let Err(err) = renamed else { break };
+            let theirs: bool =
+                sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+                    .bind(&template)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            tries += 1;
+            if theirs || tries == 100 {
+                assert!(theirs, "renaming the template database: {err}");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
     pool.close().await;
     Server {
