@@ -112,8 +112,9 @@ async fn start_server() -> Server {
             .await
             .expect("grants apply");
         tpool.close().await;
-        // The rename waits for the building connections' backends, which may still be exiting
-        // after `close` (a database in use cannot be renamed). Another test process may have
+        // A database in use cannot be renamed, and a backend can outlive its pool's `close`
+        // (CI once saw "is being accessed by other users" here): end whatever is still
+        // connected to the building database and try again. Another test process may have
         // won the race (a shared DATABASE_URL server); then use theirs.
         let mut tries = 0;
         loop {
@@ -127,12 +128,32 @@ async fn start_server() -> Server {
                     .fetch_one(&pool)
                     .await
                     .unwrap();
-            tries += 1;
-            if theirs || tries == 100 {
-                assert!(theirs, "renaming the template database: {err}");
+            if theirs {
                 break;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let lingering: Vec<String> = sqlx::query_scalar(
+                "select format('%s %s (%s): %s', backend_type, pid, application_name, query)
+                   from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+            )
+            .bind(&building)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            tries += 1;
+            assert!(
+                tries < 20,
+                "renaming the template database: {err}; still connected: {lingering:?}"
+            );
+            eprintln!("template rename: {err}; ending {lingering:?}");
+            sqlx::query(
+                "select pg_terminate_backend(pid) from pg_stat_activity
+                  where datname = $1 and pid <> pg_backend_pid()",
+            )
+            .bind(&building)
+            .execute(&pool)
+            .await
+            .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
     pool.close().await;
