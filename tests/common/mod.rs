@@ -90,13 +90,7 @@ async fn start_server() -> Server {
             .await
             .expect("creating the test roles");
     }
-    let exists: bool =
-        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-            .bind(&template)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-    if !exists {
+    if !database_exists(&pool, &template).await {
         let building = format!("{template}_build_{}", std::process::id());
         sqlx::query(&format!("create database {building} owner {OWNER_ROLE}"))
             .execute(&pool)
@@ -122,12 +116,7 @@ async fn start_server() -> Server {
                 .execute(&pool)
                 .await;
             let Err(err) = renamed else { break };
-            let theirs: bool =
-                sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-                    .bind(&template)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
+            let theirs = database_exists(&pool, &template).await;
             if theirs {
                 break;
             }
@@ -162,6 +151,14 @@ async fn start_server() -> Server {
         template,
         _cluster: Mutex::new(cluster),
     }
+}
+
+async fn database_exists(pool: &PgPool, name: &str) -> bool {
+    sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 /// The role that owns the tables (migrations) and the one the vault connects as.
